@@ -1,0 +1,230 @@
+// Package kafka wraps IBM/sarama for the room event log: client settings that
+// give the guarantees of DESIGN.md (acks=all, idempotent producer, offsets
+// committed only after handling), a producer that returns each record's
+// offset (its seq), trace context in record headers, and the consumer-group
+// loop shared by the delivery worker and the persister.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/IBM/sarama"
+	"go.opentelemetry.io/otel/propagation"
+
+	"relay/pkg/events"
+)
+
+// Version is the protocol version we speak; Apache Kafka 3.x and the
+// embedded broker both support it.
+var version = sarama.V3_6_0_0
+
+// ProducerConfig returns sarama settings for an idempotent, acks=all producer
+// whose sends return their offsets.
+func ProducerConfig(clientID string) *sarama.Config {
+	c := sarama.NewConfig()
+	c.ClientID = clientID
+	c.Version = version
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Idempotent = true
+	c.Net.MaxOpenRequests = 1 // required by the idempotent producer
+	c.Producer.Retry.Max = 5
+	c.Producer.Retry.Backoff = 100 * time.Millisecond
+	c.Producer.Return.Successes = true
+	c.Producer.Return.Errors = true
+	c.Producer.Partitioner = sarama.NewHashPartitioner
+	c.Producer.Timeout = 5 * time.Second
+	// Linger briefly so concurrent sends share a request.
+	c.Producer.Flush.Frequency = time.Millisecond
+	c.Producer.Flush.MaxMessages = 500
+	c.Metadata.Retry.Max = 5
+	c.Metadata.Retry.Backoff = 200 * time.Millisecond
+	c.Net.DialTimeout = 5 * time.Second
+	return c
+}
+
+// ConsumerConfig returns sarama settings for a consumer group that commits
+// only offsets marked after handling.
+func ConsumerConfig(clientID string) *sarama.Config {
+	c := sarama.NewConfig()
+	c.ClientID = clientID
+	c.Version = version
+	c.Consumer.Return.Errors = true
+	c.Consumer.Offsets.Initial = sarama.OffsetOldest
+	c.Consumer.Offsets.AutoCommit.Enable = true
+	c.Consumer.Offsets.AutoCommit.Interval = 200 * time.Millisecond
+	c.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	c.Consumer.Group.Session.Timeout = 10 * time.Second
+	c.Consumer.Group.Heartbeat.Interval = 3 * time.Second
+	c.Consumer.Fetch.Default = 1 << 20
+	c.Consumer.MaxWaitTime = 100 * time.Millisecond
+	c.Metadata.Retry.Max = 5
+	c.Metadata.Retry.Backoff = 200 * time.Millisecond
+	c.Net.DialTimeout = 5 * time.Second
+	return c
+}
+
+// EnsureTopic creates topic with the given partitions when it does not
+// exist. An existing topic is left as it is: its partition count decides
+// where rooms live.
+func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32) error {
+	cfg := sarama.NewConfig()
+	cfg.Version = version
+	admin, err := sarama.NewClusterAdmin(brokers, cfg)
+	if err != nil {
+		return fmt.Errorf("kafka: admin: %w", err)
+	}
+	defer admin.Close()
+	err = admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false)
+	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+		return fmt.Errorf("kafka: create topic %s: %w", topic, err)
+	}
+	return ctx.Err()
+}
+
+// Ping checks that a broker answers a metadata request for topic.
+func Ping(ctx context.Context, client sarama.Client, topic string) error {
+	done := make(chan error, 1)
+	go func() { done <- client.RefreshMetadata(topic) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("kafka: metadata: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// HeaderCarrier adapts record headers to OpenTelemetry propagation.
+type HeaderCarrier struct {
+	Headers *[]sarama.RecordHeader
+}
+
+var _ propagation.TextMapCarrier = HeaderCarrier{}
+
+// Get returns the value of header key.
+func (c HeaderCarrier) Get(key string) string {
+	for _, h := range *c.Headers {
+		if string(h.Key) == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// Set replaces or adds header key.
+func (c HeaderCarrier) Set(key, value string) {
+	for i, h := range *c.Headers {
+		if string(h.Key) == key {
+			(*c.Headers)[i].Value = []byte(value)
+			return
+		}
+	}
+	*c.Headers = append(*c.Headers, sarama.RecordHeader{Key: []byte(key), Value: []byte(value)})
+}
+
+// Keys lists the header keys.
+func (c HeaderCarrier) Keys() []string {
+	keys := make([]string, 0, len(*c.Headers))
+	for _, h := range *c.Headers {
+		keys = append(keys, string(h.Key))
+	}
+	return keys
+}
+
+// ConsumerHeaders turns consumed record headers into the slice the carrier edits.
+func ConsumerHeaders(hs []*sarama.RecordHeader) []sarama.RecordHeader {
+	out := make([]sarama.RecordHeader, 0, len(hs))
+	for _, h := range hs {
+		if h != nil {
+			out = append(out, *h)
+		}
+	}
+	return out
+}
+
+// Producer produces room events and returns the offset each got.
+type Producer struct {
+	sp    sarama.SyncProducer
+	topic string
+	prop  propagation.TextMapPropagator
+}
+
+// NewProducer connects an idempotent producer for topic.
+func NewProducer(brokers []string, topic, clientID string, prop propagation.TextMapPropagator) (*Producer, error) {
+	sp, err := sarama.NewSyncProducer(brokers, ProducerConfig(clientID))
+	if err != nil {
+		return nil, fmt.Errorf("kafka: producer: %w", err)
+	}
+	return &Producer{sp: sp, topic: topic, prop: prop}, nil
+}
+
+// Publish appends e to its room's partition and returns the record's
+// partition and offset (the event's seq) once the broker stored it with
+// acks=all. The trace context of ctx travels in the headers. ctx bounds how
+// long the caller waits; a send abandoned on ctx may still be stored.
+func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int32, seq int64, err error) {
+	value, err := events.Marshal(e)
+	if err != nil {
+		return 0, 0, err
+	}
+	headers := []sarama.RecordHeader{{Key: []byte(events.HeaderType), Value: []byte(e.Type)}}
+	p.prop.Inject(ctx, HeaderCarrier{Headers: &headers})
+	msg := &sarama.ProducerMessage{Topic: p.topic, Key: sarama.ByteEncoder(e.Key()), Value: sarama.ByteEncoder(value), Headers: headers}
+	type result struct {
+		partition int32
+		offset    int64
+		err       error
+	}
+	done := make(chan result, 1)
+	go func() {
+		part, off, err := p.sp.SendMessage(msg)
+		done <- result{part, off, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return 0, 0, fmt.Errorf("kafka: produce: %w", r.err)
+		}
+		return r.partition, r.offset, nil
+	case <-ctx.Done():
+		return 0, 0, fmt.Errorf("kafka: produce: %w", ctx.Err())
+	}
+}
+
+// Close flushes and closes the producer.
+func (p *Producer) Close() error {
+	return p.sp.Close()
+}
+
+// RunGroup consumes topics with handler until ctx is cancelled. Consume
+// returns on every rebalance, so it runs in a loop; errors are logged and
+// retried with a pause rather than ending the loop.
+func RunGroup(ctx context.Context, group sarama.ConsumerGroup, topics []string, handler sarama.ConsumerGroupHandler, log *slog.Logger) error {
+	go func() {
+		for err := range group.Errors() {
+			log.Warn("consumer group error", "err", err)
+		}
+	}()
+	for {
+		if err := group.Consume(ctx, topics, handler); err != nil {
+			if errors.Is(err, sarama.ErrClosedConsumerGroup) {
+				return nil
+			}
+			log.Warn("consume failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,141 @@
+// Package protocol is the native WebSocket protocol at /ws (docs/protocol.md):
+// the frame envelope, event names, payloads, error codes and close codes.
+// The gateway, the delivery worker (which renders pushes once, for every
+// recipient), tests and chatbench share it.
+package protocol
+
+import (
+	"encoding/json"
+	"time"
+
+	"relay/pkg/chat"
+)
+
+// Frame is one JSON text frame in either direction:
+// {"event": "...", "data": {...}, "ref": "c42"}.
+type Frame struct {
+	// Event names the frame's meaning.
+	Event string `json:"event"`
+	// Data is the event's payload; its shape depends on Event.
+	Data json.RawMessage `json:"data,omitempty"`
+	// Ref, when a client sets it, is echoed in exactly one ack or error reply.
+	Ref string `json:"ref,omitempty"`
+}
+
+// Client-to-server events.
+const (
+	EventJoinRoom      = "join_room"
+	EventLeaveRoom     = "leave_room"
+	EventSendMessage   = "send_message"
+	EventEditMessage   = "edit_message"
+	EventDeleteMessage = "delete_message"
+	EventMarkRead      = "mark_read"
+	EventTypingStart   = "typing_start"
+	EventTypingStop    = "typing_stop"
+	EventPing          = "ping"
+)
+
+// Server-to-client events.
+const (
+	EventAck            = "ack"
+	EventError          = "error"
+	EventMessage        = "message"
+	EventMessageEdited  = "message_edited"
+	EventMessageDeleted = "message_deleted"
+	EventMessageRead    = "message_read"
+	EventUserJoined     = "user_joined"
+	EventUserLeft       = "user_left"
+	EventTyping         = "typing"
+	EventPresenceUpdate = "presence_update"
+)
+
+// ErrorData is the payload of an error frame.
+type ErrorData struct {
+	Code    chat.Code `json:"code"`
+	Message string    `json:"message"`
+}
+
+// WebSocket close codes the gateway uses (docs/protocol.md).
+const (
+	// CloseNormal: the client or server ended the session.
+	CloseNormal = 1000
+	// CloseGoingAway: the server is shutting down.
+	CloseGoingAway = 1001
+	// CloseUnsupportedData: a binary frame was sent (only JSON text is spoken).
+	CloseUnsupportedData = 1003
+	// ClosePolicyViolation: the client broke the protocol badly enough to end it.
+	ClosePolicyViolation = 1008
+	// CloseTooLarge: a frame exceeded the read limit.
+	CloseTooLarge = 1009
+	// CloseServiceRestart: the server restarts; reconnect (to another instance) and resume.
+	CloseServiceRestart = 1012
+	// CloseTryAgainLater: the server is full.
+	CloseTryAgainLater = 1013
+	// CloseSlowConsumer: the client did not read fast enough; its queue overflowed.
+	CloseSlowConsumer = 4000
+	// CloseAuthExpired: the token expired during the session.
+	CloseAuthExpired = 4001
+)
+
+// Message is the payload of a `message` push and of history items.
+type Message struct {
+	ID          string          `json:"id"`
+	RoomID      string          `json:"roomId"`
+	UserID      string          `json:"userId"`
+	Username    string          `json:"username"`
+	Content     string          `json:"content"`
+	Type        string          `json:"type"`
+	Metadata    json.RawMessage `json:"metadata,omitempty"`
+	ClientMsgID string          `json:"clientMsgId,omitempty"`
+	Seq         int64           `json:"seq"`
+	PrevSeq     *int64          `json:"prevSeq,omitempty"`
+	CreatedAt   time.Time       `json:"createdAt"`
+}
+
+// MessageEdited is the payload of a `message_edited` push.
+type MessageEdited struct {
+	RoomID    string    `json:"roomId"`
+	MessageID string    `json:"messageId"`
+	UserID    string    `json:"userId"`
+	Content   string    `json:"content"`
+	EditedAt  time.Time `json:"editedAt"`
+	Seq       int64     `json:"seq"`
+	PrevSeq   *int64    `json:"prevSeq,omitempty"`
+}
+
+// MessageDeleted is the payload of a `message_deleted` push.
+type MessageDeleted struct {
+	RoomID    string    `json:"roomId"`
+	MessageID string    `json:"messageId"`
+	UserID    string    `json:"userId"`
+	DeletedAt time.Time `json:"deletedAt"`
+	Seq       int64     `json:"seq"`
+	PrevSeq   *int64    `json:"prevSeq,omitempty"`
+}
+
+// MessageRead is the payload of a `message_read` push: UserID has read
+// RoomID up to ReadSeq. Seq is the read event's own position in the log.
+type MessageRead struct {
+	RoomID  string `json:"roomId"`
+	UserID  string `json:"userId"`
+	ReadSeq int64  `json:"readSeq"`
+	Seq     int64  `json:"seq"`
+	PrevSeq *int64 `json:"prevSeq,omitempty"`
+}
+
+// UserJoined is the payload of a `user_joined` push.
+type UserJoined struct {
+	RoomID   string `json:"roomId"`
+	UserID   string `json:"userId"`
+	Username string `json:"username"`
+	Seq      int64  `json:"seq"`
+	PrevSeq  *int64 `json:"prevSeq,omitempty"`
+}
+
+// UserLeft is the payload of a `user_left` push.
+type UserLeft struct {
+	RoomID  string `json:"roomId"`
+	UserID  string `json:"userId"`
+	Seq     int64  `json:"seq"`
+	PrevSeq *int64 `json:"prevSeq,omitempty"`
+}

@@ -1,0 +1,209 @@
+// Package redis owns the Redis side of the room log: connection setup, the
+// key and channel names (docs/architecture.md), the publication payload the
+// delivery worker writes and gateways read, and the Lua script that moves a
+// room's last seq, appends to its recent history and publishes atomically.
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/extra/redisotel/v9"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Open connects to url and checks the connection. With tracing, every
+// command is a span.
+func Open(ctx context.Context, url string, tracing bool) (*goredis.Client, error) {
+	opt, err := goredis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	c := goredis.NewClient(opt)
+	if tracing {
+		if err := redisotel.InstrumentTracing(c); err != nil {
+			return nil, fmt.Errorf("redis: tracing: %w", err)
+		}
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("redis: ping: %w", err)
+	}
+	return c, nil
+}
+
+// Keys builds every key and channel name under one prefix. Per-room keys
+// share a hash tag so a script touching them works on Redis Cluster too.
+type Keys struct {
+	// Prefix starts every name, e.g. "relay:".
+	Prefix string
+}
+
+func (k Keys) room(roomID int64) string {
+	return k.Prefix + "{r:" + strconv.FormatInt(roomID, 10) + "}"
+}
+
+// RoomChannel is the pub/sub channel a room's publications go to.
+func (k Keys) RoomChannel(roomID int64) string { return k.room(roomID) + ":ch" }
+
+// RoomSeq holds the seq of the room's last published event.
+func (k Keys) RoomSeq(roomID int64) string { return k.room(roomID) + ":seq" }
+
+// RoomHistory is the capped stream of the room's recent publications; entry
+// ids are "<seq>-1" so a range read by seq needs no index.
+func (k Keys) RoomHistory(roomID int64) string { return k.room(roomID) + ":hist" }
+
+// Dedupe holds the first ack of a user's clientMsgId.
+func (k Keys) Dedupe(userID int64, clientMsgID string) string {
+	return k.Prefix + "dedupe:" + strconv.FormatInt(userID, 10) + ":" + clientMsgID
+}
+
+// Publication is what the delivery worker publishes on a room channel and
+// keeps in the room history: the rendered client frame with its position.
+type Publication struct {
+	// RoomID is the room the event belongs to.
+	RoomID int64 `json:"roomId,string"`
+	// Seq is the event's Kafka offset.
+	Seq int64 `json:"seq"`
+	// PrevSeq is the seq of the room's previous event; nil when unknown.
+	PrevSeq *int64 `json:"prevSeq,omitempty"`
+	// Trace carries W3C trace context (traceparent, tracestate).
+	Trace map[string]string `json:"trace,omitempty"`
+	// Frame is the server frame to write to sockets as it is.
+	Frame json.RawMessage `json:"frame"`
+}
+
+// DecodePublication parses a channel message or history entry.
+func DecodePublication(b []byte) (*Publication, error) {
+	var p Publication
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("redis: publication: %w", err)
+	}
+	if p.RoomID <= 0 || len(p.Frame) == 0 {
+		return nil, errors.New("redis: publication: roomId and frame required")
+	}
+	return &p, nil
+}
+
+// publishScript: KEYS = seq key, history stream; ARGV = expected previous
+// seq ("" when the key is expected to be missing), seq, payload, channel,
+// history cap. Returns {1} when published, {0} when seq was already
+// published (a redelivery), {2, current} when the caller's expected previous
+// seq was stale and it must re-render with current ("" for missing).
+var publishScript = goredis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+local seq = tonumber(ARGV[2])
+if cur and tonumber(cur) >= seq then
+  return {0}
+end
+if (cur or '') ~= ARGV[1] then
+  return {2, cur or ''}
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], ARGV[2] .. '-1', 'd', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return {1}
+`)
+
+// PublishResult says what Publish did.
+type PublishResult int
+
+// Publish outcomes.
+const (
+	// Published: the seq moved, the history grew and subscribers were told.
+	Published PublishResult = iota
+	// Duplicate: seq was not above the room's last seq; nothing was done.
+	Duplicate
+	// Stale: the expected previous seq was wrong; re-render with Current.
+	Stale
+)
+
+// Publish runs the publish script for one publication. expectedPrev is
+// the previous seq the payload was rendered with (nil: the room's seq was
+// believed missing). On Stale, current holds the room's actual last seq
+// (nil when missing).
+func Publish(ctx context.Context, c goredis.Scripter, k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int) (res PublishResult, current *int64, err error) {
+	exp := ""
+	if expectedPrev != nil {
+		exp = strconv.FormatInt(*expectedPrev, 10)
+	}
+	out, err := publishScript.Run(ctx, c, []string{k.RoomSeq(roomID), k.RoomHistory(roomID)},
+		exp, seq, payload, k.RoomChannel(roomID), historyCap).Slice()
+	if err != nil {
+		return 0, nil, fmt.Errorf("redis: publish: %w", err)
+	}
+	code, _ := out[0].(int64)
+	switch code {
+	case 1:
+		return Published, nil, nil
+	case 0:
+		return Duplicate, nil, nil
+	case 2:
+		s, _ := out[1].(string)
+		if s == "" {
+			return Stale, nil, nil
+		}
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, nil, fmt.Errorf("redis: publish: bad seq %q: %w", s, err)
+		}
+		return Stale, &v, nil
+	}
+	return 0, nil, fmt.Errorf("redis: publish: unexpected reply %v", out)
+}
+
+// LastSeq returns the room's last published seq, or nil when unknown.
+func LastSeq(ctx context.Context, c goredis.Cmdable, k Keys, roomID int64) (*int64, error) {
+	v, err := c.Get(ctx, k.RoomSeq(roomID)).Int64()
+	if errors.Is(err, goredis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redis: last seq: %w", err)
+	}
+	return &v, nil
+}
+
+// History returns up to count publications of the room with seq > afterSeq,
+// in seq order, and whether the history reaches back far enough to be sure
+// nothing between afterSeq and the first returned entry was trimmed.
+func History(ctx context.Context, c goredis.Cmdable, k Keys, roomID, afterSeq int64, count int64) (pubs []*Publication, complete bool, err error) {
+	key := k.RoomHistory(roomID)
+	// The oldest kept entry tells whether trimming removed anything we need.
+	first, err := c.XRangeN(ctx, key, "-", "+", 1).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("redis: history: %w", err)
+	}
+	msgs, err := c.XRangeN(ctx, key, "("+strconv.FormatInt(afterSeq, 10)+"-1", "+", count).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("redis: history: %w", err)
+	}
+	pubs = make([]*Publication, 0, len(msgs))
+	for _, m := range msgs {
+		d, _ := m.Values["d"].(string)
+		p, err := DecodePublication([]byte(d))
+		if err != nil {
+			return nil, false, err
+		}
+		pubs = append(pubs, p)
+	}
+	complete = true
+	if len(first) == 1 {
+		d, _ := first[0].Values["d"].(string)
+		oldest, err := DecodePublication([]byte(d))
+		if err != nil {
+			return nil, false, err
+		}
+		// Entries older than the oldest kept one may be gone; the oldest
+		// says via prevSeq what came before it.
+		if oldest.Seq > afterSeq+1 && (oldest.PrevSeq == nil || *oldest.PrevSeq > afterSeq) {
+			complete = false
+		}
+	} else {
+		complete = false
+	}
+	return pubs, complete, nil
+}

@@ -1,0 +1,226 @@
+// Package web is the HTTP plumbing every service shares: a Fiber app with the
+// error model mapped to JSON bodies, recovery from panics, request tracing
+// and metrics, /health, /ready and /metrics, and graceful shutdown.
+package web
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gofiber/contrib/otelfiber/v2"
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"relay/pkg/chat"
+	"relay/pkg/telemetry"
+)
+
+// ErrorBody is the JSON shape of every error response:
+// {"error": {"code": "...", "message": "..."}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the inner object of ErrorBody.
+type ErrorDetail struct {
+	Code    chat.Code `json:"code"`
+	Message string    `json:"message"`
+}
+
+// Check reports whether one dependency is usable; used by /ready.
+type Check func(ctx context.Context) error
+
+// Options configure NewApp.
+type Options struct {
+	// Service names the service in logs and metrics.
+	Service string
+	// Telemetry provides the logger, tracer provider and registry.
+	Telemetry *telemetry.Telemetry
+	// BodyLimit bounds request bodies in bytes; zero means 64 KiB.
+	BodyLimit int
+	// Checks are run by /ready, each with ReadyTimeout; nil means always ready.
+	Checks map[string]Check
+	// ReadyTimeout bounds each check; zero means 2 s.
+	ReadyTimeout time.Duration
+}
+
+// NewApp returns a Fiber app with the shared middleware and the /health,
+// /ready and /metrics routes installed.
+func NewApp(o Options) *fiber.App {
+	if o.BodyLimit == 0 {
+		o.BodyLimit = 64 << 10
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 2 * time.Second
+	}
+	log := o.Telemetry.Log
+	app := fiber.New(fiber.Config{
+		AppName:               o.Service,
+		BodyLimit:             o.BodyLimit,
+		DisableStartupMessage: true,
+		ReadTimeout:           30 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		ErrorHandler:          ErrorHandler(log),
+	})
+	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
+		log.ErrorContext(c.UserContext(), "panic in handler", "panic", fmt.Sprint(e), "path", c.Path())
+	}}))
+	app.Use(otelfiber.Middleware(
+		otelfiber.WithTracerProvider(o.Telemetry.TracerProvider),
+		otelfiber.WithPropagators(o.Telemetry.Propagator),
+		otelfiber.WithNext(func(c *fiber.Ctx) bool { return isProbe(c.Path()) }),
+	))
+	app.Use(metricsMiddleware(o.Telemetry.Registry))
+
+	app.Get("/health", func(c *fiber.Ctx) error {
+		return c.JSON(fiber.Map{"status": "ok", "service": o.Service})
+	})
+	app.Get("/ready", readyHandler(o.Checks, o.ReadyTimeout, log))
+	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(o.Telemetry.Registry, promhttp.HandlerOpts{})))
+	return app
+}
+
+func isProbe(path string) bool {
+	return path == "/health" || path == "/ready" || path == "/metrics"
+}
+
+// ErrorHandler maps errors to the JSON error body: *chat.Error by its code,
+// Fiber's own errors (unknown route, body too large) by their status, and
+// anything else to INTERNAL with the detail only in the log.
+func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		code := chat.ErrorCode(err)
+		msg := chat.ErrorMessage(err)
+		var fe *fiber.Error
+		if code == chat.CodeInternal && errors.As(err, &fe) {
+			code, msg = fiberCode(fe.Code), fe.Message
+		}
+		if code == chat.CodeInternal {
+			log.ErrorContext(c.UserContext(), "request failed", "err", err, "method", c.Method(), "path", c.Path())
+		}
+		return c.Status(chat.HTTPStatus(code)).JSON(ErrorBody{Error: ErrorDetail{Code: code, Message: msg}})
+	}
+}
+
+func fiberCode(status int) chat.Code {
+	switch status {
+	case fiber.StatusNotFound, fiber.StatusMethodNotAllowed:
+		return chat.CodeNotFound
+	case fiber.StatusRequestEntityTooLarge:
+		return chat.CodeTooLarge
+	case fiber.StatusUnauthorized:
+		return chat.CodeUnauthorized
+	case fiber.StatusForbidden:
+		return chat.CodeForbidden
+	case fiber.StatusTooManyRequests:
+		return chat.CodeRateLimited
+	case fiber.StatusServiceUnavailable:
+		return chat.CodeUnavailable
+	}
+	if status >= 400 && status < 500 {
+		return chat.CodeBadRequest
+	}
+	return chat.CodeInternal
+}
+
+func readyHandler(checks map[string]Check, timeout time.Duration, log *slog.Logger) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		results := make(map[string]string, len(checks))
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		ok := true
+		for name, check := range checks {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(c.UserContext(), timeout)
+				defer cancel()
+				err := check(ctx)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					ok = false
+					results[name] = err.Error()
+					log.Warn("readiness check failed", "check", name, "err", err)
+					return
+				}
+				results[name] = "ok"
+			}()
+		}
+		wg.Wait()
+		status := fiber.StatusOK
+		state := "ready"
+		if !ok {
+			status, state = fiber.StatusServiceUnavailable, "unavailable"
+		}
+		return c.Status(status).JSON(fiber.Map{"status": state, "checks": results})
+	}
+}
+
+func metricsMiddleware(reg *prometheus.Registry) fiber.Handler {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "http_requests_total", Help: "HTTP requests by method, route and status.",
+	}, []string{"method", "route", "status"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "http_request_duration_seconds", Help: "HTTP request latency by method and route.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"method", "route"})
+	reg.MustRegister(requests, latency)
+	return func(c *fiber.Ctx) error {
+		if isProbe(c.Path()) {
+			return c.Next()
+		}
+		start := time.Now()
+		err := c.Next()
+		status := c.Response().StatusCode()
+		if err != nil {
+			// The error handler runs after us; predict its status.
+			status = chat.HTTPStatus(chat.ErrorCode(err))
+			var fe *fiber.Error
+			if errors.As(err, &fe) {
+				status = fe.Code
+			}
+		}
+		route := c.Route().Path
+		requests.WithLabelValues(c.Method(), route, strconv.Itoa(status)).Inc()
+		latency.WithLabelValues(c.Method(), route).Observe(time.Since(start).Seconds())
+		return err
+	}
+}
+
+// Serve runs app on addr until ctx is cancelled, then shuts it down within
+// timeout. It returns once the listener is closed and handlers finished.
+func Serve(ctx context.Context, app *fiber.App, addr string, timeout time.Duration) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("web: listen %s: %w", addr, err)
+	}
+	return ServeListener(ctx, app, ln, timeout)
+}
+
+// ServeListener is Serve on an existing listener (tests use port 0).
+func ServeListener(ctx context.Context, app *fiber.App, ln net.Listener, timeout time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- app.Listener(ln) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("web: serve: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	if err := app.ShutdownWithTimeout(timeout); err != nil {
+		return fmt.Errorf("web: shutdown: %w", err)
+	}
+	return <-errc
+}
