@@ -1,0 +1,7 @@
+module relay/services/delivery
+
+go 1.26.0
+
+require relay/pkg v0.0.0
+
+replace relay/pkg => ../../pkg
