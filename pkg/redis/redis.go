@@ -61,6 +61,13 @@ func (k Keys) Dedupe(userID int64, clientMsgID string) string {
 	return k.Prefix + "dedupe:" + strconv.FormatInt(userID, 10) + ":" + clientMsgID
 }
 
+// MessageAuthor holds "<roomId>:<userId>" of a message the gateway acked, so
+// edits and deletes can check authorship before the row is persisted; the
+// gateway appends ":deleted" once the message is deleted.
+func (k Keys) MessageAuthor(messageID string) string {
+	return k.Prefix + "author:" + messageID
+}
+
 // Publication is what the delivery worker publishes on a room channel and
 // keeps in the room history: the rendered client frame with its position.
 type Publication struct {
@@ -74,6 +81,12 @@ type Publication struct {
 	Trace map[string]string `json:"trace,omitempty"`
 	// Frame is the server frame to write to sockets as it is.
 	Frame json.RawMessage `json:"frame"`
+	// Ephemeral marks a frame without a log position (typing): Seq is 0,
+	// it is never in the history, and receivers skip their seq checks.
+	Ephemeral bool `json:"ephemeral,omitempty"`
+	// SkipUserID, when non-zero, is a user whose connections must not get
+	// the frame (the typist of a typing frame).
+	SkipUserID int64 `json:"skipUserId,string,omitempty"`
 }
 
 // DecodePublication parses a channel message or history entry.
