@@ -1,0 +1,50 @@
+# Local development entry points. Everything runs on this machine: the
+# scripts install/start PostgreSQL, Redis and the embedded Kafka broker on
+# first use and keep their state in .data/ (git-ignored).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# Every module of the workspace (go.work), as directories.
+MODULE_DIRS = $(shell go list -m -f '{{.Dir}}')
+
+.PHONY: help run stop deps test test-short build vet fmt tidy clean-data
+
+help: ## list targets
+	@echo "usage: make <target>"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-12s %s\n", $$1, $$2 }'
+
+run: ## start deps + all services + devproxy on http://localhost:3000 (foreground; Ctrl-C stops)
+	@scripts/run.sh
+
+stop: ## stop what `make run` / `scripts/run.sh --detach` started
+	@scripts/run.sh stop
+
+deps: ## start (or reuse) PostgreSQL, Redis and the Kafka broker
+	@scripts/deps.sh up
+
+# -race=false keeps the suite inside CI's time budget on 2 cores; run
+# `go test -race` on a package when chasing a data race.
+test: deps ## all tests of every workspace module (needs deps; starts them)
+	@. scripts/env.sh && go test -count=1 -race=false -timeout 20m $(addsuffix /...,$(MODULE_DIRS))
+
+test-short: ## unit tests only (-short), no deps needed
+	@. scripts/env.sh && go test -count=1 -short -timeout 10m $(addsuffix /...,$(MODULE_DIRS))
+
+build: ## compile every module
+	@go build $(addsuffix /...,$(MODULE_DIRS))
+
+vet: ## go vet every module
+	@go vet $(addsuffix /...,$(MODULE_DIRS))
+
+fmt: ## gofmt -w all Go files
+	@gofmt -l -w $(MODULE_DIRS)
+
+tidy: ## go mod tidy in each module
+	@for d in $(MODULE_DIRS); do echo "tidy $$d"; (cd "$$d" && go mod tidy); done
+
+clean-data: ## stop everything and delete all local state (.data, /var/lib/relay-dev/<hash>)
+	@scripts/run.sh stop
+	@scripts/deps.sh clean
