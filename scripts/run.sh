@@ -138,6 +138,15 @@ stop_deps() {
 	rm -f "$RUN_DEPS_FILE"
 }
 
+# record_deps KEPT BEFORE: write run.deps = KEPT + deps that are ours now
+# but were not before this run called deps.sh up.
+record_deps() {
+	{
+		[[ -n "$1" ]] && printf '%s\n' "$1"
+		comm -13 <(sort -u <<<"$2") <(deps_ours | sort -u)
+	} | grep -v '^$' | sort -u >"$RUN_DEPS_FILE" || true
+}
+
 stop_all() {
 	stop_services
 	stop_deps
@@ -199,7 +208,7 @@ fail_and_stop() {
 }
 
 up() {
-	local detach="$1" t0 before after i port alive
+	local detach="$1" t0 before i port alive
 	t0="$(now_ms)"
 	plan
 
@@ -224,14 +233,17 @@ up() {
 	# Stop whatever we started if we are interrupted during startup.
 	trap 'fail_and_stop "interrupted during startup"' INT TERM
 
+	# Deps a previous run started and that still run stay ours to stop.
+	local kept=""
+	if [[ -f "$RUN_DEPS_FILE" ]]; then
+		kept="$(comm -12 <(sort -u "$RUN_DEPS_FILE") <(deps_ours | sort -u))"
+	fi
 	before="$(deps_ours)"
-	"$RELAY_ROOT/scripts/deps.sh" up || {
-		after="$(deps_ours)"
-		comm -13 <(sort <<<"$before") <(sort <<<"$after") >"$RUN_DEPS_FILE"
+	if ! "$RELAY_ROOT/scripts/deps.sh" up; then
+		record_deps "$kept" "$before"
 		fail_and_stop "dependencies did not come up"
-	}
-	after="$(deps_ours)"
-	comm -13 <(sort <<<"$before") <(sort <<<"$after") >"$RUN_DEPS_FILE"
+	fi
+	record_deps "$kept" "$before"
 
 	if [[ -d "$RELAY_ROOT/tools/cmd/migrate" ]]; then
 		say "migrating: go run ./tools/cmd/migrate ${MIGRATE_ARGS:-} (log .data/logs/migrate.log)"
