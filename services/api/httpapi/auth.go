@@ -1,0 +1,208 @@
+package httpapi
+
+import (
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/limiter"
+
+	"relay/pkg/auth"
+	"relay/pkg/chat"
+	"relay/pkg/store"
+)
+
+// Account limits, documented in openapi.json.
+const (
+	minPassword     = 8
+	maxPassword     = 72 // bcrypt ignores bytes past 72
+	maxEmail        = 254
+	maxDisplayName  = 64
+	maxLoginRequest = 254
+)
+
+var usernamePattern = regexp.MustCompile(`^[a-z0-9_.-]{3,32}$`)
+
+type registerRequest struct {
+	Username    string `json:"username"`
+	Email       string `json:"email"`
+	Password    string `json:"password"`
+	DisplayName string `json:"displayName"`
+}
+
+type loginRequest struct {
+	Login    string `json:"login"`
+	Password string `json:"password"`
+}
+
+// register creates an account and signs the new user in.
+func (s *Service) register(c *fiber.Ctx) error {
+	var req registerRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	typed := strings.TrimSpace(req.Username)
+	u := &store.User{
+		Username:    strings.ToLower(typed),
+		Email:       strings.ToLower(strings.TrimSpace(req.Email)),
+		DisplayName: strings.TrimSpace(req.DisplayName),
+	}
+	if !usernamePattern.MatchString(u.Username) {
+		return chat.Errorf(chat.CodeBadRequest, "username must be 3 to 32 characters of a-z, 0-9, '_', '.' and '-'")
+	}
+	if len(u.Email) > maxEmail || s.validate.Var(u.Email, "required,email") != nil {
+		return chat.Errorf(chat.CodeBadRequest, "email must be a valid address of at most %d characters", maxEmail)
+	}
+	if len(req.Password) < minPassword || len(req.Password) > maxPassword {
+		return chat.Errorf(chat.CodeBadRequest, "password must be %d to %d bytes", minPassword, maxPassword)
+	}
+	if utf8.RuneCountInString(u.DisplayName) > maxDisplayName {
+		return chat.Errorf(chat.CodeBadRequest, "displayName must be at most %d characters", maxDisplayName)
+	}
+	if u.DisplayName == "" {
+		u.DisplayName = typed // keeps the capitals the user typed
+	}
+	hash, err := auth.HashPassword(req.Password)
+	if err != nil {
+		return err
+	}
+	u.PasswordHash = hash
+	if err := store.CreateUser(c.UserContext(), s.db, u); err != nil {
+		return err
+	}
+	resp, err := s.signIn(u)
+	if err != nil {
+		return err
+	}
+	return c.Status(fiber.StatusCreated).JSON(resp)
+}
+
+// login checks a username or email and password and issues a token. Unknown
+// users and wrong passwords get the same answer, after the same work.
+func (s *Service) login(c *fiber.Ctx) error {
+	var req loginRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	if strings.TrimSpace(req.Login) == "" || req.Password == "" {
+		return chat.Errorf(chat.CodeBadRequest, "login and password required")
+	}
+	if len(req.Login) > maxLoginRequest {
+		return chat.Errorf(chat.CodeBadRequest, "login must be at most %d characters", maxLoginRequest)
+	}
+	u, err := store.UserByLogin(c.UserContext(), s.db, req.Login)
+	if err != nil && chat.ErrorCode(err) != chat.CodeNotFound {
+		return err
+	}
+	hash := s.dummyHash
+	if u != nil {
+		hash = u.PasswordHash
+	}
+	if !auth.CheckPassword(hash, req.Password) || u == nil {
+		return chat.Errorf(chat.CodeUnauthorized, "invalid login or password")
+	}
+	resp, err := s.signIn(u)
+	if err != nil {
+		return err
+	}
+	return c.JSON(resp)
+}
+
+func (s *Service) signIn(u *store.User) (*authResponse, error) {
+	token, exp, err := s.tokens.Issue(u.ID, u.Username)
+	if err != nil {
+		return nil, err
+	}
+	return &authResponse{User: toPrivateUser(u), Token: token, ExpiresAt: exp}, nil
+}
+
+// userKey is the Locals key of the authenticated *store.User.
+type userKey struct{}
+
+// requireAuth admits requests with a valid bearer token whose user still
+// exists and makes that user available to the handler. The user id always
+// comes from the token.
+func (s *Service) requireAuth(c *fiber.Ctx) error {
+	header := c.Get(fiber.HeaderAuthorization)
+	scheme, token, _ := strings.Cut(header, " ")
+	if header == "" {
+		return s.unauthorized(c, chat.Errorf(chat.CodeUnauthorized, "missing bearer token"))
+	}
+	if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return s.unauthorized(c, chat.Errorf(chat.CodeUnauthorized, "authorization must be a bearer token"))
+	}
+	claims, err := s.tokens.Verify(strings.TrimSpace(token))
+	if err != nil {
+		return s.unauthorized(c, err)
+	}
+	u, err := store.UserByID(c.UserContext(), s.db, claims.UserID)
+	if err != nil {
+		if chat.ErrorCode(err) == chat.CodeNotFound {
+			return s.unauthorized(c, chat.Errorf(chat.CodeUnauthorized, "the token's account no longer exists"))
+		}
+		return err
+	}
+	c.Locals(userKey{}, u)
+	return c.Next()
+}
+
+func (s *Service) unauthorized(c *fiber.Ctx, err error) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="relay"`)
+	return err
+}
+
+// currentUser returns the user requireAuth admitted.
+func currentUser(c *fiber.Ctx) *store.User {
+	u, _ := c.Locals(userKey{}).(*store.User)
+	return u
+}
+
+// authLimiter bounds /api/auth/* to cfg.AuthRateLimit requests per minute
+// per client IP (fixed window, in this process's memory).
+func (s *Service) authLimiter() fiber.Handler {
+	return limiter.New(limiter.Config{
+		Max:          s.cfg.AuthRateLimit,
+		Expiration:   time.Minute,
+		KeyGenerator: s.clientIP,
+		LimitReached: func(c *fiber.Ctx) error {
+			return chat.Errorf(chat.CodeRateLimited, "too many authentication requests; retry after %s seconds", c.GetRespHeader(fiber.HeaderRetryAfter))
+		},
+	})
+}
+
+// clientIP is the peer address, or, when the peer is a trusted proxy, the
+// nearest address in X-Forwarded-For that is not a trusted proxy.
+func (s *Service) clientIP(c *fiber.Ctx) string {
+	addr, ok := netip.AddrFromSlice(c.Context().RemoteIP())
+	if !ok {
+		return c.IP()
+	}
+	addr = addr.Unmap()
+	if !s.isTrusted(addr) {
+		return addr.String()
+	}
+	hops := strings.Split(c.Get(fiber.HeaderXForwardedFor), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // a malformed entry ends what can be believed
+		}
+		addr = hop.Unmap()
+		if !s.isTrusted(addr) {
+			break
+		}
+	}
+	return addr.String()
+}
+
+func (s *Service) isTrusted(a netip.Addr) bool {
+	for _, p := range s.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

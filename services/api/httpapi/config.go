@@ -1,0 +1,136 @@
+package httpapi
+
+// Environment variables of the api service (defaults in brackets):
+//
+//	DATABASE_URL        PostgreSQL URL [postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable]
+//	DATABASE_MAX_CONNS  connection pool size [20]
+//	DATABASE_MIGRATE    apply the embedded SQL migrations at start [true]
+//	REDIS_URL           Redis URL, used by /ready [redis://127.0.0.1:6379/0]
+//	REDIS_PREFIX        key prefix [relay:]
+//	KAFKA_BROKERS       comma-separated seed brokers [127.0.0.1:9092]
+//	KAFKA_TOPIC         room event log, where member_joined/member_left go [chat.messages]
+//	KAFKA_PARTITIONS    partitions when main creates the topic [12]
+//	HTTP_ADDR           listen address [127.0.0.1:8080]
+//	SHUTDOWN_TIMEOUT    graceful shutdown bound [15s]
+//	JWT_SECRET          HS256 signing secret, at least 16 bytes [dev secret; logs a warning]
+//	JWT_TTL             token lifetime [24h]
+//	AUTH_RATE_LIMIT     requests per minute per client IP on /api/auth/* [30]
+//	TRUSTED_PROXIES     comma-separated IPs/CIDRs whose X-Forwarded-For is believed
+//	                    when telling clients apart for the rate limit [127.0.0.1/8,::1/128]
+//	LOG_LEVEL, LOG_FORMAT, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL: see pkg/config.
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"relay/pkg/config"
+)
+
+// DefaultAddr is where the api listens unless HTTP_ADDR says otherwise.
+const DefaultAddr = "127.0.0.1:8080"
+
+// Config is the api's configuration, loaded from the environment by
+// config.Load[Config]; zero fields get the defaults listed above from New.
+type Config struct {
+	// Postgres is the database holding users, rooms, members and messages.
+	Postgres config.Postgres
+	// Redis is checked by /ready (presence reads come later).
+	Redis config.Redis
+	// Kafka is where member events are produced.
+	Kafka config.Kafka
+	// Telemetry configures logs and traces (used by main).
+	Telemetry config.Telemetry
+	// HTTP is the listener; an empty Addr means DefaultAddr.
+	HTTP config.HTTP
+	// JWT signs and verifies tokens; the secret is required.
+	JWT config.JWT
+	// AuthRateLimit is the requests per minute one client IP may make to
+	// /api/auth/*; zero means 30.
+	AuthRateLimit int `env:"AUTH_RATE_LIMIT" envDefault:"30"`
+	// TrustedProxies are the proxies whose X-Forwarded-For header names the
+	// client; nil trusts none (the peer address is the client).
+	TrustedProxies []string `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/8,::1/128" envSeparator:","`
+	// Migrate applies pending database migrations in New; false leaves the
+	// schema to someone else.
+	Migrate bool `env:"DATABASE_MIGRATE" envDefault:"true"`
+}
+
+// WithDefaults returns c with every zero field that has a default set to it.
+func (c Config) WithDefaults() Config {
+	if c.Postgres.URL == "" {
+		c.Postgres.URL = "postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable"
+	}
+	if c.Postgres.MaxConns == 0 {
+		c.Postgres.MaxConns = 20
+	}
+	if c.Redis.URL == "" {
+		c.Redis.URL = "redis://127.0.0.1:6379/0"
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		c.Kafka.Brokers = []string{"127.0.0.1:9092"}
+	}
+	if c.Kafka.Topic == "" {
+		c.Kafka.Topic = "chat.messages"
+	}
+	if c.Kafka.Partitions == 0 {
+		c.Kafka.Partitions = 12
+	}
+	if c.HTTP.Addr == "" {
+		c.HTTP.Addr = DefaultAddr
+	}
+	if c.HTTP.ShutdownTimeout == 0 {
+		c.HTTP.ShutdownTimeout = 15 * time.Second
+	}
+	if c.JWT.TTL == 0 {
+		c.JWT.TTL = 24 * time.Hour
+	}
+	if c.AuthRateLimit == 0 {
+		c.AuthRateLimit = 30
+	}
+	return c
+}
+
+// Validate checks c after defaults are applied.
+func (c *Config) Validate() error {
+	d := c.WithDefaults()
+	if err := d.JWT.Validate(); err != nil {
+		return err
+	}
+	if d.AuthRateLimit < 0 {
+		return errors.New("AUTH_RATE_LIMIT must not be negative")
+	}
+	if d.Postgres.MaxConns < 0 {
+		return errors.New("DATABASE_MAX_CONNS must not be negative")
+	}
+	if d.Kafka.Partitions < 0 {
+		return errors.New("KAFKA_PARTITIONS must not be negative")
+	}
+	if _, err := parsePrefixes(d.TrustedProxies); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parsePrefixes parses IPs and CIDRs; a bare IP is a single-address prefix.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("TRUSTED_PROXIES: %q is neither an IP nor a CIDR", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}

@@ -1,0 +1,362 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"relay/pkg/auth"
+	"relay/pkg/chat"
+	"relay/pkg/config"
+	"relay/pkg/events"
+	"relay/pkg/store"
+	"relay/pkg/telemetry"
+	"relay/pkg/testenv"
+	"relay/services/api/httpapi"
+)
+
+const testSecret = "test-secret-for-the-api-0123456789"
+
+// apiEnv is one running api on its own database, key prefix and topic.
+type apiEnv struct {
+	t       *testing.T
+	url     string
+	db      *gorm.DB
+	svc     *httpapi.Service
+	brokers []string
+	topic   string
+	tokens  *auth.Tokens
+	client  *http.Client
+}
+
+type envOptions struct {
+	// rateLimit is AUTH_RATE_LIMIT; zero means high enough not to matter.
+	rateLimit int
+	// publisher replaces the Kafka producer when set.
+	publisher httpapi.EventPublisher
+}
+
+// newAPI starts the real service against the real servers, isolated for
+// this test, and stops it when the test ends.
+func newAPI(t *testing.T, o envOptions) *apiEnv {
+	t.Helper()
+	if testenv.Short() {
+		t.Skip("integration test")
+	}
+	t.Parallel()
+	dbURL := testenv.Database(t)
+	_, rc, _ := testenv.Env(t)
+	_, prefix := testenv.Redis(t)
+	brokers, topic := testenv.Kafka(t, 3)
+	if o.rateLimit == 0 {
+		o.rateLimit = 10000
+	}
+	cfg := httpapi.Config{
+		Postgres:      config.Postgres{URL: dbURL, MaxConns: 10},
+		Redis:         config.Redis{URL: rc.URL, Prefix: prefix},
+		Kafka:         config.Kafka{Brokers: brokers, Topic: topic, Partitions: 3},
+		HTTP:          config.HTTP{Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second},
+		JWT:           config.JWT{Secret: testSecret, TTL: time.Hour},
+		AuthRateLimit: o.rateLimit,
+		// The test client connects from loopback; trusting it lets tests
+		// pose as different clients through X-Forwarded-For.
+		TrustedProxies: []string{"127.0.0.1", "::1"},
+	}
+	tel, err := telemetry.Setup(context.Background(), "api-test", config.Telemetry{LogLevel: "warn", LogFormat: "text"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []httpapi.Option
+	if o.publisher != nil {
+		opts = append(opts, httpapi.WithPublisher(o.publisher))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	svc, err := httpapi.New(ctx, cfg, tel, opts...)
+	if err != nil {
+		cancel()
+		t.Fatalf("New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if err := svc.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	db, err := store.Open(context.Background(), dbURL, store.Options{MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close(db) })
+	tokens, err := auth.NewTokens(testSecret, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &apiEnv{
+		t: t, url: "http://" + ln.Addr().String(), db: db, svc: svc, brokers: brokers, topic: topic,
+		tokens: tokens, client: &http.Client{Timeout: 30 * time.Second},
+	}
+}
+
+// response is a finished HTTP exchange.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// raw is a request body sent exactly as given.
+type raw string
+
+// do sends a request; body is JSON-encoded unless it is raw. Extra headers
+// come in name, value pairs.
+func (e *apiEnv) do(method, path, token string, body any, headers ...string) response {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case raw:
+		rd = strings.NewReader(string(b))
+	default:
+		enc, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(enc)
+	}
+	req, err := http.NewRequest(method, e.url+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Fatalf("%s %s: read: %v", method, path, err)
+	}
+	return response{status: res.StatusCode, header: res.Header, body: b}
+}
+
+// expect fails the test unless r has the status, and decodes the body into
+// out when out is not nil.
+func (r response) expect(t *testing.T, status int, out any) {
+	t.Helper()
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
+	}
+	if out != nil {
+		if err := json.Unmarshal(r.body, out); err != nil {
+			t.Fatalf("decode %s: %v", r.body, err)
+		}
+	}
+}
+
+// expectError fails the test unless r is an error body with status and code.
+func (r response) expectError(t *testing.T, status int, code chat.Code) string {
+	t.Helper()
+	var body struct {
+		Error struct {
+			Code    chat.Code `json:"code"`
+			Message string    `json:"message"`
+		} `json:"error"`
+	}
+	if r.status != status {
+		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
+	}
+	if err := json.Unmarshal(r.body, &body); err != nil || body.Error.Code != code || body.Error.Message == "" {
+		t.Fatalf("error body %s, want code %s with a message", r.body, code)
+	}
+	return body.Error.Message
+}
+
+// testUser is a user created directly in the database, with a token.
+type testUser struct {
+	id    int64
+	sid   string
+	name  string
+	token string
+}
+
+// user creates an account without the cost of bcrypt and issues its token.
+func (e *apiEnv) user(name string) testUser {
+	e.t.Helper()
+	u := &store.User{Username: name, Email: name + "@example.com", PasswordHash: "not-a-bcrypt-hash", DisplayName: strings.ToUpper(name)}
+	if err := store.CreateUser(context.Background(), e.db, u); err != nil {
+		e.t.Fatalf("create user: %v", err)
+	}
+	tok, _, err := e.tokens.Issue(u.ID, u.Username)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return testUser{id: u.ID, sid: fmt.Sprint(u.ID), name: name, token: tok}
+}
+
+// roomResp is the api's room object.
+type roomResp struct {
+	ID          string       `json:"id"`
+	Name        string       `json:"name"`
+	Type        string       `json:"type"`
+	CreatedBy   string       `json:"createdBy"`
+	CreatedAt   time.Time    `json:"createdAt"`
+	MemberCount int64        `json:"memberCount"`
+	MyRole      *string      `json:"myRole"`
+	Members     []memberResp `json:"members"`
+}
+
+type memberResp struct {
+	UserID      string `json:"userId"`
+	Username    string `json:"username"`
+	DisplayName string `json:"displayName"`
+	Role        string `json:"role"`
+	LastReadSeq int64  `json:"lastReadSeq"`
+}
+
+// room creates a room through the api and returns it.
+func (e *apiEnv) room(owner testUser, typ, name string, members ...testUser) roomResp {
+	e.t.Helper()
+	ids := []string{}
+	for _, m := range members {
+		ids = append(ids, m.sid)
+	}
+	var r roomResp
+	e.do("POST", "/api/rooms", owner.token, map[string]any{"name": name, "type": typ, "memberIds": ids}).expect(e.t, 201, &r)
+	return r
+}
+
+// message inserts a message row directly, as the persister would.
+func (e *apiEnv) message(roomID string, u testUser, seq int64, content string) store.Message {
+	e.t.Helper()
+	var rid int64
+	fmt.Sscan(roomID, &rid)
+	m := store.Message{
+		ID: uuid.Must(uuid.NewV7()).String(), RoomID: rid, UserID: u.id, Content: content, Type: "text",
+		Seq: seq, UpdatedSeq: seq, CreatedAt: time.Now().UTC(),
+	}
+	if err := e.db.Create(&m).Error; err != nil {
+		e.t.Fatalf("insert message: %v", err)
+	}
+	return m
+}
+
+// events returns every event on the test's topic, per partition in offset
+// order. Producing happens before the api answers, so everything the
+// requests so far caused is below the high-water marks read here.
+func (e *apiEnv) events() []*events.Event {
+	e.t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V3_6_0_0
+	client, err := sarama.NewClient(e.brokers, cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer client.Close()
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer consumer.Close()
+	parts, err := client.Partitions(e.topic)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []*events.Event
+	for _, p := range parts {
+		hwm, err := client.GetOffset(e.topic, p, sarama.OffsetNewest)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		oldest, err := client.GetOffset(e.topic, p, sarama.OffsetOldest)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if hwm <= oldest {
+			continue
+		}
+		pc, err := consumer.ConsumePartition(e.topic, p, oldest)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		deadline := time.After(30 * time.Second)
+	read:
+		for {
+			select {
+			case m := <-pc.Messages():
+				ev, err := events.Unmarshal(m.Value)
+				if err != nil {
+					e.t.Fatalf("undecodable record at %d/%d: %v", p, m.Offset, err)
+				}
+				if string(m.Key) != fmt.Sprint(ev.RoomID) {
+					e.t.Errorf("record key %q, room %d", m.Key, ev.RoomID)
+				}
+				out = append(out, ev)
+				if m.Offset >= hwm-1 {
+					break read
+				}
+			case err := <-pc.Errors():
+				e.t.Fatalf("consume: %v", err)
+			case <-deadline:
+				e.t.Fatalf("partition %d: records below offset %d never arrived", p, hwm)
+			}
+		}
+		_ = pc.Close()
+	}
+	return out
+}
+
+// eventsString renders events compactly for comparison:
+// "joined:room:user:username:role".
+func eventsString(evs []*events.Event, roomID string) []string {
+	var out []string
+	for _, ev := range evs {
+		if fmt.Sprint(ev.RoomID) != roomID {
+			continue
+		}
+		s := fmt.Sprintf("%s:%d:%s", ev.Type, ev.UserID, ev.Username)
+		if ev.Role != "" {
+			s += ":" + ev.Role
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// failingPublisher fails every publish and counts the attempts.
+type failingPublisher struct{ attempts chan struct{} }
+
+func (p *failingPublisher) Publish(context.Context, *events.Event) (int32, int64, error) {
+	p.attempts <- struct{}{}
+	return 0, 0, errors.New("broker unreachable (test)")
+}

@@ -1,0 +1,142 @@
+package httpapi
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/google/uuid"
+
+	"relay/pkg/chat"
+	"relay/pkg/store"
+)
+
+// Page sizes, documented in openapi.json.
+const (
+	historyDefaultLimit = 50
+	historyMaxLimit     = 200
+	searchDefaultLimit  = 20
+	searchMaxLimit      = 100
+	maxSearchQuery      = 256
+)
+
+// history returns a page of a room's messages to its members, in ascending
+// seq order. With before (or no cursor) the page is the newest messages
+// older than it; with after, the oldest messages newer than it.
+func (s *Service) history(c *fiber.Ctx) error {
+	id, err := pathID(c, "room")
+	if err != nil {
+		return err
+	}
+	q := store.HistoryQuery{}
+	if q.Before, err = querySeq(c, "before"); err != nil {
+		return err
+	}
+	if q.After, err = querySeq(c, "after"); err != nil {
+		return err
+	}
+	if q.Before != nil && q.After != nil {
+		return chat.Errorf(chat.CodeBadRequest, "give before or after, not both")
+	}
+	if q.Limit, err = queryLimit(c, historyDefaultLimit, historyMaxLimit); err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	if _, err := store.Membership(ctx, s.db, id, currentUser(c).ID); err != nil {
+		return err
+	}
+	page, err := store.History(ctx, s.db, id, q)
+	if err != nil {
+		return err
+	}
+	out := historyResponse{Messages: make([]messageJSON, len(page.Messages)), HasMore: page.HasMore}
+	for i := range page.Messages {
+		out.Messages[i] = toMessage(&page.Messages[i])
+	}
+	if n := len(page.Messages); n > 0 {
+		first, last := page.Messages[0].Seq, page.Messages[n-1].Seq
+		// Going back from a before/newest page with nothing older is pointless.
+		if q.After != nil || page.HasMore {
+			out.NextBefore = &first
+		}
+		out.NextAfter = &last
+	}
+	return c.JSON(out)
+}
+
+// searchCursor is the opaque cursor of search pages, base64url(JSON).
+type searchCursor struct {
+	Rank      float32   `json:"r"`
+	CreatedAt time.Time `json:"t"`
+	ID        string    `json:"i"`
+}
+
+func encodeSearchCursor(c *store.SearchCursor) string {
+	b, _ := json.Marshal(searchCursor{Rank: c.Rank, CreatedAt: c.CreatedAt, ID: c.ID}) // plain struct; cannot fail
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeSearchCursor(s string) (*store.SearchCursor, error) {
+	bad := chat.Errorf(chat.CodeBadRequest, "cursor is not one this api returned")
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, bad
+	}
+	var c searchCursor
+	if err := json.Unmarshal(b, &c); err != nil || c.CreatedAt.IsZero() {
+		return nil, bad
+	}
+	if _, err := uuid.Parse(c.ID); err != nil {
+		return nil, bad
+	}
+	return &store.SearchCursor{Rank: c.Rank, CreatedAt: c.CreatedAt, ID: c.ID}, nil
+}
+
+// search runs a full-text query over the caller's rooms (or one of them),
+// best match first, then newest.
+func (s *Service) search(c *fiber.Ctx) error {
+	me := currentUser(c)
+	text, _ := queryArg(c, "q")
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return chat.Errorf(chat.CodeBadRequest, "q required: the words to search for")
+	}
+	if !utf8.ValidString(text) || utf8.RuneCountInString(text) > maxSearchQuery {
+		return chat.Errorf(chat.CodeBadRequest, "q must be valid UTF-8 of at most %d characters", maxSearchQuery)
+	}
+	q := store.SearchQuery{UserID: me.ID, Text: text}
+	var err error
+	if q.Limit, err = queryLimit(c, searchDefaultLimit, searchMaxLimit); err != nil {
+		return err
+	}
+	if raw, ok := queryArg(c, "cursor"); ok {
+		if q.After, err = decodeSearchCursor(raw); err != nil {
+			return err
+		}
+	}
+	ctx := c.UserContext()
+	if raw, ok := queryArg(c, "roomId"); ok {
+		if q.RoomID, err = parseID("roomId", raw); err != nil {
+			return err
+		}
+		if _, err := store.Membership(ctx, s.db, q.RoomID, me.ID); err != nil {
+			return err
+		}
+	}
+	hits, next, err := store.Search(ctx, s.db, q)
+	if err != nil {
+		return err
+	}
+	out := searchResponse{Results: make([]searchHitJSON, len(hits))}
+	for i := range hits {
+		out.Results[i] = searchHitJSON{messageJSON: toMessage(&hits[i].MessageView), Rank: hits[i].Rank}
+	}
+	if next != nil {
+		cur := encodeSearchCursor(next)
+		out.NextCursor = &cur
+	}
+	return c.JSON(out)
+}

@@ -1,0 +1,195 @@
+package httpapi
+
+import (
+	"strings"
+	"unicode/utf8"
+
+	"github.com/gofiber/fiber/v2"
+
+	"relay/pkg/chat"
+	"relay/pkg/events"
+	"relay/pkg/store"
+)
+
+type createRoomRequest struct {
+	Name      string   `json:"name"`
+	Type      string   `json:"type"`
+	MemberIDs []string `json:"memberIds"`
+}
+
+type addMemberRequest struct {
+	UserID string `json:"userId"`
+}
+
+// createRoom creates a group, channel or direct room. A direct room that
+// already exists for the pair is returned with 200 instead of 201.
+func (s *Service) createRoom(c *fiber.Ctx) error {
+	me := currentUser(c)
+	var req createRoomRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	typ := chat.RoomType(req.Type)
+	if !typ.Valid() {
+		return chat.Errorf(chat.CodeBadRequest, "type must be direct, group or channel")
+	}
+	name := strings.TrimSpace(req.Name)
+	if typ == chat.RoomDirect {
+		name = "" // a direct room is named after its peer by clients
+	} else if name == "" || utf8.RuneCountInString(name) > chat.MaxRoomNameLen {
+		return chat.Errorf(chat.CodeBadRequest, "name must be 1 to %d characters", chat.MaxRoomNameLen)
+	}
+	if len(req.MemberIDs) > chat.MaxRoomMembers {
+		return chat.Errorf(chat.CodeBadRequest, "a room is created with at most %d members", chat.MaxRoomMembers)
+	}
+	ids := make([]int64, len(req.MemberIDs))
+	for i, raw := range req.MemberIDs {
+		id, err := parseID("memberIds", raw)
+		if err != nil {
+			return err
+		}
+		ids[i] = id
+	}
+	ctx := c.UserContext()
+	room, members, created, err := store.CreateRoom(ctx, s.db, store.NewRoom{Name: name, Type: typ, CreatedBy: me.ID, MemberIDs: ids})
+	if err != nil {
+		return err
+	}
+	if created {
+		s.publishJoined(ctx, room.ID, me.ID, members)
+	}
+	view := &store.RoomView{Room: *room, MemberCount: int64(len(members))}
+	for _, m := range members {
+		if m.UserID == me.ID {
+			view.Role = m.Role
+		}
+	}
+	out := toRoom(view)
+	out.Members = toMembers(members)
+	status := fiber.StatusOK
+	if created {
+		status = fiber.StatusCreated
+	}
+	return c.Status(status).JSON(out)
+}
+
+// listRooms returns the caller's rooms with last message and unread count.
+func (s *Service) listRooms(c *fiber.Ctx) error {
+	rooms, err := store.ListRooms(c.UserContext(), s.db, currentUser(c).ID)
+	if err != nil {
+		return err
+	}
+	out := make([]roomSummaryJSON, len(rooms))
+	for i := range rooms {
+		r := &rooms[i]
+		out[i] = roomSummaryJSON{roomJSON: toRoom(&r.RoomView), UnreadCount: r.UnreadCount, LastReadSeq: r.LastReadSeq}
+		if r.LastMessage != nil {
+			m := toMessage(r.LastMessage)
+			out[i].LastMessage = &m
+		}
+		if r.Peer != nil {
+			p := toMember(r.Peer)
+			out[i].Peer = &p
+		}
+	}
+	return c.JSON(fiber.Map{"rooms": out})
+}
+
+// getRoom returns a room to its members, and a channel to anyone.
+func (s *Service) getRoom(c *fiber.Ctx) error {
+	id, err := pathID(c, "room")
+	if err != nil {
+		return err
+	}
+	v, err := store.RoomFor(c.UserContext(), s.db, id, currentUser(c).ID)
+	if err != nil {
+		return err
+	}
+	if v.Role == "" && v.Type != string(chat.RoomChannel) {
+		return chat.Errorf(chat.CodeForbidden, "not a member of room %d", id)
+	}
+	return c.JSON(toRoom(v))
+}
+
+// joinRoom makes the caller a member of a channel; joining again is a no-op.
+func (s *Service) joinRoom(c *fiber.Ctx) error {
+	id, err := pathID(c, "room")
+	if err != nil {
+		return err
+	}
+	me, ctx := currentUser(c), c.UserContext()
+	m, joined, err := store.JoinRoom(ctx, s.db, id, me.ID)
+	if err != nil {
+		return err
+	}
+	if joined {
+		s.publish(ctx, memberEvent(events.MemberJoined, id, me.ID, me.Username, m.Role))
+	}
+	v, err := store.RoomFor(ctx, s.db, id, me.ID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(toRoom(v))
+}
+
+// leaveRoom removes the caller from a group or channel; leaving a room one
+// is not in is a no-op.
+func (s *Service) leaveRoom(c *fiber.Ctx) error {
+	id, err := pathID(c, "room")
+	if err != nil {
+		return err
+	}
+	me, ctx := currentUser(c), c.UserContext()
+	left, err := store.LeaveRoom(ctx, s.db, id, me.ID)
+	if err != nil {
+		return err
+	}
+	if left {
+		s.publish(ctx, memberEvent(events.MemberLeft, id, me.ID, me.Username, ""))
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// listMembers returns a room's members to its members.
+func (s *Service) listMembers(c *fiber.Ctx) error {
+	id, err := pathID(c, "room")
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	if _, err := store.Membership(ctx, s.db, id, currentUser(c).ID); err != nil {
+		return err
+	}
+	members, err := store.ListMembers(ctx, s.db, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"members": toMembers(members)})
+}
+
+// addMember lets a room admin add a user: 201 when added, 200 when the user
+// already was a member.
+func (s *Service) addMember(c *fiber.Ctx) error {
+	id, err := pathID(c, "room")
+	if err != nil {
+		return err
+	}
+	var req addMemberRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	userID, err := parseID("userId", req.UserID)
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	m, added, err := store.AddMember(ctx, s.db, id, currentUser(c).ID, userID)
+	if err != nil {
+		return err
+	}
+	if !added {
+		return c.JSON(toMember(m))
+	}
+	s.publish(ctx, memberEvent(events.MemberJoined, id, m.UserID, m.Username, m.Role))
+	return c.Status(fiber.StatusCreated).JSON(toMember(m))
+}

@@ -1,0 +1,192 @@
+// Package httpapi is the api service: the REST interface for accounts (JWT),
+// users, rooms and their members, message history, search and unread
+// counts. It reads and writes PostgreSQL and produces member_joined and
+// member_left events to the room event log after its transactions commit.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/IBM/sarama"
+	"github.com/go-playground/validator/v10"
+	"github.com/gofiber/fiber/v2"
+	goredis "github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+
+	"relay/pkg/auth"
+	"relay/pkg/events"
+	"relay/pkg/kafka"
+	"relay/pkg/redis"
+	"relay/pkg/store"
+	"relay/pkg/telemetry"
+	"relay/pkg/web"
+)
+
+// EventPublisher produces room events and returns their partition and seq;
+// *kafka.Producer is the production implementation.
+type EventPublisher interface {
+	Publish(ctx context.Context, e *events.Event) (partition int32, seq int64, err error)
+}
+
+// Option adjusts a Service at construction; tests use it to swap neighbours.
+type Option func(*Service)
+
+// WithPublisher makes the service produce its events through p instead of
+// a Kafka producer of its own (which is then not created).
+func WithPublisher(p EventPublisher) Option {
+	return func(s *Service) { s.events = p }
+}
+
+// Service is a running api: its connections and its Fiber app.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	tel      *telemetry.Telemetry
+	db       *gorm.DB
+	rdb      *goredis.Client
+	kclient  sarama.Client
+	producer *kafka.Producer
+	events   EventPublisher
+	tokens   *auth.Tokens
+	validate *validator.Validate
+	trusted  []netip.Prefix
+	// dummyHash is checked against when a login names no user, so the
+	// response time does not tell which usernames exist.
+	dummyHash string
+	app       *fiber.App
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New applies defaults to cfg, validates it, connects to PostgreSQL (and
+// migrates it when cfg.Migrate), Redis and Kafka, and builds the HTTP app.
+// On error everything opened so far is closed again.
+func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Option) (svc *Service, err error) {
+	if tel == nil {
+		return nil, errors.New("api: telemetry required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("api: config: %w", err)
+	}
+	cfg = cfg.WithDefaults()
+	s := &Service{cfg: cfg, log: tel.Log, tel: tel, validate: validator.New(validator.WithRequiredStructEnabled())}
+	for _, o := range opts {
+		o(s)
+	}
+	defer func() {
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
+	s.trusted, _ = parsePrefixes(cfg.TrustedProxies) // validated above
+	if s.tokens, err = auth.NewTokens(cfg.JWT.Secret, cfg.JWT.TTL); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	if s.dummyHash, err = auth.HashPassword("relay-no-such-user-password"); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: true}); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	if cfg.Migrate {
+		sqlDB, err := s.db.DB()
+		if err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+		if err := store.Migrate(ctx, sqlDB); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+	}
+	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, true); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	// A plain client answers /ready; the producer's own is not exposed.
+	if s.kclient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ProducerConfig("relay-api-ready")); err != nil {
+		return nil, fmt.Errorf("api: kafka: %w", err)
+	}
+	if s.events == nil {
+		if s.producer, err = kafka.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.Topic, "relay-api", tel.Propagator); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+		s.events = s.producer
+	}
+	s.app = s.newApp()
+	return s, nil
+}
+
+// Run serves the api on ln until ctx is cancelled, then shuts down
+// gracefully within cfg.HTTP.ShutdownTimeout.
+func (s *Service) Run(ctx context.Context, ln net.Listener) error {
+	s.log.InfoContext(ctx, "api listening", "addr", ln.Addr().String())
+	return web.ServeListener(ctx, s.app, ln, s.cfg.HTTP.ShutdownTimeout)
+}
+
+// App returns the HTTP app, for tests that inspect its routes.
+func (s *Service) App() *fiber.App { return s.app }
+
+// Close releases the connections; it is safe to call more than once.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.producer != nil {
+			errs = append(errs, s.producer.Close())
+		}
+		if s.kclient != nil {
+			errs = append(errs, s.kclient.Close())
+		}
+		if s.rdb != nil {
+			errs = append(errs, s.rdb.Close())
+		}
+		if s.db != nil {
+			errs = append(errs, store.Close(s.db))
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+func (s *Service) newApp() *fiber.App {
+	app := web.NewApp(web.Options{
+		Service:   "api",
+		Telemetry: s.tel,
+		BodyLimit: 64 << 10,
+		Checks: map[string]web.Check{
+			"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
+			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
+			"kafka":    func(ctx context.Context) error { return kafka.Ping(ctx, s.kclient, s.cfg.Kafka.Topic) },
+		},
+	})
+	s.routes(app)
+	return app
+}
+
+// routes registers every endpoint; openapi.json documents exactly these
+// (a test holds the two together).
+func (s *Service) routes(app *fiber.App) {
+	app.Get("/api/openapi.json", s.openAPI)
+
+	app.Use("/api/auth", s.authLimiter())
+	app.Post("/api/auth/register", s.register)
+	app.Post("/api/auth/login", s.login)
+
+	app.Get("/api/me", s.requireAuth, s.me)
+	app.Get("/api/users/:id", s.requireAuth, s.user)
+
+	app.Post("/api/rooms", s.requireAuth, s.createRoom)
+	app.Get("/api/rooms", s.requireAuth, s.listRooms)
+	app.Get("/api/rooms/:id", s.requireAuth, s.getRoom)
+	app.Post("/api/rooms/:id/join", s.requireAuth, s.joinRoom)
+	app.Post("/api/rooms/:id/leave", s.requireAuth, s.leaveRoom)
+	app.Get("/api/rooms/:id/members", s.requireAuth, s.listMembers)
+	app.Post("/api/rooms/:id/members", s.requireAuth, s.addMember)
+	app.Get("/api/rooms/:id/messages", s.requireAuth, s.history)
+
+	app.Get("/api/search", s.requireAuth, s.search)
+}

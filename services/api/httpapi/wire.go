@@ -1,0 +1,284 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"relay/pkg/chat"
+	"relay/pkg/store"
+)
+
+// The JSON shapes of responses. Ids are strings, seqs are numbers
+// (DESIGN.md); openapi.json describes the same shapes.
+
+// publicUser is what anyone signed in may see of a user.
+type publicUser struct {
+	ID          string     `json:"id"`
+	Username    string     `json:"username"`
+	DisplayName string     `json:"displayName"`
+	AvatarURL   string     `json:"avatarUrl"`
+	IsOnline    bool       `json:"isOnline"`
+	LastSeen    *time.Time `json:"lastSeen"`
+	CreatedAt   time.Time  `json:"createdAt"`
+}
+
+// privateUser is a user as they see themselves.
+type privateUser struct {
+	publicUser
+	Email string `json:"email"`
+}
+
+type authResponse struct {
+	User      privateUser `json:"user"`
+	Token     string      `json:"token"`
+	ExpiresAt time.Time   `json:"expiresAt"`
+}
+
+type memberJSON struct {
+	UserID      string    `json:"userId"`
+	Username    string    `json:"username"`
+	DisplayName string    `json:"displayName"`
+	AvatarURL   string    `json:"avatarUrl"`
+	IsOnline    bool      `json:"isOnline"`
+	Role        chat.Role `json:"role"`
+	LastReadSeq int64     `json:"lastReadSeq"`
+	JoinedAt    time.Time `json:"joinedAt"`
+}
+
+type roomJSON struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Type        string    `json:"type"`
+	CreatedBy   string    `json:"createdBy"`
+	CreatedAt   time.Time `json:"createdAt"`
+	MemberCount int64     `json:"memberCount"`
+	// MyRole is null when the caller is not a member (a channel they see).
+	MyRole *chat.Role `json:"myRole"`
+	// Members is set only in the response to creating a room.
+	Members []memberJSON `json:"members,omitempty"`
+}
+
+type roomSummaryJSON struct {
+	roomJSON
+	LastMessage *messageJSON `json:"lastMessage"`
+	UnreadCount int64        `json:"unreadCount"`
+	LastReadSeq int64        `json:"lastReadSeq"`
+	// Peer is the other member of a direct room; absent for other rooms.
+	Peer *memberJSON `json:"peer,omitempty"`
+}
+
+// messageJSON has the fields of protocol.Message plus the edit and delete
+// state. A deleted message is a tombstone: content and metadata are absent.
+type messageJSON struct {
+	ID          string          `json:"id"`
+	RoomID      string          `json:"roomId"`
+	UserID      string          `json:"userId"`
+	Username    string          `json:"username"`
+	Content     *string         `json:"content,omitempty"`
+	Type        string          `json:"type"`
+	Metadata    json.RawMessage `json:"metadata,omitempty"`
+	ClientMsgID string          `json:"clientMsgId,omitempty"`
+	Seq         int64           `json:"seq"`
+	CreatedAt   time.Time       `json:"createdAt"`
+	IsEdited    bool            `json:"isEdited"`
+	EditedAt    *time.Time      `json:"editedAt"`
+	IsDeleted   bool            `json:"isDeleted"`
+	DeletedAt   *time.Time      `json:"deletedAt"`
+}
+
+type historyResponse struct {
+	Messages   []messageJSON `json:"messages"`
+	HasMore    bool          `json:"hasMore"`
+	NextBefore *int64        `json:"nextBefore"`
+	NextAfter  *int64        `json:"nextAfter"`
+}
+
+type searchHitJSON struct {
+	messageJSON
+	Rank float32 `json:"rank"`
+}
+
+type searchResponse struct {
+	Results    []searchHitJSON `json:"results"`
+	NextCursor *string         `json:"nextCursor"`
+}
+
+func idString(id int64) string { return strconv.FormatInt(id, 10) }
+
+func toPublicUser(u *store.User) publicUser {
+	return publicUser{
+		ID: idString(u.ID), Username: u.Username, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL,
+		IsOnline: u.IsOnline, LastSeen: u.LastSeen, CreatedAt: u.CreatedAt,
+	}
+}
+
+func toPrivateUser(u *store.User) privateUser {
+	return privateUser{publicUser: toPublicUser(u), Email: u.Email}
+}
+
+func toMember(m *store.Member) memberJSON {
+	return memberJSON{
+		UserID: idString(m.UserID), Username: m.Username, DisplayName: m.DisplayName, AvatarURL: m.AvatarURL,
+		IsOnline: m.IsOnline, Role: m.Role, LastReadSeq: m.LastReadSeq, JoinedAt: m.JoinedAt,
+	}
+}
+
+func toMembers(ms []store.Member) []memberJSON {
+	out := make([]memberJSON, len(ms))
+	for i := range ms {
+		out[i] = toMember(&ms[i])
+	}
+	return out
+}
+
+func toRoom(r *store.RoomView) roomJSON {
+	out := roomJSON{
+		ID: idString(r.ID), Name: r.Name, Type: r.Type, CreatedBy: idString(r.CreatedBy),
+		CreatedAt: r.CreatedAt, MemberCount: r.MemberCount,
+	}
+	if r.Role != "" {
+		role := r.Role
+		out.MyRole = &role
+	}
+	return out
+}
+
+func toMessage(m *store.MessageView) messageJSON {
+	out := messageJSON{
+		ID: m.ID, RoomID: idString(m.RoomID), UserID: idString(m.UserID), Username: m.Username,
+		Type: m.Type, Seq: m.Seq, CreatedAt: m.CreatedAt,
+		IsEdited: m.IsEdited, EditedAt: m.EditedAt, IsDeleted: m.IsDeleted, DeletedAt: m.DeletedAt,
+	}
+	if m.ClientMsgID != nil {
+		out.ClientMsgID = *m.ClientMsgID
+	}
+	if !m.IsDeleted {
+		content := m.Content
+		out.Content = &content
+		if len(m.Metadata) > 0 && !bytes.Equal(m.Metadata, []byte("null")) {
+			out.Metadata = m.Metadata
+		}
+	}
+	return out
+}
+
+// decodeBody parses the request body, which must be one JSON object, into
+// v. Unknown fields are ignored; every failure is BAD_REQUEST with a message
+// that says what is wrong.
+func decodeBody(c *fiber.Ctx, v any) error {
+	body := bytes.TrimSpace(c.Body())
+	if len(body) == 0 {
+		return chat.Errorf(chat.CodeBadRequest, "request body required: a JSON object")
+	}
+	if body[0] != '{' {
+		return chat.Errorf(chat.CodeBadRequest, "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return chat.Wrap(chat.CodeBadRequest, err, fmt.Sprintf("field %q has the wrong type: %s expected", te.Field, jsonKind(te.Type.Kind().String())))
+		}
+		return chat.Wrap(chat.CodeBadRequest, err, "malformed JSON body")
+	}
+	if dec.More() {
+		return chat.Errorf(chat.CodeBadRequest, "request body must be a single JSON object")
+	}
+	return nil
+}
+
+// jsonKind names a Go kind the way JSON documents do.
+func jsonKind(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "slice", "array":
+		return "array"
+	case "map", "struct":
+		return "object"
+	case "bool":
+		return "boolean"
+	default:
+		return "number"
+	}
+}
+
+// parseID parses a user or room id: 1 to 19 decimal digits, positive, in
+// range. Anything else is BAD_REQUEST naming the field.
+func parseID(field, s string) (int64, error) {
+	if s == "" {
+		return 0, chat.Errorf(chat.CodeBadRequest, "%s required", field)
+	}
+	id, err := parseUint(s)
+	if err != nil || id <= 0 {
+		return 0, chat.Errorf(chat.CodeBadRequest, "%s must be a positive integer id in a string, got %q", field, truncate(s, 40))
+	}
+	return id, nil
+}
+
+// parseUint parses decimal digits only (no sign, no spaces) into an int64.
+func parseUint(s string) (int64, error) {
+	if s == "" || len(s) > 19 {
+		return 0, errors.New("not a non-negative 64-bit integer")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, errors.New("not a non-negative 64-bit integer")
+		}
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// pathID returns the :id path parameter as an id.
+func pathID(c *fiber.Ctx, what string) (int64, error) {
+	return parseID(what+" id", c.Params("id"))
+}
+
+// queryArg returns the query parameter name and whether it was given at
+// all (an empty value counts as given, so it can be refused).
+func queryArg(c *fiber.Ctx, name string) (string, bool) {
+	args := c.Context().QueryArgs()
+	if !args.Has(name) {
+		return "", false
+	}
+	return string(args.Peek(name)), true
+}
+
+// querySeq parses an optional seq query parameter (a non-negative integer).
+func querySeq(c *fiber.Ctx, name string) (*int64, error) {
+	s, ok := queryArg(c, name)
+	if !ok {
+		return nil, nil
+	}
+	v, err := parseUint(s)
+	if err != nil {
+		return nil, chat.Errorf(chat.CodeBadRequest, "%s must be a non-negative integer seq, got %q", name, truncate(s, 40))
+	}
+	return &v, nil
+}
+
+// queryLimit parses an optional limit in [1, max], def when absent.
+func queryLimit(c *fiber.Ctx, def, max int) (int, error) {
+	s, ok := queryArg(c, "limit")
+	if !ok {
+		return def, nil
+	}
+	v, err := parseUint(s)
+	if err != nil || v < 1 || v > int64(max) {
+		return 0, chat.Errorf(chat.CodeBadRequest, "limit must be an integer from 1 to %d, got %q", max, truncate(s, 40))
+	}
+	return int(v), nil
+}
