@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"relay/pkg/protocol"
+	"relay/pkg/redis"
+	"relay/services/gateway/gateway/hub"
+)
+
+// roomBroker is the hub's Broker on Redis pub/sub: one PubSub connection
+// per instance carries every room channel with local members, and one
+// goroutine receives from it and fans each publication out in order.
+type roomBroker struct {
+	s  *Service
+	ps *goredis.PubSub
+
+	mu sync.Mutex
+	// expected holds, per channel, the confirmations still due for our own
+	// SUBSCRIBE (a waiter) and UNSUBSCRIBE (nil) commands, in command order
+	// (Redis answers in order). A subscribe confirmation nobody waits for is
+	// go-redis resubscribing after a reconnect.
+	expected map[string][]chan struct{}
+	closed   bool
+}
+
+var _ hub.Broker = (*roomBroker)(nil)
+
+func newRoomBroker(s *Service) *roomBroker {
+	return &roomBroker{
+		s:        s,
+		ps:       s.rdb.Subscribe(context.Background()),
+		expected: make(map[string][]chan struct{}),
+	}
+}
+
+// Subscribe implements hub.Broker.
+func (b *roomBroker) Subscribe(ctx context.Context, roomID int64) (<-chan struct{}, error) {
+	ch := b.s.keys.RoomChannel(roomID)
+	ready := make(chan struct{})
+	b.mu.Lock()
+	b.expected[ch] = append(b.expected[ch], ready)
+	b.mu.Unlock()
+	if err := b.ps.Subscribe(ctx, ch); err != nil {
+		b.mu.Lock()
+		q := b.expected[ch]
+		for i, w := range q {
+			if w == ready {
+				b.expected[ch] = append(q[:i:i], q[i+1:]...)
+				break
+			}
+		}
+		if len(b.expected[ch]) == 0 {
+			delete(b.expected, ch)
+		}
+		b.mu.Unlock()
+		return nil, err
+	}
+	return ready, nil
+}
+
+// Unsubscribe implements hub.Broker.
+func (b *roomBroker) Unsubscribe(ctx context.Context, roomID int64) error {
+	ch := b.s.keys.RoomChannel(roomID)
+	b.mu.Lock()
+	b.expected[ch] = append(b.expected[ch], nil)
+	b.mu.Unlock()
+	return b.ps.Unsubscribe(ctx, ch)
+}
+
+// confirmed handles a (un)subscribe confirmation and reports whether it was
+// one nobody waited for: a resubscription after a reconnect.
+func (b *roomBroker) confirmed(kind, ch string) (resubscribed bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := b.expected[ch]
+	defer func() {
+		if len(b.expected[ch]) == 0 {
+			delete(b.expected, ch)
+		}
+	}()
+	switch kind {
+	case "subscribe":
+		// Unsubscribe markers before the first waiter were lost with a
+		// dropped connection; skip them.
+		for i, w := range q {
+			if w != nil {
+				close(w)
+				b.expected[ch] = q[i+1:]
+				return false
+			}
+		}
+		b.expected[ch] = nil
+		return true
+	case "unsubscribe":
+		if len(q) > 0 && q[0] == nil {
+			b.expected[ch] = q[1:]
+		}
+	}
+	return false
+}
+
+// run receives from the room channels until close. go-redis reconnects and
+// resubscribes by itself; rooms resubscribed that way are recovered from
+// the history, since publications sent meanwhile were lost.
+func (b *roomBroker) run(ctx context.Context) {
+	msgs := b.ps.ChannelWithSubscriptions(goredis.WithChannelSize(4096))
+	for msg := range msgs {
+		switch m := msg.(type) {
+		case *goredis.Message:
+			b.fanout([]byte(m.Payload))
+		case *goredis.Subscription:
+			if b.confirmed(m.Kind, m.Channel) {
+				if room, ok := b.roomOf(m.Channel); ok {
+					b.recover(ctx, room)
+				}
+			}
+		}
+	}
+}
+
+func (b *roomBroker) close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	return b.ps.Close()
+}
+
+// roomOf parses the room id out of a room channel name.
+func (b *roomBroker) roomOf(ch string) (int64, bool) {
+	rest, ok := strings.CutPrefix(ch, b.s.keys.Prefix+"{r:")
+	if !ok {
+		return 0, false
+	}
+	id, ok := strings.CutSuffix(rest, "}:ch")
+	if !ok {
+		return 0, false
+	}
+	room, err := strconv.ParseInt(id, 10, 64)
+	return room, err == nil
+}
+
+// fanout delivers one publication to the local members of its room, as a
+// span that continues the trace of the event (sender → Kafka → delivery).
+func (b *roomBroker) fanout(payload []byte) {
+	s := b.s
+	p, err := redis.DecodePublication(payload)
+	if err != nil {
+		s.log.Warn("undecodable publication", "err", err)
+		return
+	}
+	start := time.Now()
+	ctx := context.Background()
+	if len(p.Trace) > 0 {
+		ctx = s.tel.Propagator.Extract(ctx, propagation.MapCarrier(p.Trace))
+	}
+	_, span := s.tel.Tracer.Start(ctx, "gateway.fanout", trace.WithSpanKind(trace.SpanKindConsumer))
+	n := s.hub.Publish(p)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int64("room.id", p.RoomID), attribute.Int64("seq", p.Seq), attribute.Int("recipients", n))
+	}
+	span.End()
+	s.metrics.fanout.Observe(time.Since(start).Seconds())
+	if n > 0 {
+		s.metrics.framesOut.WithLabelValues(frameEvent(p.Frame)).Add(float64(n))
+	}
+}
+
+// recover replays from the room history what the local members of room
+// may have missed while the subscription was down. It runs on the receive
+// goroutine, so live publications wait behind it and order is kept.
+func (b *roomBroker) recover(ctx context.Context, room int64) {
+	s := b.s
+	members := s.hub.Members(room)
+	if len(members) == 0 {
+		return
+	}
+	from := members[0].LastSeq()
+	for _, m := range members[1:] {
+		from = min(from, m.LastSeq())
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+	defer cancel()
+	pubs, complete, err := redis.History(rctx, s.rdb, s.keys, room, from, int64(s.cfg.ReplayLimit))
+	if err != nil {
+		s.log.Warn("recover room after resubscribe", "room_id", room, "err", err)
+		complete = false
+	}
+	s.log.Info("room resubscribed; recovering", "room_id", room, "from_seq", from, "replayed", len(pubs), "complete", complete)
+	for _, m := range members {
+		if !complete || len(pubs) == int(s.cfg.ReplayLimit) {
+			m.Conn().Send(s.frame(protocol.EventResyncRequired, "",
+				mustJSON(protocol.ResyncRequired{RoomID: roomString(room), FromSeq: m.LastSeq()})))
+		}
+		for _, p := range pubs {
+			m.Deliver(p)
+		}
+	}
+}

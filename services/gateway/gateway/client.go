@@ -1,0 +1,247 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"golang.org/x/time/rate"
+
+	"relay/pkg/auth"
+	"relay/pkg/protocol"
+	"relay/services/gateway/gateway/hub"
+)
+
+// socket is the part of a WebSocket connection the writer uses; tests and
+// benchmarks substitute a discarding one.
+type socket interface {
+	WriteMessage(messageType int, data []byte) error
+	WriteControl(messageType int, data []byte, deadline time.Time) error
+	SetWriteDeadline(t time.Time) error
+	Close() error
+}
+
+// client is one WebSocket connection. Its reader goroutine handles client
+// frames in order; its writer goroutine alone writes data frames, from a
+// bounded queue, so a slow socket never blocks the reader or the fan-out.
+// Per-connection state is kept small: a connection costs two goroutines, a
+// read buffer, and a queue that is empty (and unallocated) when idle.
+type client struct {
+	s        *Service
+	ws       socket
+	userID   int64
+	username string
+	// token is forwarded to the api when joining a channel.
+	token   string
+	limiter *rate.Limiter
+
+	// rooms are the rooms joined on this connection; reader goroutine only.
+	rooms map[int64]*hub.Member
+
+	mu        sync.Mutex
+	queue     [][]byte
+	closing   bool
+	closeCode int
+	closeText string
+	// stop is set with closing for closes that drop the queue (slow
+	// consumer, dead peer), so the writer stops between frames.
+	stop   atomic.Bool
+	notify chan struct{}
+	// done is closed when the writer has closed the socket.
+	done chan struct{}
+}
+
+func newClient(s *Service, ws socket, claims auth.Claims, token string) *client {
+	return &client{
+		s: s, ws: ws, userID: claims.UserID, username: claims.Username, token: token,
+		limiter: rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst),
+		notify:  make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+}
+
+// UserID implements hub.Conn.
+func (c *client) UserID() int64 { return c.userID }
+
+// Send implements hub.Conn: it queues frame for the writer without blocking.
+// A full queue means the client cannot keep up: it is closed with 4000.
+func (c *client) Send(frame []byte) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.queue) >= c.s.cfg.QueueSize {
+		c.mu.Unlock()
+		c.CloseSlow()
+		return false
+	}
+	c.queue = append(c.queue, frame)
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// CloseSlow implements hub.Conn: closes the connection as a slow consumer.
+func (c *client) CloseSlow() {
+	if c.closeWith(protocol.CloseSlowConsumer, "slow consumer", true) {
+		c.s.metrics.slowConsumers.Inc()
+		c.s.log.Warn("slow consumer disconnected", "user_id", c.userID, "queue", c.s.cfg.QueueSize)
+	}
+}
+
+// close asks the writer to flush what is queued, send a close frame with
+// code and close the socket. Code 0 closes without a close frame (the peer
+// is gone). It reports whether this call started the close.
+func (c *client) close(code int, text string) bool {
+	return c.closeWith(code, text, code == 0)
+}
+
+func (c *client) closeWith(code int, text string, drop bool) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	c.closing, c.closeCode, c.closeText = true, code, text
+	if drop {
+		c.stop.Store(true)
+		c.queue = nil
+	}
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take moves the queued frames into batch (reusing its array).
+func (c *client) take(batch [][]byte) (_ [][]byte, closing bool, code int, text string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	batch, c.queue = c.queue, batch[:0]
+	// An idle connection should not keep a big array from one burst.
+	if cap(c.queue) > 64 {
+		c.queue = nil
+	}
+	return batch, c.closing, c.closeCode, c.closeText
+}
+
+// writeLoop is the connection's only data writer. It also pings, and it is
+// the one that closes the socket, after which done is closed.
+func (c *client) writeLoop() {
+	defer close(c.done)
+	ping := time.NewTicker(c.s.cfg.PingInterval)
+	defer ping.Stop()
+	var batch [][]byte
+	for {
+		select {
+		case <-c.notify:
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+				c.writeFailed(err)
+			}
+			continue
+		}
+		var closing bool
+		var code int
+		var text string
+		batch, closing, code, text = c.take(batch)
+		for i, f := range batch {
+			if c.stop.Load() {
+				break
+			}
+			if err := c.write(f); err != nil {
+				c.writeFailed(err)
+				closing, code, text = c.closeState()
+				clear(batch[i:])
+				break
+			}
+		}
+		clear(batch)
+		if cap(batch) > 64 {
+			batch = nil
+		}
+		if closing {
+			c.finish(code, text)
+			return
+		}
+	}
+}
+
+func (c *client) write(frame []byte) error {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	return c.ws.WriteMessage(websocket.TextMessage, frame)
+}
+
+// writeFailed closes the connection after a failed write: a missed
+// deadline means the client does not read (slow consumer), anything else
+// that the peer is gone.
+func (c *client) writeFailed(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.CloseSlow()
+		return
+	}
+	c.close(0, "")
+}
+
+func (c *client) closeState() (bool, int, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing, c.closeCode, c.closeText
+}
+
+// finish sends the close frame (best effort, briefly) and closes the socket.
+func (c *client) finish(code int, text string) {
+	if code != 0 {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
+	}
+	_ = c.ws.Close()
+}
+
+// reply queues an ack or error frame; it is what handlers' results become.
+func (c *client) reply(frame []byte) {
+	if frame != nil {
+		c.Send(frame)
+	}
+}
+
+// leaveAll removes the connection from every room it joined.
+func (c *client) leaveAll(ctx context.Context) {
+	for id, m := range c.rooms {
+		if err := c.s.hub.Leave(ctx, m); err != nil {
+			c.s.log.WarnContext(ctx, "leave room on disconnect", "room_id", id, "err", err)
+		}
+		delete(c.rooms, id)
+	}
+}
+
+// bufferPool recycles frame read buffers across connections, so an idle
+// connection holds none.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) get() *bytes.Buffer {
+	if v, ok := b.p.Get().(*bytes.Buffer); ok {
+		v.Reset()
+		return v
+	}
+	return new(bytes.Buffer)
+}
+
+func (b *bufferPool) put(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		b.p.Put(buf)
+	}
+}

@@ -1,0 +1,374 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/propagation"
+
+	"relay/pkg/chat"
+	"relay/pkg/events"
+	"relay/pkg/protocol"
+	"relay/pkg/redis"
+	"relay/pkg/web"
+)
+
+// dedupePending marks a clientMsgId whose send is in flight.
+const dedupePending = "pending"
+
+// joinRoom: a member (or anyone, for a channel, which makes them a member
+// through the api) starts receiving the room on this connection. With
+// lastSeq, what the client missed is replayed from the recent history
+// before live events.
+func (s *Service) joinRoom(ctx context.Context, c *client, data json.RawMessage, ref string) (json.RawMessage, error) {
+	cmd, err := parseJoin(data)
+	if err != nil {
+		return nil, err
+	}
+	if m, ok := c.rooms[cmd.room]; ok && !m.Removed() {
+		// Already receiving here: nothing changes.
+		last, err := redis.LastSeq(ctx, s.rdb, s.keys, cmd.room)
+		if err != nil {
+			return nil, chat.Wrap(chat.CodeUnavailable, err, "could not read the room position; retry")
+		}
+		return mustJSON(protocol.JoinAck{RoomID: roomString(cmd.room), LastSeq: last}), nil
+	}
+	if len(c.rooms) >= s.cfg.MaxRooms {
+		return nil, chat.Errorf(chat.CodeBadRequest, "at most %d rooms can be joined on one connection", s.cfg.MaxRooms)
+	}
+	if _, cached := s.roles.Get(memberKey{cmd.room, c.userID}); !cached {
+		a, err := s.lookupAccess(ctx, cmd.room, c.userID)
+		if err != nil {
+			return nil, err
+		}
+		if a.role == "" {
+			if a.roomType != chat.RoomChannel {
+				return nil, chat.Errorf(chat.CodeForbidden, "not a member of room %d", cmd.room)
+			}
+			if err := s.joinChannel(ctx, cmd.room, c.token); err != nil {
+				return nil, err
+			}
+			s.roles.Add(memberKey{cmd.room, c.userID}, chat.RoleMember)
+		}
+	}
+
+	jctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+	defer cancel()
+	m, err := s.hub.Join(jctx, cmd.room, c)
+	if err != nil {
+		return nil, chat.Wrap(chat.CodeUnavailable, err, "could not subscribe to the room; retry")
+	}
+	last, err := redis.LastSeq(ctx, s.rdb, s.keys, cmd.room)
+	var replay []*redis.Publication
+	complete := true
+	if err == nil && cmd.lastSeq != nil {
+		replay, complete, err = redis.History(ctx, s.rdb, s.keys, cmd.room, *cmd.lastSeq, int64(s.cfg.ReplayLimit)+1)
+		if len(replay) > s.cfg.ReplayLimit {
+			replay, complete = nil, false
+		}
+	}
+	if err != nil {
+		_ = s.hub.Leave(context.WithoutCancel(ctx), m)
+		return nil, chat.Wrap(chat.CodeUnavailable, err, "could not read the room history; retry")
+	}
+	c.rooms[cmd.room] = m
+
+	var before [][]byte
+	if ref != "" {
+		before = append(before, s.frame(protocol.EventAck, ref, mustJSON(protocol.JoinAck{RoomID: roomString(cmd.room), LastSeq: last})))
+	}
+	from := int64(-1)
+	if last != nil {
+		from = *last
+	}
+	if cmd.lastSeq != nil {
+		from = *cmd.lastSeq
+		if !complete {
+			before = append(before, s.frame(protocol.EventResyncRequired, "",
+				mustJSON(protocol.ResyncRequired{RoomID: roomString(cmd.room), FromSeq: *cmd.lastSeq})))
+			replay = nil
+		}
+	}
+	m.Start(from, replay, before...)
+	return sentReply, nil
+}
+
+// leaveRoom stops receiving the room on this connection (membership itself
+// changes over REST). Leaving a room not joined here is acked too.
+func (s *Service) leaveRoom(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
+	cmd, err := parseRoom(data)
+	if err != nil {
+		return nil, err
+	}
+	if m, ok := c.rooms[cmd.room]; ok {
+		delete(c.rooms, cmd.room)
+		if err := s.hub.Leave(ctx, m); err != nil {
+			s.log.WarnContext(ctx, "unsubscribe room", "room_id", cmd.room, "err", err)
+		}
+	}
+	return mustJSON(protocol.LeaveAck{RoomID: roomString(cmd.room)}), nil
+}
+
+// sendMessage produces message_created and acks with the record's offset
+// once Kafka stored it. A repeated clientMsgId gets the first ack back.
+func (s *Service) sendMessage(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
+	start := time.Now()
+	cmd, err := parseSend(data)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.requireMember(ctx, cmd.room, c.userID); err != nil {
+		return nil, err
+	}
+	var dedupeKey string
+	if cmd.clientMsgID != "" {
+		dedupeKey = s.keys.Dedupe(c.userID, cmd.clientMsgID)
+		first, err := s.claimClientMsgID(ctx, dedupeKey)
+		if err != nil || first != nil {
+			return first, err
+		}
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, fmt.Errorf("message id: %w", err)
+	}
+	// Microseconds: what PostgreSQL keeps, so REST history shows the same time.
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	seq, err := s.produce(ctx, &events.Event{
+		Type: events.MessageCreated, RoomID: cmd.room, UserID: c.userID, Username: c.username,
+		MessageID: id.String(), Content: cmd.content, MessageType: string(cmd.typ),
+		Metadata: cmd.metadata, ClientMsgID: cmd.clientMsgID, At: at,
+	})
+	if err != nil {
+		if dedupeKey != "" {
+			// Let the client retry with the same clientMsgId.
+			if derr := s.rdb.Del(context.WithoutCancel(ctx), dedupeKey).Err(); derr != nil {
+				s.log.WarnContext(ctx, "drop dedupe marker", "err", derr)
+			}
+		}
+		return nil, err
+	}
+	ack := mustJSON(protocol.SendAck{ID: id.String(), RoomID: roomString(cmd.room), Seq: seq, ClientMsgID: cmd.clientMsgID, CreatedAt: at})
+	pipe := s.rdb.Pipeline()
+	pipe.Set(ctx, s.keys.MessageAuthor(id.String()), author{room: cmd.room, user: c.userID}.String(), s.cfg.AuthorTTL)
+	if dedupeKey != "" {
+		pipe.Set(ctx, dedupeKey, []byte(ack), s.cfg.DedupeTTL)
+	}
+	if _, err := pipe.Exec(context.WithoutCancel(ctx)); err != nil {
+		// The message is stored; only dedupe and the fast author check
+		// degrade (edits fall back to PostgreSQL).
+		s.log.WarnContext(ctx, "record ack in redis", "message_id", id.String(), "err", err)
+	}
+	s.metrics.sendAck.Observe(time.Since(start).Seconds())
+	return ack, nil
+}
+
+// claimClientMsgID sets the pending marker of a clientMsgId. It returns the
+// first ack when the id was already used, CONFLICT while that send is still
+// in flight, and (nil, nil) when this send may go ahead.
+func (s *Service) claimClientMsgID(ctx context.Context, key string) (json.RawMessage, error) {
+	for range 3 {
+		ok, err := s.rdb.SetNX(ctx, key, dedupePending, s.cfg.DedupePendingTTL).Result()
+		if err != nil {
+			return nil, chat.Wrap(chat.CodeUnavailable, err, "could not check clientMsgId; retry")
+		}
+		if ok {
+			return nil, nil
+		}
+		v, err := s.rdb.Get(ctx, key).Result()
+		if errors.Is(err, goredis.Nil) {
+			continue // expired or dropped in between: try to claim again
+		}
+		if err != nil {
+			return nil, chat.Wrap(chat.CodeUnavailable, err, "could not check clientMsgId; retry")
+		}
+		if v == dedupePending {
+			return nil, chat.Errorf(chat.CodeConflict, "send in progress; retry")
+		}
+		return json.RawMessage(v), nil
+	}
+	return nil, chat.Errorf(chat.CodeConflict, "send in progress; retry")
+}
+
+// editMessage: the author only; produces message_edited.
+func (s *Service) editMessage(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
+	cmd, err := parseEdit(data)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.requireMember(ctx, cmd.room, c.userID); err != nil {
+		return nil, err
+	}
+	a, err := s.existingMessage(ctx, cmd.room, cmd.message)
+	if err != nil {
+		return nil, err
+	}
+	if a.user != c.userID {
+		return nil, chat.Errorf(chat.CodeForbidden, "only the author can edit a message")
+	}
+	seq, err := s.produce(ctx, &events.Event{
+		Type: events.MessageEdited, RoomID: cmd.room, UserID: c.userID, Username: c.username,
+		MessageID: cmd.message, Content: cmd.content, At: time.Now().UTC().Truncate(time.Microsecond),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mustJSON(protocol.MessageAck{MessageID: cmd.message, Seq: seq}), nil
+}
+
+// deleteMessage: the author or a room admin; produces message_deleted.
+func (s *Service) deleteMessage(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
+	cmd, err := parseDelete(data)
+	if err != nil {
+		return nil, err
+	}
+	role, err := s.requireMember(ctx, cmd.room, c.userID)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.existingMessage(ctx, cmd.room, cmd.message)
+	if err != nil {
+		return nil, err
+	}
+	if a.user != c.userID && role != chat.RoleAdmin {
+		return nil, chat.Errorf(chat.CodeForbidden, "only the author or a room admin can delete a message")
+	}
+	seq, err := s.produce(ctx, &events.Event{
+		Type: events.MessageDeleted, RoomID: cmd.room, UserID: c.userID, Username: c.username,
+		MessageID: cmd.message, At: time.Now().UTC().Truncate(time.Microsecond),
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.deleted = true
+	if err := s.rdb.Set(context.WithoutCancel(ctx), s.keys.MessageAuthor(cmd.message), a.String(), s.cfg.AuthorTTL).Err(); err != nil {
+		s.log.WarnContext(ctx, "mark message deleted in redis", "message_id", cmd.message, "err", err)
+	}
+	return mustJSON(protocol.MessageAck{MessageID: cmd.message, Seq: seq}), nil
+}
+
+// existingMessage returns the author of a message of room that is not
+// deleted, or NOT_FOUND.
+func (s *Service) existingMessage(ctx context.Context, room int64, messageID string) (author, error) {
+	a, err := s.messageAuthor(ctx, messageID)
+	if err != nil {
+		return author{}, err
+	}
+	if a.room != room || a.deleted {
+		return author{}, chat.Errorf(chat.CodeNotFound, "message not found")
+	}
+	return a, nil
+}
+
+// markRead: a member produces read_marked up to seq.
+func (s *Service) markRead(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
+	cmd, err := parseRead(data)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.requireMember(ctx, cmd.room, c.userID); err != nil {
+		return nil, err
+	}
+	seq, err := s.produce(ctx, &events.Event{
+		Type: events.ReadMarked, RoomID: cmd.room, UserID: c.userID, Username: c.username,
+		ReadSeq: cmd.seq, At: time.Now().UTC().Truncate(time.Microsecond),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mustJSON(protocol.ReadAck{Seq: seq}), nil
+}
+
+func (s *Service) typingStart(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
+	return s.typing(ctx, c, data, true)
+}
+
+func (s *Service) typingStop(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
+	return s.typing(ctx, c, data, false)
+}
+
+// typing publishes an ephemeral typing frame on the room channel: no seq,
+// not in the history, never sent to the typist's own connections.
+func (s *Service) typing(ctx context.Context, c *client, data json.RawMessage, on bool) (json.RawMessage, error) {
+	cmd, err := parseRoom(data)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.requireMember(ctx, cmd.room, c.userID); err != nil {
+		return nil, err
+	}
+	frame, err := json.Marshal(protocol.Frame{Event: protocol.EventTyping, Data: mustJSON(protocol.Typing{
+		RoomID: roomString(cmd.room), UserID: roomString(c.userID), Username: c.username, Typing: on,
+	})})
+	if err != nil {
+		return nil, fmt.Errorf("typing frame: %w", err)
+	}
+	trace := map[string]string{}
+	s.tel.Propagator.Inject(ctx, propagation.MapCarrier(trace))
+	payload, err := json.Marshal(redis.Publication{RoomID: cmd.room, Ephemeral: true, SkipUserID: c.userID, Trace: trace, Frame: frame})
+	if err != nil {
+		return nil, fmt.Errorf("typing publication: %w", err)
+	}
+	if err := s.rdb.Publish(ctx, s.keys.RoomChannel(cmd.room), payload).Err(); err != nil {
+		return nil, chat.Wrap(chat.CodeUnavailable, err, "could not publish typing; retry")
+	}
+	return emptyAck, nil
+}
+
+// produce appends e to the room log through the breaker and returns its
+// seq. Kafka down, slow past SendTimeout, or the breaker open is UNAVAILABLE:
+// nothing is acked that Kafka has not stored.
+func (s *Service) produce(ctx context.Context, e *events.Event) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+	defer cancel()
+	seq, err := s.breaker.Execute(func() (int64, error) {
+		_, seq, err := s.prod.Publish(ctx, e)
+		return seq, err
+	})
+	switch {
+	case err == nil:
+		return seq, nil
+	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
+		return 0, chat.Wrap(chat.CodeUnavailable, err, "message log unavailable; retry later")
+	default:
+		return 0, chat.Wrap(chat.CodeUnavailable, err, "could not store the event; retry")
+	}
+}
+
+// joinChannel makes the user a member of a channel through the api (the
+// gateway never writes PostgreSQL), forwarding the user's own token.
+func (s *Service) joinChannel(ctx context.Context, room int64, token string) error {
+	url := strings.TrimSuffix(s.cfg.APIURL, "/") + "/api/rooms/" + roomString(room) + "/join"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		return fmt.Errorf("api request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	s.tel.Propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	resp, err := s.api.Do(req)
+	if err != nil {
+		return chat.Wrap(chat.CodeUnavailable, err, "could not join the channel; retry")
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	var eb web.ErrorBody
+	if json.Unmarshal(body, &eb) == nil {
+		switch eb.Error.Code {
+		case chat.CodeNotFound, chat.CodeForbidden, chat.CodeUnauthorized, chat.CodeBadRequest:
+			return chat.Errorf(eb.Error.Code, "%s", eb.Error.Message)
+		}
+	}
+	return chat.Wrap(chat.CodeUnavailable, fmt.Errorf("api join: status %d: %s", resp.StatusCode, truncate(string(body), 200)), "could not join the channel; retry")
+}

@@ -1,0 +1,214 @@
+package gateway
+
+// Environment variables of the gateway (besides the shared ones of
+// pkg/config: DATABASE_URL, DATABASE_MAX_CONNS, REDIS_URL, REDIS_PREFIX,
+// KAFKA_BROKERS, KAFKA_TOPIC, KAFKA_PARTITIONS, OTEL_EXPORTER_OTLP_*,
+// LOG_LEVEL, LOG_FORMAT, HTTP_ADDR, SHUTDOWN_TIMEOUT, JWT_SECRET, JWT_TTL):
+//
+//	HTTP_ADDR              listen address                         127.0.0.1:8090
+//	API_URL                the api, for channel joins              http://127.0.0.1:8080
+//	API_TIMEOUT            bound on one api call                   5s
+//	SEND_TIMEOUT           bound on one Kafka produce               5s
+//	MAX_CONNECTIONS        WebSocket connections per instance       20000
+//	WS_MAX_FRAME_BYTES     largest client frame handled (TOO_LARGE above)   16384
+//	WS_READ_LIMIT          frames above it close the socket with 1009      1048576
+//	WS_QUEUE_SIZE          frames queued per connection before it is
+//	                       closed as a slow consumer (4000)        256
+//	WS_WRITE_TIMEOUT       deadline of one socket write             10s
+//	WS_PING_INTERVAL       server ping period                       25s
+//	WS_PONG_TIMEOUT        silence (no frame, no pong) after which
+//	                       the connection is dropped                60s
+//	WS_RATE                client frames per second per connection  20
+//	WS_BURST               burst of client frames per connection    50
+//	WS_MAX_ROOMS           rooms joined at once per connection      500
+//	WS_READ_BUFFER         socket read buffer bytes                 512
+//	WS_WRITE_BUFFER        pooled socket write buffer bytes         4096
+//	MEMBERSHIP_CACHE_TTL   how long a positive membership check is cached   30s
+//	MEMBERSHIP_CACHE_SIZE  entries of that cache                    100000
+//	DEDUPE_TTL             how long a clientMsgId's ack is kept     24h
+//	DEDUPE_PENDING_TTL     lifetime of the "send in progress" marker 30s
+//	AUTHOR_TTL             how long a message's author is kept in Redis 24h
+//	REPLAY_LIMIT           most events replayed on join_room with lastSeq;
+//	                       beyond it the client gets resync_required 1000
+//	BREAKER_FAILURES       consecutive produce failures that open the breaker 5
+//	BREAKER_OPEN_TIMEOUT   how long the open breaker refuses before a trial 10s
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"relay/pkg/config"
+)
+
+// Config is the gateway's configuration. New fills every zero value with
+// its default, so tests set only what they need.
+type Config struct {
+	// Postgres is read for membership and authorship checks only.
+	Postgres config.Postgres
+	// Redis is the pub/sub, history, dedupe and author store.
+	Redis config.Redis
+	// Kafka is where room events are produced.
+	Kafka config.Kafka
+	// Telemetry configures logs and traces.
+	Telemetry config.Telemetry
+	// HTTP is the listener; Addr defaults to 127.0.0.1:8090.
+	HTTP config.HTTP
+	// JWT verifies the api's tokens.
+	JWT config.JWT
+
+	// APIURL is the api's base URL, used to join channels; zero means
+	// http://127.0.0.1:8080.
+	APIURL string `env:"API_URL" envDefault:"http://127.0.0.1:8080"`
+	// APITimeout bounds one api call; zero means 5 s.
+	APITimeout time.Duration `env:"API_TIMEOUT" envDefault:"5s"`
+	// SendTimeout bounds one Kafka produce; zero means 5 s.
+	SendTimeout time.Duration `env:"SEND_TIMEOUT" envDefault:"5s"`
+	// MaxConnections caps WebSocket connections; zero means 20000.
+	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"20000"`
+	// MaxFrameBytes is the largest client frame handled; zero means 16 KiB.
+	MaxFrameBytes int `env:"WS_MAX_FRAME_BYTES" envDefault:"16384"`
+	// ReadLimit closes the socket (1009) above it; zero means 1 MiB.
+	ReadLimit int64 `env:"WS_READ_LIMIT" envDefault:"1048576"`
+	// QueueSize bounds each connection's outgoing queue; zero means 256.
+	QueueSize int `env:"WS_QUEUE_SIZE" envDefault:"256"`
+	// WriteTimeout is the deadline of one socket write; zero means 10 s.
+	WriteTimeout time.Duration `env:"WS_WRITE_TIMEOUT" envDefault:"10s"`
+	// PingInterval is how often the server pings; zero means 25 s.
+	PingInterval time.Duration `env:"WS_PING_INTERVAL" envDefault:"25s"`
+	// PongTimeout drops a silent connection; zero means 60 s.
+	PongTimeout time.Duration `env:"WS_PONG_TIMEOUT" envDefault:"60s"`
+	// Rate is client frames per second per connection; zero means 20.
+	Rate float64 `env:"WS_RATE" envDefault:"20"`
+	// Burst is the client frame burst per connection; zero means 50.
+	Burst int `env:"WS_BURST" envDefault:"50"`
+	// MaxRooms bounds the rooms joined on one connection; zero means 500.
+	MaxRooms int `env:"WS_MAX_ROOMS" envDefault:"500"`
+	// ReadBufferSize is the socket read buffer; zero means 512 bytes.
+	ReadBufferSize int `env:"WS_READ_BUFFER" envDefault:"512"`
+	// WriteBufferSize is the pooled write buffer; zero means 4 KiB.
+	WriteBufferSize int `env:"WS_WRITE_BUFFER" envDefault:"4096"`
+	// MembershipTTL is how long a positive membership is cached; zero means 30 s.
+	MembershipTTL time.Duration `env:"MEMBERSHIP_CACHE_TTL" envDefault:"30s"`
+	// MembershipCacheSize bounds the membership cache; zero means 100000.
+	MembershipCacheSize int `env:"MEMBERSHIP_CACHE_SIZE" envDefault:"100000"`
+	// DedupeTTL keeps a clientMsgId's first ack; zero means 24 h.
+	DedupeTTL time.Duration `env:"DEDUPE_TTL" envDefault:"24h"`
+	// DedupePendingTTL bounds the in-progress marker; zero means 30 s.
+	DedupePendingTTL time.Duration `env:"DEDUPE_PENDING_TTL" envDefault:"30s"`
+	// AuthorTTL keeps a message's author in Redis; zero means 24 h.
+	AuthorTTL time.Duration `env:"AUTHOR_TTL" envDefault:"24h"`
+	// ReplayLimit bounds a join replay; zero means 1000.
+	ReplayLimit int `env:"REPLAY_LIMIT" envDefault:"1000"`
+	// BreakerFailures opens the produce breaker; zero means 5.
+	BreakerFailures uint32 `env:"BREAKER_FAILURES" envDefault:"5"`
+	// BreakerOpenTimeout is how long it stays open; zero means 10 s.
+	BreakerOpenTimeout time.Duration `env:"BREAKER_OPEN_TIMEOUT" envDefault:"10s"`
+}
+
+// withDefaults returns c with every zero value replaced by its default.
+func (c Config) withDefaults() Config {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defInt := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.HTTP.Addr == "" {
+		c.HTTP.Addr = "127.0.0.1:8090"
+	}
+	def(&c.HTTP.ShutdownTimeout, 15*time.Second)
+	if c.Postgres.URL == "" {
+		c.Postgres.URL = "postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable"
+	}
+	if c.Redis.URL == "" {
+		c.Redis.URL = "redis://127.0.0.1:6379/0"
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		c.Kafka.Brokers = []string{"127.0.0.1:9092"}
+	}
+	if c.Kafka.Topic == "" {
+		c.Kafka.Topic = "chat.messages"
+	}
+	if c.Kafka.Partitions == 0 {
+		c.Kafka.Partitions = 12
+	}
+	if c.JWT.Secret == "" {
+		c.JWT.Secret = config.DevJWTSecret
+	}
+	def(&c.JWT.TTL, 24*time.Hour)
+	if c.Telemetry.LogLevel == "" {
+		c.Telemetry.LogLevel = "info"
+	}
+	if c.APIURL == "" {
+		c.APIURL = "http://127.0.0.1:8080"
+	}
+	def(&c.APITimeout, 5*time.Second)
+	def(&c.SendTimeout, 5*time.Second)
+	defInt(&c.MaxConnections, 20000)
+	defInt(&c.MaxFrameBytes, 16<<10)
+	if c.ReadLimit == 0 {
+		c.ReadLimit = 1 << 20
+	}
+	defInt(&c.QueueSize, 256)
+	def(&c.WriteTimeout, 10*time.Second)
+	def(&c.PingInterval, 25*time.Second)
+	def(&c.PongTimeout, 60*time.Second)
+	if c.Rate == 0 {
+		c.Rate = 20
+	}
+	defInt(&c.Burst, 50)
+	defInt(&c.MaxRooms, 500)
+	defInt(&c.ReadBufferSize, 512)
+	defInt(&c.WriteBufferSize, 4096)
+	def(&c.MembershipTTL, 30*time.Second)
+	defInt(&c.MembershipCacheSize, 100000)
+	def(&c.DedupeTTL, 24*time.Hour)
+	def(&c.DedupePendingTTL, 30*time.Second)
+	def(&c.AuthorTTL, 24*time.Hour)
+	defInt(&c.ReplayLimit, 1000)
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = 5
+	}
+	def(&c.BreakerOpenTimeout, 10*time.Second)
+	return c
+}
+
+// Validate checks a configuration after defaults were applied.
+func (c Config) Validate() error {
+	if err := c.JWT.Validate(); err != nil {
+		return err
+	}
+	u, err := url.Parse(c.APIURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("API_URL %q must be an http(s) URL", c.APIURL)
+	}
+	var errs []error
+	positive := map[string]float64{
+		"MAX_CONNECTIONS": float64(c.MaxConnections), "WS_MAX_FRAME_BYTES": float64(c.MaxFrameBytes),
+		"WS_QUEUE_SIZE": float64(c.QueueSize), "WS_RATE": c.Rate, "WS_BURST": float64(c.Burst),
+		"WS_MAX_ROOMS": float64(c.MaxRooms), "MEMBERSHIP_CACHE_SIZE": float64(c.MembershipCacheSize),
+		"REPLAY_LIMIT": float64(c.ReplayLimit), "SEND_TIMEOUT": float64(c.SendTimeout),
+		"WS_WRITE_TIMEOUT": float64(c.WriteTimeout), "WS_PING_INTERVAL": float64(c.PingInterval),
+	}
+	for name, v := range positive {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if c.ReadLimit < int64(c.MaxFrameBytes) {
+		errs = append(errs, errors.New("WS_READ_LIMIT must be at least WS_MAX_FRAME_BYTES"))
+	}
+	if c.PongTimeout <= c.PingInterval {
+		errs = append(errs, errors.New("WS_PONG_TIMEOUT must exceed WS_PING_INTERVAL"))
+	}
+	if c.DedupePendingTTL <= c.SendTimeout {
+		errs = append(errs, errors.New("DEDUPE_PENDING_TTL must exceed SEND_TIMEOUT"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,363 @@
+// Package gateway is the WebSocket edge of the chat (docs/protocol.md): it
+// authenticates connections with the api's JWT, validates and rate-limits
+// client frames, produces room events to Kafka (acking only what Kafka
+// stored), and fans the rendered events that the delivery worker publishes
+// on Redis room channels out to the local members of each room.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/gofiber/contrib/websocket"
+	"github.com/gofiber/fiber/v2"
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
+	"gorm.io/gorm"
+
+	"relay/pkg/auth"
+	"relay/pkg/chat"
+	"relay/pkg/events"
+	"relay/pkg/kafka"
+	"relay/pkg/protocol"
+	"relay/pkg/redis"
+	"relay/pkg/store"
+	"relay/pkg/telemetry"
+	"relay/pkg/web"
+	"relay/services/gateway/gateway/hub"
+)
+
+// producer is the Kafka side the gateway needs; *kafka.Producer is it.
+type producer interface {
+	Publish(ctx context.Context, e *events.Event) (partition int32, seq int64, err error)
+	Close() error
+}
+
+var _ producer = (*kafka.Producer)(nil)
+
+// memberKey identifies a cached membership.
+type memberKey struct{ room, user int64 }
+
+// Service is a running gateway instance.
+type Service struct {
+	cfg     Config
+	tel     *telemetry.Telemetry
+	log     *slog.Logger
+	db      *gorm.DB
+	rdb     *goredis.Client
+	keys    redis.Keys
+	prod    producer
+	kclient sarama.Client
+	breaker *gobreaker.CircuitBreaker[int64]
+	tokens  *auth.Tokens
+	// roles caches positive membership checks: (room, user) → role.
+	roles   *expirable.LRU[memberKey, chat.Role]
+	hub     *hub.Hub
+	broker  *roomBroker
+	api     *http.Client
+	app     *fiber.App
+	metrics *metrics
+	bufs    bufferPool
+	routes  map[string]handler
+
+	// active counts open connections (MAX_CONNECTIONS).
+	active    atomic.Int64
+	clientsMu sync.Mutex
+	// draining is set, under clientsMu, once shutdown began.
+	draining bool
+	clients  map[*client]struct{}
+	conns    sync.WaitGroup
+
+	// base is cancelled by Close; connection work derives from it.
+	base      context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type session struct {
+	claims auth.Claims
+	token  string
+}
+
+const sessionKey = "gateway.session"
+
+// New applies defaults, validates cfg, and connects to PostgreSQL, Redis
+// and Kafka. It returns errors and never panics.
+func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service, err error) {
+	if tel == nil {
+		return nil, errors.New("gateway: telemetry required")
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: config: %w", err)
+	}
+	cfg.JWT.WarnIfDev(tel.Log)
+	tokens, err := auth.NewTokens(cfg.JWT.Secret, cfg.JWT.TTL)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s = &Service{
+		cfg: cfg, tel: tel, log: tel.Log, tokens: tokens,
+		keys:    redis.Keys{Prefix: cfg.Redis.Prefix},
+		roles:   expirable.NewLRU[memberKey, chat.Role](cfg.MembershipCacheSize, nil, cfg.MembershipTTL),
+		api:     &http.Client{Timeout: cfg.APITimeout},
+		clients: make(map[*client]struct{}),
+	}
+	s.base, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
+	tracing := cfg.Telemetry.OTLPEndpoint != ""
+	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: tracing}); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, tracing); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if err = kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.Partitions); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	kp, err := kafka.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.Topic, "gateway", tel.Propagator)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s.prod = kp
+	// A separate metadata client answers /ready without touching the producer.
+	if s.kclient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ConsumerConfig("gateway-ready")); err != nil {
+		return nil, fmt.Errorf("gateway: kafka client: %w", err)
+	}
+	s.breaker = gobreaker.NewCircuitBreaker[int64](gobreaker.Settings{
+		Name:        "kafka-produce",
+		MaxRequests: 1,
+		Timeout:     cfg.BreakerOpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.BreakerFailures },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			tel.Log.Warn("produce breaker changed state", "from", from.String(), "to", to.String())
+			if to == gobreaker.StateOpen {
+				s.metrics.breakerOpen.Inc()
+			}
+		},
+	})
+	s.broker = newRoomBroker(s)
+	s.hub = hub.New(s.broker, hub.Options{MaxBuffered: cfg.QueueSize})
+	s.metrics = newMetrics(tel.Registry, func() float64 { return float64(len(s.hub.Rooms())) })
+	s.routes = s.handlers()
+	s.app = s.newApp()
+	return s, nil
+}
+
+func (s *Service) newApp() *fiber.App {
+	app := web.NewApp(web.Options{
+		Service:   "gateway",
+		Telemetry: s.tel,
+		Checks: map[string]web.Check{
+			"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
+			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
+			"kafka":    func(ctx context.Context) error { return kafka.Ping(ctx, s.kclient, s.cfg.Kafka.Topic) },
+			"produce_breaker": func(context.Context) error {
+				if s.breaker.State() == gobreaker.StateOpen {
+					return errors.New("open")
+				}
+				return nil
+			},
+		},
+	})
+	app.Get("/ws", s.upgrade, websocket.New(s.serveConn, websocket.Config{
+		ReadBufferSize:  s.cfg.ReadBufferSize,
+		WriteBufferSize: s.cfg.WriteBufferSize,
+		// Pooled write buffers: an idle connection holds none.
+		WriteBufferPool: &sync.Pool{},
+		RecoverHandler: func(c *websocket.Conn) {
+			if r := recover(); r != nil {
+				s.log.Error("panic in connection handler", "panic", fmt.Sprint(r))
+				_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "internal error"), time.Now().Add(time.Second))
+			}
+		},
+	}))
+	return app
+}
+
+// upgrade authenticates a WebSocket upgrade before it happens: a missing,
+// invalid or expired token is refused with 401 and the JSON error body.
+func (s *Service) upgrade(c *fiber.Ctx) error {
+	if !websocket.IsWebSocketUpgrade(c) {
+		return chat.Errorf(chat.CodeBadRequest, "WebSocket upgrade required")
+	}
+	token := c.Query("token")
+	if token == "" {
+		if h := c.Get(fiber.HeaderAuthorization); len(h) > 7 && (h[:7] == "Bearer " || h[:7] == "bearer ") {
+			token = h[7:]
+		}
+	}
+	claims, err := s.tokens.Verify(token)
+	if err != nil {
+		return err
+	}
+	s.clientsMu.Lock()
+	draining := s.draining
+	s.clientsMu.Unlock()
+	if draining {
+		return chat.Errorf(chat.CodeUnavailable, "server is shutting down; reconnect")
+	}
+	if s.active.Load() >= int64(s.cfg.MaxConnections) {
+		return chat.Errorf(chat.CodeServerFull, "server is full; retry later or elsewhere")
+	}
+	c.Locals(sessionKey, &session{claims: claims, token: token})
+	return c.Next()
+}
+
+// serveConn runs one upgraded connection until it ends.
+func (s *Service) serveConn(ws *websocket.Conn) {
+	sess, _ := ws.Locals(sessionKey).(*session)
+	if sess == nil {
+		_ = ws.Close()
+		return
+	}
+	// The upgrade check is racy under a burst; this one is exact.
+	if s.active.Add(1) > int64(s.cfg.MaxConnections) {
+		s.active.Add(-1)
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseTryAgainLater, "server full"), time.Now().Add(time.Second))
+		_ = ws.Close()
+		return
+	}
+	defer s.active.Add(-1)
+	c := newClient(s, ws.Conn, sess.claims, sess.token)
+	if !s.register(c) {
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseServiceRestart, "server restarting"), time.Now().Add(time.Second))
+		_ = ws.Close()
+		return
+	}
+	defer s.unregister(c)
+	s.metrics.connections.Inc()
+	defer s.metrics.connections.Dec()
+
+	go c.writeLoop()
+	expiry := time.AfterFunc(time.Until(sess.claims.ExpiresAt), func() {
+		c.close(protocol.CloseAuthExpired, "token expired")
+	})
+	s.readLoop(c, ws.Conn)
+	expiry.Stop()
+	c.close(0, "")
+	<-c.done
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.base), 5*time.Second)
+	defer cancel()
+	c.leaveAll(ctx)
+}
+
+func (s *Service) register(c *client) bool {
+	s.clientsMu.Lock()
+	defer s.clientsMu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.clients[c] = struct{}{}
+	s.conns.Add(1)
+	return true
+}
+
+func (s *Service) unregister(c *client) {
+	s.clientsMu.Lock()
+	delete(s.clients, c)
+	s.clientsMu.Unlock()
+	s.conns.Done()
+}
+
+// Run serves the HTTP app (WebSocket, /health, /ready, /metrics) on ln and
+// fans out room publications until ctx is cancelled. Then it stops
+// accepting, closes every client with 1012 after flushing its queue, and
+// returns within cfg.HTTP.ShutdownTimeout.
+func (s *Service) Run(ctx context.Context, ln net.Listener) error {
+	brokerDone := make(chan struct{})
+	go func() {
+		defer close(brokerDone)
+		s.broker.run(s.base)
+	}()
+	errc := make(chan error, 1)
+	go func() { errc <- s.app.Listener(ln) }()
+	var serveErr error
+	select {
+	case serveErr = <-errc:
+		if serveErr != nil {
+			serveErr = fmt.Errorf("gateway: serve: %w", serveErr)
+		}
+	case <-ctx.Done():
+	}
+	s.log.Info("gateway shutting down")
+	deadline := time.Now().Add(s.cfg.HTTP.ShutdownTimeout)
+
+	s.clientsMu.Lock()
+	s.draining = true
+	clients := make([]*client, 0, len(s.clients))
+	for c := range s.clients {
+		clients = append(clients, c)
+	}
+	s.clientsMu.Unlock()
+	for _, c := range clients {
+		c.close(protocol.CloseServiceRestart, "server restarting")
+	}
+	if err := s.app.ShutdownWithTimeout(time.Until(deadline)); err != nil && serveErr == nil {
+		serveErr = fmt.Errorf("gateway: shutdown: %w", err)
+	}
+	if serveErr == nil {
+		serveErr = <-errc
+	}
+	waited := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-time.After(time.Until(deadline)):
+		s.log.Warn("connections still open at shutdown deadline")
+	}
+	_ = s.broker.close()
+	<-brokerDone
+	return serveErr
+}
+
+// Close flushes and closes the producer and every connection pool. It is
+// idempotent.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
+		var errs []error
+		if s.broker != nil {
+			_ = s.broker.close()
+		}
+		if s.prod != nil {
+			errs = append(errs, s.prod.Close())
+		}
+		if s.kclient != nil {
+			errs = append(errs, s.kclient.Close())
+		}
+		if s.rdb != nil {
+			errs = append(errs, s.rdb.Close())
+		}
+		if s.db != nil {
+			errs = append(errs, store.Close(s.db))
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// App returns the HTTP app, for tests that drive it without a listener.
+func (s *Service) App() *fiber.App { return s.app }
+
+func roomString(id int64) string { return strconv.FormatInt(id, 10) }
