@@ -190,7 +190,12 @@ func History(ctx context.Context, c goredis.Cmdable, k Keys, roomID, afterSeq in
 	if err != nil {
 		return nil, false, fmt.Errorf("redis: history: %w", err)
 	}
-	msgs, err := c.XRangeN(ctx, key, "("+strconv.FormatInt(afterSeq, 10)+"-1", "+", count).Result()
+	// Seq 0 is a valid offset, so afterSeq -1 (nothing seen) reads from the start.
+	start := "-"
+	if afterSeq >= 0 {
+		start = "(" + strconv.FormatInt(afterSeq, 10) + "-1"
+	}
+	msgs, err := c.XRangeN(ctx, key, start, "+", count).Result()
 	if err != nil {
 		return nil, false, fmt.Errorf("redis: history: %w", err)
 	}

@@ -1,0 +1,111 @@
+// Environment variables (besides the shared ones of relay/pkg/config:
+// REDIS_URL, REDIS_PREFIX, KAFKA_BROKERS, KAFKA_TOPIC, KAFKA_PARTITIONS,
+// OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL, LOG_LEVEL,
+// LOG_FORMAT, SHUTDOWN_TIMEOUT):
+//
+//	HTTP_ADDR                  listen address of /health, /ready, /metrics (default 127.0.0.1:8100)
+//	DELIVERY_GROUP             Kafka consumer group id (default delivery)
+//	DELIVERY_DLQ_TOPIC         dead-letter topic for undecodable records (default <KAFKA_TOPIC>.dlq)
+//	DELIVERY_HISTORY_CAP       approximate length of each room's recent-history stream (default 1000)
+//	DELIVERY_SEQ_CACHE_ROOMS   rooms per partition whose last seq is cached in memory (default 10000)
+//	DELIVERY_RETRY_MIN         first wait after a failed Redis or Kafka call (default 50ms)
+//	DELIVERY_RETRY_MAX         longest wait between retries (default 5s)
+
+package delivery
+
+import (
+	"errors"
+	"time"
+
+	"relay/pkg/config"
+)
+
+// Defaults applied by New to zero fields.
+const (
+	DefaultAddr          = "127.0.0.1:8100"
+	DefaultGroup         = "delivery"
+	DefaultHistoryCap    = 1000
+	DefaultSeqCacheRooms = 10000
+	DefaultRetryMin      = 50 * time.Millisecond
+	DefaultRetryMax      = 5 * time.Second
+	defaultShutdown      = 15 * time.Second
+)
+
+// Config configures the delivery worker. Zero values mean the defaults above.
+type Config struct {
+	// HTTP is the probe and metrics listener.
+	HTTP config.HTTP
+	// Redis is where rooms' seqs, histories and channels live.
+	Redis config.Redis
+	// Kafka names the brokers and the room event topic.
+	Kafka config.Kafka
+	// Telemetry configures logs and trace export (used by main).
+	Telemetry config.Telemetry
+
+	// Group is the consumer group id.
+	Group string `env:"DELIVERY_GROUP"`
+	// DLQTopic receives records that cannot be decoded; "" means <topic>.dlq.
+	DLQTopic string `env:"DELIVERY_DLQ_TOPIC"`
+	// HistoryCap is the approximate number of publications kept per room.
+	HistoryCap int `env:"DELIVERY_HISTORY_CAP"`
+	// SeqCacheRooms bounds the per-partition cache of rooms' last seqs.
+	SeqCacheRooms int `env:"DELIVERY_SEQ_CACHE_ROOMS"`
+	// RetryMin is the first backoff after a failed Redis or Kafka call.
+	RetryMin time.Duration `env:"DELIVERY_RETRY_MIN"`
+	// RetryMax caps the backoff.
+	RetryMax time.Duration `env:"DELIVERY_RETRY_MAX"`
+}
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	if c.HTTP.Addr == "" {
+		c.HTTP.Addr = DefaultAddr
+	}
+	if c.HTTP.ShutdownTimeout == 0 {
+		c.HTTP.ShutdownTimeout = defaultShutdown
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.DLQTopic == "" {
+		c.DLQTopic = c.Kafka.Topic + ".dlq"
+	}
+	if c.HistoryCap == 0 {
+		c.HistoryCap = DefaultHistoryCap
+	}
+	if c.SeqCacheRooms == 0 {
+		c.SeqCacheRooms = DefaultSeqCacheRooms
+	}
+	if c.RetryMin == 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = DefaultRetryMax
+	}
+	return c
+}
+
+// validate checks a config after defaults were applied.
+func (c Config) validate() error {
+	switch {
+	case c.Redis.URL == "":
+		return errors.New("delivery: REDIS_URL required")
+	case len(c.Kafka.Brokers) == 0:
+		return errors.New("delivery: KAFKA_BROKERS required")
+	case c.Kafka.Topic == "":
+		return errors.New("delivery: KAFKA_TOPIC required")
+	case c.Kafka.Partitions <= 0:
+		return errors.New("delivery: KAFKA_PARTITIONS must be positive")
+	case c.DLQTopic == c.Kafka.Topic:
+		return errors.New("delivery: DELIVERY_DLQ_TOPIC must differ from KAFKA_TOPIC")
+	case c.HistoryCap < 1:
+		return errors.New("delivery: DELIVERY_HISTORY_CAP must be positive")
+	case c.SeqCacheRooms < 1:
+		return errors.New("delivery: DELIVERY_SEQ_CACHE_ROOMS must be positive")
+	case c.RetryMin < 0 || c.RetryMax < c.RetryMin:
+		return errors.New("delivery: need 0 <= DELIVERY_RETRY_MIN <= DELIVERY_RETRY_MAX")
+	case c.HTTP.ShutdownTimeout < 0:
+		return errors.New("delivery: SHUTDOWN_TIMEOUT must not be negative")
+	}
+	return nil
+}
