@@ -44,6 +44,9 @@ func (s *Service) register(c *fiber.Ctx) error {
 	if err := decodeBody(c, &req); err != nil {
 		return err
 	}
+	if hasNUL(req.Username, req.Email, req.Password, req.DisplayName) {
+		return chat.Errorf(chat.CodeBadRequest, "fields must not contain NUL characters")
+	}
 	typed := strings.TrimSpace(req.Username)
 	u := &store.User{
 		Username:    strings.ToLower(typed),
@@ -89,6 +92,9 @@ func (s *Service) login(c *fiber.Ctx) error {
 	}
 	if strings.TrimSpace(req.Login) == "" || req.Password == "" {
 		return chat.Errorf(chat.CodeBadRequest, "login and password required")
+	}
+	if hasNUL(req.Login, req.Password) {
+		return chat.Errorf(chat.CodeBadRequest, "fields must not contain NUL characters")
 	}
 	if len(req.Login) > maxLoginRequest {
 		return chat.Errorf(chat.CodeBadRequest, "login must be at most %d characters", maxLoginRequest)

@@ -64,6 +64,7 @@ func TestRegisterAndLogin(t *testing.T) {
 		map[string]string{"login": "alice.w"},
 		map[string]string{"password": "correct horse"},
 		map[string]string{"login": "   ", "password": "x"},
+		map[string]string{"login": "ali\x00ce", "password": "correct horse"},
 		raw(`[1,2]`), raw(`"alice"`), raw(`{"login":`), raw(``), raw(`{"login": 5, "password": "x"}`),
 	} {
 		e.do("POST", "/api/auth/login", "", bad).expectError(t, 400, chat.CodeBadRequest)
@@ -94,6 +95,7 @@ func TestRegisterValidation(t *testing.T) {
 		"short password":    with("password", "1234567"),
 		"long password":     with("password", strings.Repeat("p", 73)),
 		"long display name": map[string]string{"username": "bob", "email": "b@example.com", "password": "12345678", "displayName": strings.Repeat("é", 65)},
+		"NUL display name":  map[string]string{"username": "bob", "email": "b@example.com", "password": "12345678", "displayName": "a\x00b"},
 		"array body":        raw(`[]`),
 		"number body":       raw(`42`),
 		"null body":         raw(`null`),

@@ -104,8 +104,8 @@ func (s *Service) search(c *fiber.Ctx) error {
 	if text == "" {
 		return chat.Errorf(chat.CodeBadRequest, "q required: the words to search for")
 	}
-	if !utf8.ValidString(text) || utf8.RuneCountInString(text) > maxSearchQuery {
-		return chat.Errorf(chat.CodeBadRequest, "q must be valid UTF-8 of at most %d characters", maxSearchQuery)
+	if !utf8.ValidString(text) || hasNUL(text) || utf8.RuneCountInString(text) > maxSearchQuery {
+		return chat.Errorf(chat.CodeBadRequest, "q must be valid UTF-8 without NUL, of at most %d characters", maxSearchQuery)
 	}
 	q := store.SearchQuery{UserID: me.ID, Text: text}
 	var err error

@@ -33,6 +33,9 @@ func (s *Service) createRoom(c *fiber.Ctx) error {
 	if !typ.Valid() {
 		return chat.Errorf(chat.CodeBadRequest, "type must be direct, group or channel")
 	}
+	if hasNUL(req.Name) {
+		return chat.Errorf(chat.CodeBadRequest, "name must not contain NUL characters")
+	}
 	name := strings.TrimSpace(req.Name)
 	if typ == chat.RoomDirect {
 		name = "" // a direct room is named after its peer by clients

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -209,6 +211,17 @@ func jsonKind(kind string) string {
 	}
 }
 
+// hasNUL reports whether any of ss contains a NUL character, which
+// PostgreSQL cannot store in text; such input is refused as BAD_REQUEST.
+func hasNUL(ss ...string) bool {
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // parseID parses a user or room id: 1 to 19 decimal digits, positive, in
 // range. Anything else is BAD_REQUEST naming the field.
 func parseID(field, s string) (int64, error) {
@@ -235,9 +248,14 @@ func parseUint(s string) (int64, error) {
 	return strconv.ParseInt(s, 10, 64)
 }
 
+// truncate shortens s to at most n bytes on a character boundary, for
+// quoting client input in error messages.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }
