@@ -20,6 +20,7 @@ import (
 	"relay/pkg/protocol"
 	"relay/pkg/redis"
 	"relay/pkg/web"
+	"relay/services/gateway/gateway/hub"
 )
 
 // dedupePending marks a clientMsgId whose send is in flight.
@@ -79,6 +80,9 @@ func (s *Service) joinRoom(ctx context.Context, c *client, data json.RawMessage,
 	if err != nil {
 		_ = s.hub.Leave(context.WithoutCancel(ctx), m)
 		return nil, chat.Wrap(chat.CodeUnavailable, err, "could not read the room history; retry")
+	}
+	if c.rooms == nil {
+		c.rooms = make(map[int64]*hub.Member, 1)
 	}
 	c.rooms[cmd.room] = m
 
