@@ -138,11 +138,14 @@ func readyHandler(checks map[string]Check, timeout time.Duration, log *slog.Logg
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		ok := true
+		// UserContext lazily stores a context on the request: call it once,
+		// not from the check goroutines (a data race otherwise).
+		base := c.UserContext()
 		for name, check := range checks {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ctx, cancel := context.WithTimeout(c.UserContext(), timeout)
+				ctx, cancel := context.WithTimeout(base, timeout)
 				defer cancel()
 				err := check(ctx)
 				mu.Lock()
