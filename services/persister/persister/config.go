@@ -1,0 +1,133 @@
+// Environment variables (besides the shared ones of relay/pkg/config:
+// DATABASE_URL, DATABASE_MAX_CONNS, KAFKA_BROKERS, KAFKA_TOPIC,
+// KAFKA_PARTITIONS, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL,
+// LOG_LEVEL, LOG_FORMAT, SHUTDOWN_TIMEOUT):
+//
+//	HTTP_ADDR                      listen address of /health, /ready, /metrics, /lag (default 127.0.0.1:8110)
+//	PERSIST_GROUP                  Kafka consumer group id (default persister)
+//	PERSIST_DLQ_TOPIC              dead-letter topic for unusable records (default <KAFKA_TOPIC>.dlq)
+//	PERSIST_BATCH_SIZE             flush when this many records are pending (default 500)
+//	PERSIST_FLUSH_INTERVAL         flush when the oldest pending record waited this long (default 50ms)
+//	PERSIST_WRITE_TIMEOUT          bound on one batch transaction (default 10s)
+//	PERSIST_BREAKER_FAILURES       consecutive failed batches that open the breaker (default 3)
+//	PERSIST_BREAKER_OPEN_TIMEOUT   how long the breaker stays open before a trial batch (default 5s)
+//	PERSIST_RETRY_MIN              first wait after a failed batch (default 100ms)
+//	PERSIST_RETRY_MAX              longest wait between retries (default 5s)
+
+package persister
+
+import (
+	"errors"
+	"time"
+
+	"relay/pkg/config"
+)
+
+// Defaults applied by New to zero fields.
+const (
+	DefaultAddr               = "127.0.0.1:8110"
+	DefaultGroup              = "persister"
+	DefaultBatchSize          = 500
+	DefaultFlushInterval      = 50 * time.Millisecond
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultBreakerFailures    = 3
+	DefaultBreakerOpenTimeout = 5 * time.Second
+	DefaultRetryMin           = 100 * time.Millisecond
+	DefaultRetryMax           = 5 * time.Second
+	defaultShutdown           = 15 * time.Second
+)
+
+// Config configures the persister. Zero values mean the defaults above.
+type Config struct {
+	// HTTP is the probe, metrics and /lag listener.
+	HTTP config.HTTP
+	// Postgres is the database written to.
+	Postgres config.Postgres
+	// Kafka names the brokers and the room event topic.
+	Kafka config.Kafka
+	// Telemetry configures logs and trace export (used by main).
+	Telemetry config.Telemetry
+
+	// Group is the consumer group id.
+	Group string `env:"PERSIST_GROUP"`
+	// DLQTopic receives records that can never be written; "" means <topic>.dlq.
+	DLQTopic string `env:"PERSIST_DLQ_TOPIC"`
+	// BatchSize flushes a batch once it holds this many records.
+	BatchSize int `env:"PERSIST_BATCH_SIZE"`
+	// FlushInterval flushes a batch this long after its first record.
+	FlushInterval time.Duration `env:"PERSIST_FLUSH_INTERVAL"`
+	// WriteTimeout bounds one batch transaction.
+	WriteTimeout time.Duration `env:"PERSIST_WRITE_TIMEOUT"`
+	// BreakerFailures consecutive failures open the breaker.
+	BreakerFailures uint32 `env:"PERSIST_BREAKER_FAILURES"`
+	// BreakerOpenTimeout is how long the open breaker refuses writes before
+	// it lets one trial batch through.
+	BreakerOpenTimeout time.Duration `env:"PERSIST_BREAKER_OPEN_TIMEOUT"`
+	// RetryMin is the first backoff after a failed batch or Kafka call.
+	RetryMin time.Duration `env:"PERSIST_RETRY_MIN"`
+	// RetryMax caps the backoff.
+	RetryMax time.Duration `env:"PERSIST_RETRY_MAX"`
+}
+
+// withDefaults fills zero fields.
+func (c Config) withDefaults() Config {
+	if c.HTTP.Addr == "" {
+		c.HTTP.Addr = DefaultAddr
+	}
+	if c.HTTP.ShutdownTimeout == 0 {
+		c.HTTP.ShutdownTimeout = defaultShutdown
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.DLQTopic == "" {
+		c.DLQTopic = c.Kafka.Topic + ".dlq"
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = DefaultBreakerFailures
+	}
+	if c.BreakerOpenTimeout == 0 {
+		c.BreakerOpenTimeout = DefaultBreakerOpenTimeout
+	}
+	if c.RetryMin == 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = DefaultRetryMax
+	}
+	return c
+}
+
+// validate checks a config after defaults were applied.
+func (c Config) validate() error {
+	switch {
+	case c.Postgres.URL == "":
+		return errors.New("persister: DATABASE_URL required")
+	case len(c.Kafka.Brokers) == 0:
+		return errors.New("persister: KAFKA_BROKERS required")
+	case c.Kafka.Topic == "":
+		return errors.New("persister: KAFKA_TOPIC required")
+	case c.Kafka.Partitions <= 0:
+		return errors.New("persister: KAFKA_PARTITIONS must be positive")
+	case c.DLQTopic == c.Kafka.Topic:
+		return errors.New("persister: PERSIST_DLQ_TOPIC must differ from KAFKA_TOPIC")
+	case c.BatchSize < 1:
+		return errors.New("persister: PERSIST_BATCH_SIZE must be positive")
+	case c.FlushInterval < 0 || c.WriteTimeout < 0 || c.BreakerOpenTimeout < 0:
+		return errors.New("persister: durations must not be negative")
+	case c.RetryMin < 0 || c.RetryMax < c.RetryMin:
+		return errors.New("persister: need 0 <= PERSIST_RETRY_MIN <= PERSIST_RETRY_MAX")
+	case c.HTTP.ShutdownTimeout < 0:
+		return errors.New("persister: SHUTDOWN_TIMEOUT must not be negative")
+	}
+	return nil
+}

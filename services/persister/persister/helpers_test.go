@@ -1,0 +1,395 @@
+package persister_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"relay/pkg/config"
+	"relay/pkg/events"
+	"relay/pkg/kafka"
+	"relay/pkg/store"
+	"relay/pkg/telemetry"
+	"relay/pkg/testenv"
+	"relay/services/persister/persister"
+)
+
+// env is one test's isolated slice of the servers: a database with two
+// rooms whose members are alice and bob, and a topic.
+type env struct {
+	dbURL      string
+	db         *gorm.DB
+	brokers    []string
+	topic      string
+	parts      int32
+	producer   *kafka.Producer
+	rooms      [2]int64
+	alice, bob int64
+}
+
+func newEnv(t *testing.T, partitions int32) *env {
+	t.Helper()
+	if testenv.Short() {
+		t.Skip("integration test")
+	}
+	e := &env{dbURL: testenv.Database(t), parts: partitions}
+	db, err := store.Open(context.Background(), e.dbURL, store.Options{MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close(db) })
+	e.db = db
+	users := []store.User{{Username: "alice", Email: "a@example.com", PasswordHash: "x"}, {Username: "bob", Email: "b@example.com", PasswordHash: "x"}}
+	if err := db.Create(&users).Error; err != nil {
+		t.Fatal(err)
+	}
+	e.alice, e.bob = users[0].ID, users[1].ID
+	rooms := []store.Room{{Name: "one", Type: "group", CreatedBy: e.alice}, {Name: "two", Type: "group", CreatedBy: e.alice}}
+	if err := db.Create(&rooms).Error; err != nil {
+		t.Fatal(err)
+	}
+	e.rooms = [2]int64{rooms[0].ID, rooms[1].ID}
+	var members []store.RoomMember
+	for _, r := range e.rooms {
+		for _, u := range []int64{e.alice, e.bob} {
+			members = append(members, store.RoomMember{RoomID: r, UserID: u, Role: "member", LastReadSeq: -1, JoinedAt: time.Now()})
+		}
+	}
+	if err := db.Create(&members).Error; err != nil {
+		t.Fatal(err)
+	}
+
+	e.brokers, e.topic = testenv.Kafka(t, partitions)
+	t.Cleanup(func() { deleteTopic(e.brokers, e.topic+".dlq") })
+	tel := newTelemetry(t)
+	if e.producer, err = kafka.NewProducer(e.brokers, e.topic, "persister-test", tel.Propagator); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.producer.Close() })
+	return e
+}
+
+func newTelemetry(t testing.TB) *telemetry.Telemetry {
+	t.Helper()
+	tel, err := telemetry.Setup(context.Background(), "persister", config.Telemetry{LogLevel: "error", LogFormat: "text"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tel
+}
+
+func deleteTopic(brokers []string, topic string) {
+	admin, err := sarama.NewClusterAdmin(brokers, kafka.ConsumerConfig("persister-test-admin"))
+	if err != nil {
+		return
+	}
+	defer admin.Close()
+	_ = admin.DeleteTopic(topic)
+}
+
+func (e *env) config(dbURL string) persister.Config {
+	return persister.Config{
+		HTTP:               config.HTTP{ShutdownTimeout: 10 * time.Second},
+		Postgres:           config.Postgres{URL: dbURL, MaxConns: 4},
+		Kafka:              config.Kafka{Brokers: e.brokers, Topic: e.topic, Partitions: e.parts},
+		Group:              testenv.RandomName("persister-"),
+		FlushInterval:      20 * time.Millisecond,
+		WriteTimeout:       3 * time.Second,
+		BreakerFailures:    2,
+		BreakerOpenTimeout: 300 * time.Millisecond,
+		RetryMin:           20 * time.Millisecond,
+		RetryMax:           200 * time.Millisecond,
+	}
+}
+
+func (e *env) publish(t *testing.T, ev *events.Event) int64 {
+	t.Helper()
+	ev.At = time.Now().UTC().Truncate(time.Microsecond)
+	_, seq, err := e.producer.Publish(context.Background(), ev)
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	return seq
+}
+
+func (e *env) create(t *testing.T, room, user int64, content string) (id string, seq int64) {
+	t.Helper()
+	id = uuid.Must(uuid.NewV7()).String()
+	seq = e.publish(t, &events.Event{Type: events.MessageCreated, RoomID: room, UserID: user, Username: "u",
+		MessageID: id, Content: content, MessageType: "text", ClientMsgID: "c-" + id[len(id)-12:]})
+	return id, seq
+}
+
+// running is a started service.
+type running struct {
+	svc  *persister.Service
+	tel  *telemetry.Telemetry
+	addr string
+	stop func()
+}
+
+func start(t *testing.T, cfg persister.Config) *running {
+	t.Helper()
+	tel := newTelemetry(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	svc, err := persister.New(ctx, cfg, tel)
+	if err != nil {
+		cancel()
+		t.Fatalf("New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx, ln) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("Run did not return after cancel")
+			}
+			if err := svc.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &running{svc: svc, tel: tel, addr: ln.Addr().String(), stop: stop}
+}
+
+// metric sums the samples of a counter or gauge, optionally only those
+// with label name=value.
+func (r *running) metric(t *testing.T, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := r.tel.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	samples:
+		for _, m := range mf.GetMetric() {
+			if label != "" {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label && l.GetValue() != value {
+						continue samples
+					}
+				}
+			}
+			total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return total
+}
+
+func (r *running) get(t *testing.T, path string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get("http://" + r.addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (r *running) lag(t *testing.T) persister.LagReport {
+	t.Helper()
+	code, body := r.get(t, "/lag")
+	var l persister.LagReport
+	if code != 200 || json.Unmarshal(body, &l) != nil {
+		t.Fatalf("GET /lag = %d %s", code, body)
+	}
+	return l
+}
+
+// offsets returns the group's committed offsets and the topic's high
+// water marks per partition.
+func (e *env) offsets(t *testing.T, group string) (committed, hwm map[int32]int64) {
+	t.Helper()
+	client, err := sarama.NewClient(e.brokers, kafka.ConsumerConfig("persister-test-offsets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := make([]int32, e.parts)
+	for i := range parts {
+		parts[i] = int32(i)
+	}
+	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{e.topic: parts})
+	if err != nil && !errors.Is(err, sarama.ErrGroupIDNotFound) { // not joined yet: nothing committed
+		t.Fatal(err)
+	}
+	committed, hwm = map[int32]int64{}, map[int32]int64{}
+	for _, p := range parts {
+		committed[p] = -1
+		if resp != nil {
+			if b := resp.GetBlock(e.topic, p); b != nil {
+				committed[p] = b.Offset
+			}
+		}
+		if hwm[p], err = client.GetOffset(e.topic, p, sarama.OffsetNewest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return committed, hwm
+}
+
+// caughtUp reports whether the group committed every record of the topic.
+func (e *env) caughtUp(t *testing.T, group string) (bool, string) {
+	committed, hwm := e.offsets(t, group)
+	for p, h := range hwm {
+		if h > 0 && committed[p] != h {
+			return false, fmt.Sprintf("committed %v, high water marks %v", committed, hwm)
+		}
+	}
+	return true, ""
+}
+
+// eventually polls cond until it holds or a generous deadline passes (a
+// deadline against hangs, not a speed assertion).
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %s", what, detail)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func (e *env) count(t *testing.T) int64 {
+	t.Helper()
+	var n int64
+	if err := e.db.Model(&store.Message{}).Count(&n).Error; err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (e *env) message(t *testing.T, id string) store.Message {
+	t.Helper()
+	var m store.Message
+	if err := e.db.First(&m, "id = ?", id).Error; err != nil {
+		t.Fatalf("message %s: %v", id, err)
+	}
+	return m
+}
+
+func (e *env) lastRead(t *testing.T, room, user int64) int64 {
+	t.Helper()
+	var m store.RoomMember
+	if err := e.db.First(&m, "room_id = ? AND user_id = ?", room, user).Error; err != nil {
+		t.Fatal(err)
+	}
+	return m.LastReadSeq
+}
+
+// pgProxy forwards TCP to PostgreSQL and can play dead: while down it
+// closes every connection, new ones included.
+type pgProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]struct{}
+}
+
+func newPGProxy(t *testing.T, dbURL string) (*pgProxy, string) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pgProxy{ln: ln, target: u.Host, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.setDown(true)
+	})
+	u.Host = ln.Addr().String()
+	return p, u.String()
+}
+
+func (p *pgProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			_ = c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			_, _ = io.Copy(dst, src)
+			_ = dst.Close()
+			_ = src.Close()
+			p.mu.Lock()
+			delete(p.conns, dst)
+			delete(p.conns, src)
+			p.mu.Unlock()
+		}
+		go pipe(up, c)
+		go pipe(c, up)
+	}
+}
+
+func (p *pgProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		clear(p.conns)
+	}
+}
