@@ -10,11 +10,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/google/uuid"
+	"github.com/pb33f/libopenapi"
+	validator "github.com/pb33f/libopenapi-validator"
 	"gorm.io/gorm"
 
 	"relay/pkg/auth"
@@ -129,9 +132,66 @@ type response struct {
 // raw is a request body sent exactly as given.
 type raw string
 
-// do sends a request; body is JSON-encoded unless it is raw. Extra headers
-// come in name, value pairs.
+// openAPI checks responses against openapi.json, so the document cannot
+// drift from what the api does. The validator is shared by parallel tests,
+// hence the lock.
+var openAPI = sync.OnceValues(func() (*lockedValidator, error) {
+	doc, err := libopenapi.NewDocument(httpapi.OpenAPIDocument)
+	if err != nil {
+		return nil, err
+	}
+	v, errs := validator.NewValidator(doc)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return &lockedValidator{v: v}, nil
+})
+
+type lockedValidator struct {
+	mu sync.Mutex
+	v  validator.Validator
+}
+
+// checkResponse fails the test when the response to req does not match
+// the document (undocumented status, content type or body shape).
+func (lv *lockedValidator) checkResponse(t *testing.T, req *http.Request, res *http.Response, body []byte) {
+	t.Helper()
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	lv.mu.Lock()
+	ok, errs := lv.v.ValidateHttpResponse(req, res)
+	lv.mu.Unlock()
+	if !ok {
+		for _, err := range errs {
+			t.Errorf("%s %s -> %d does not match openapi.json: %s: %s", req.Method, req.URL.Path, res.StatusCode, err.Message, err.Reason)
+			for _, se := range err.SchemaValidationErrors {
+				t.Errorf("  %s: %s", se.FieldPath, se.Reason)
+			}
+		}
+		t.Errorf("  body: %s", truncateBody(body))
+	}
+}
+
+func truncateBody(b []byte) string {
+	if len(b) > 600 {
+		return string(b[:600]) + "..."
+	}
+	return string(b)
+}
+
+// do sends a request and checks the response against openapi.json; body
+// is JSON-encoded unless it is raw. Extra headers come in name, value pairs.
 func (e *apiEnv) do(method, path, token string, body any, headers ...string) response {
+	e.t.Helper()
+	return e.send(true, method, path, token, body, headers...)
+}
+
+// doUndocumented is do for requests outside the document (unknown routes).
+func (e *apiEnv) doUndocumented(method, path, token string, body any, headers ...string) response {
+	e.t.Helper()
+	return e.send(false, method, path, token, body, headers...)
+}
+
+func (e *apiEnv) send(check bool, method, path, token string, body any, headers ...string) response {
 	e.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -166,6 +226,13 @@ func (e *apiEnv) do(method, path, token string, body any, headers ...string) res
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
 		e.t.Fatalf("%s %s: read: %v", method, path, err)
+	}
+	if check {
+		lv, err := openAPI()
+		if err != nil {
+			e.t.Fatalf("openapi.json: %v", err)
+		}
+		lv.checkResponse(e.t, req, res, b)
 	}
 	return response{status: res.StatusCode, header: res.Header, body: b}
 }
