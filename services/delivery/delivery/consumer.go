@@ -2,7 +2,6 @@ package delivery
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -43,9 +42,9 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	if err != nil {
 		return err
 	}
-	label := strconv.FormatInt(int64(claim.Partition()), 10)
-	lag := s.m.lag.WithLabelValues(label)
-	defer s.m.lag.DeleteLabelValues(label)
+	p := claim.Partition()
+	s.lag.claimed(claim)
+	defer s.lag.released(p)
 	w := &partitionWorker{s: s, cache: cache}
 	ctx := sess.Context()
 	for {
@@ -54,13 +53,14 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			if !ok {
 				return nil
 			}
+			s.lag.seen(p, msg.Offset)
 			if err := w.handle(ctx, msg); err != nil {
 				// Only ctx ends handle without success: the session is
 				// over and the record stays unmarked, to be redelivered.
 				return nil
 			}
 			sess.MarkMessage(msg, "")
-			lag.Set(float64(max(claim.HighWaterMarkOffset()-msg.Offset-1, 0)))
+			s.lag.done(p, msg.Offset+1)
 		case <-ctx.Done():
 			return nil
 		}

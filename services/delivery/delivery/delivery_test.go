@@ -13,6 +13,8 @@ import (
 
 	"github.com/IBM/sarama"
 	goredis "github.com/redis/go-redis/v9"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"relay/pkg/config"
@@ -99,7 +101,12 @@ type running struct {
 // test ends).
 func start(t testing.TB, cfg delivery.Config) *running {
 	t.Helper()
-	tel := newTelemetry(t)
+	return startWith(t, cfg, newTelemetry(t))
+}
+
+// startWith is start with the given telemetry (e.g. a recording tracer).
+func startWith(t testing.TB, cfg delivery.Config, tel *telemetry.Telemetry) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := delivery.New(ctx, cfg, tel)
 	if err != nil {
@@ -291,13 +298,37 @@ func TestDeliveryOrderHistoryAndRedelivery(t *testing.T) {
 			seqs[room] = append(seqs[room], e.publish(t, sctx, ev))
 		}
 	}
-	r1 := start(t, e.config())
+	spans := tracetest.NewSpanRecorder()
+	tel := newTelemetry(t)
+	tel.Tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)).Tracer("test")
+	r1 := startWith(t, e.config(), tel)
 	got := receive(t, pubs, perRoom*len(rooms))
 	byRoom := map[int64][]*redis.Publication{}
 	for _, p := range got {
 		byRoom[p.RoomID] = append(byRoom[p.RoomID], p)
 		if !strings.Contains(p.Trace["traceparent"], traceID.String()) {
 			t.Fatalf("publication trace %v does not continue trace %s", p.Trace, traceID)
+		}
+	}
+	// Each publication carries the context of its delivery.publish span,
+	// a child of the producer's span. A span ends just after its publish.
+	for deadline := time.Now().Add(10 * time.Second); len(spans.Ended()) < len(got) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	spanIDs := map[string]bool{}
+	for _, sp := range spans.Ended() {
+		if sp.Name() != "delivery.publish" {
+			continue
+		}
+		if sp.Parent().TraceID() != traceID || sp.Parent().SpanID() != (trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}) {
+			t.Fatalf("delivery.publish parent = %v", sp.Parent())
+		}
+		spanIDs[sp.SpanContext().SpanID().String()] = true
+	}
+	for _, p := range got {
+		parts := strings.Split(p.Trace["traceparent"], "-")
+		if len(parts) != 4 || !spanIDs[parts[2]] {
+			t.Fatalf("traceparent %q is not a delivery.publish span (%d recorded)", p.Trace["traceparent"], len(spanIDs))
 		}
 	}
 	for _, room := range rooms {

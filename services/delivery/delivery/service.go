@@ -38,6 +38,7 @@ type Service struct {
 	dlqP   sarama.SyncProducer
 	app    *fiber.App
 	m      *metrics
+	lag    *lagTracker
 
 	closeOnce sync.Once
 	closeErr  error
@@ -54,7 +55,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, tel: tel, log: tel.Log, keys: redis.Keys{Prefix: cfg.Redis.Prefix}}
+	s := &Service{cfg: cfg, tel: tel, log: tel.Log, keys: redis.Keys{Prefix: cfg.Redis.Prefix}, lag: newLagTracker()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -62,7 +63,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 		}
 	}()
 	var err error
-	if s.m, err = newMetrics(tel.Registry); err != nil {
+	if s.m, err = newMetrics(tel.Registry, s.lag); err != nil {
 		return nil, err
 	}
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, cfg.Telemetry.OTLPEndpoint != ""); err != nil {

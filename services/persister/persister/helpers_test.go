@@ -2,6 +2,7 @@ package persister_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
 	"relay/pkg/config"
@@ -37,6 +39,8 @@ type env struct {
 	producer   *kafka.Producer
 	rooms      [2]int64
 	alice, bob int64
+	spanMu     sync.Mutex
+	spans      map[trace.SpanID]bool // of the events published
 }
 
 func newEnv(t *testing.T, partitions int32) *env {
@@ -44,7 +48,7 @@ func newEnv(t *testing.T, partitions int32) *env {
 	if testenv.Short() {
 		t.Skip("integration test")
 	}
-	e := &env{dbURL: testenv.Database(t), parts: partitions}
+	e := &env{dbURL: testenv.Database(t), parts: partitions, spans: map[trace.SpanID]bool{}}
 	db, err := store.Open(context.Background(), e.dbURL, store.Options{MaxConns: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -114,10 +118,22 @@ func (e *env) config(dbURL string) persister.Config {
 	}
 }
 
+// testTraceID is the trace every produced event belongs to; each event
+// gets its own span id, remembered in env.spans.
+var testTraceID = trace.TraceID{0xa, 0xb, 0xc, 0xd, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+
 func (e *env) publish(t *testing.T, ev *events.Event) int64 {
 	t.Helper()
 	ev.At = time.Now().UTC().Truncate(time.Microsecond)
-	_, seq, err := e.producer.Publish(context.Background(), ev)
+	e.spanMu.Lock()
+	var sid trace.SpanID
+	binary.BigEndian.PutUint64(sid[:], uint64(len(e.spans)+1))
+	e.spans[sid] = true
+	e.spanMu.Unlock()
+	ctx := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: testTraceID, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true,
+	}))
+	_, seq, err := e.producer.Publish(ctx, ev)
 	if err != nil {
 		t.Fatalf("publish: %v", err)
 	}
@@ -142,7 +158,12 @@ type running struct {
 
 func start(t *testing.T, cfg persister.Config) *running {
 	t.Helper()
-	tel := newTelemetry(t)
+	return startWith(t, cfg, newTelemetry(t))
+}
+
+// startWith is start with the given telemetry (e.g. a recording tracer).
+func startWith(t *testing.T, cfg persister.Config, tel *telemetry.Telemetry) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := persister.New(ctx, cfg, tel)
 	if err != nil {

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"relay/pkg/config"
 	"relay/pkg/events"
@@ -69,9 +72,34 @@ func TestPersisterExactlyOnce(t *testing.T) {
 	w.ids = append(w.ids, id)
 
 	cfg := e.config(e.dbURL)
-	r := start(t, cfg)
+	spans := tracetest.NewSpanRecorder()
+	tel := newTelemetry(t)
+	tel.Tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)).Tracer("test")
+	r := startWith(t, cfg, tel)
 	eventually(t, "all records persisted and committed", func() (bool, string) { return e.caughtUp(t, cfg.Group) })
 	e.checkState(t, w)
+
+	// The batch spans link to every produced event's span (a batch span
+	// ends just after its offsets are marked, so wait for the last one).
+	eventually(t, "batch spans linking every event", func() (bool, string) {
+		linked := map[trace.SpanID]bool{}
+		for _, sp := range spans.Ended() {
+			if sp.Name() != "persister.batch" {
+				continue
+			}
+			for _, l := range sp.Links() {
+				if l.SpanContext.TraceID() == testTraceID {
+					linked[l.SpanContext.SpanID()] = true
+				}
+			}
+		}
+		for sid := range e.spans {
+			if !linked[sid] {
+				return false, fmt.Sprintf("no link to %s; %d of %d linked", sid, len(linked), len(e.spans))
+			}
+		}
+		return len(linked) == len(e.spans), fmt.Sprintf("%d links, %d spans", len(linked), len(e.spans))
+	})
 	if n := r.metric(t, "persister_dead_letters_total", "", ""); n != 3 {
 		t.Fatalf("dead letters = %v, want 3", n)
 	}

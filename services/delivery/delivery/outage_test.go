@@ -1,0 +1,190 @@
+package delivery_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"relay/pkg/kafka"
+)
+
+// tcpProxy forwards TCP to a server and can play dead: while down it
+// closes every connection, new ones included.
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]struct{}
+}
+
+// newProxy starts a proxy to the host of rawURL and returns the URL
+// pointing at the proxy instead.
+func newProxy(t *testing.T, rawURL string) (*tcpProxy, string) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: u.Host, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.setDown(true)
+	})
+	u.Host = ln.Addr().String()
+	return p, u.String()
+}
+
+func (p *tcpProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			_ = c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			_, _ = io.Copy(dst, src)
+			_ = dst.Close()
+			_ = src.Close()
+			p.mu.Lock()
+			delete(p.conns, dst)
+			delete(p.conns, src)
+			p.mu.Unlock()
+		}
+		go pipe(up, c)
+		go pipe(c, up)
+	}
+}
+
+func (p *tcpProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+// committed returns the group's committed offset of partition 0 (-1: none).
+func (e *env) committed(t *testing.T, group string) int64 {
+	t.Helper()
+	admin, err := sarama.NewClusterAdmin(e.brokers, kafka.ConsumerConfig("delivery-test-admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	resp, err := admin.ListConsumerGroupOffsets(group, map[string][]int32{e.topic: {0}})
+	if err != nil {
+		return -1 // the group has not joined yet
+	}
+	if b := resp.GetBlock(e.topic, 0); b != nil {
+		return b.Offset
+	}
+	return -1
+}
+
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %s", what, detail)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// While Redis is unreachable the worker retries the record at the head of
+// the partition, publishes nothing, commits nothing; once Redis is back it
+// publishes everything in order.
+func TestDeliveryRedisOutage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	const room = 55
+	pubs := e.subscribe(t, room) // directly, not through the proxy
+	proxy, proxied := newProxy(t, e.redisURL)
+	cfg := e.config()
+	cfg.Redis.URL = proxied
+	r := start(t, cfg)
+
+	first := e.publish(t, ctx, message(room, 1, "before"))
+	checkChain(t, receive(t, pubs, 1), nil, []int64{first})
+	eventually(t, "first offset committed", func() (bool, string) {
+		c := e.committed(t, cfg.Group)
+		return c == first+1, fmt.Sprintf("committed %d", c)
+	})
+
+	proxy.setDown(true)
+	var seqs []int64
+	for i := range 3 {
+		seqs = append(seqs, e.publish(t, ctx, message(room, 1, fmt.Sprint("during ", i))))
+	}
+	eventually(t, "publish failing", func() (bool, string) {
+		n := r.counter(t, "delivery_redis_errors_total")
+		return n >= 2, fmt.Sprintf("%v redis errors", n)
+	})
+	if code, _ := httpGet(t, r.addr, "/ready"); code != 503 {
+		t.Fatalf("/ready with Redis down = %d", code)
+	}
+	if c := e.committed(t, cfg.Group); c != first+1 {
+		t.Fatalf("committed %d while Redis was down, want %d", c, first+1)
+	}
+	select {
+	case p := <-pubs:
+		t.Fatalf("published seq %d while Redis was down", p.Seq)
+	default:
+	}
+
+	proxy.setDown(false)
+	checkChain(t, receive(t, pubs, 3), &first, seqs)
+	eventually(t, "all committed", func() (bool, string) {
+		c := e.committed(t, cfg.Group)
+		return c == seqs[2]+1, fmt.Sprintf("committed %d", c)
+	})
+}
+
+func httpGet(t *testing.T, addr, path string) (int, []byte) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
