@@ -500,3 +500,5 @@ func eventually(t testing.TB, what string, cond func() bool) {
 func ptr[T any](v T) *T { return &v }
 
 func rid(id int64) string { return strconv.FormatInt(id, 10) }
+
+func newTokens(ttl time.Duration) (*auth.Tokens, error) { return auth.NewTokens(testSecret, ttl) }
