@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"relay/pkg/auth"
+	"relay/pkg/protocol"
+	"relay/pkg/redis"
+	"relay/pkg/telemetry"
+	"relay/services/gateway/gateway/hub"
+)
+
+// Run with:
+//   cd services/gateway && go test ./gateway -run '^$' -bench . -benchmem
+
+var sendFrame = []byte(`{"event":"send_message","ref":"c42","data":{"roomId":"12345","content":"hello there, how is it going?","type":"text","metadata":{"replyTo":"0190a7d2-1111-7000-8000-000000000001"},"clientMsgId":"m-000123"}}`)
+
+func BenchmarkDecodeSendMessage(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(sendFrame)))
+	for b.Loop() {
+		event, data, ref, err := decodeEnvelope(sendFrame)
+		if err != nil || event != protocol.EventSendMessage || ref != "c42" {
+			b.Fatal(event, err)
+		}
+		cmd, err := parseSend(data)
+		if err != nil || cmd.room != 12345 {
+			b.Fatal(err)
+		}
+	}
+}
+
+// discardSocket is a socket that accepts every write at once.
+type discardSocket struct{}
+
+func (discardSocket) WriteMessage(int, []byte) error                        { return nil }
+func (discardSocket) WriteControl(int, []byte, time.Time) error             { return nil }
+func (discardSocket) SetWriteDeadline(time.Time) error                      { return nil }
+func (discardSocket) Close() error                                          { return nil }
+func (nopBroker) Subscribe(context.Context, int64) (<-chan struct{}, error) { return closedChan, nil }
+func (nopBroker) Unsubscribe(context.Context, int64) error                  { return nil }
+
+type nopBroker struct{}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// benchService is a Service with what fan-out touches and no servers.
+func benchService(b *testing.B) *Service {
+	log, _ := telemetry.NewLogger(discardWriter{}, "error", "text")
+	tp := noop.NewTracerProvider()
+	s := &Service{
+		cfg: Config{QueueSize: 1 << 14}.withDefaults(),
+		tel: &telemetry.Telemetry{Log: log, Tracer: tp.Tracer("bench"), TracerProvider: tp,
+			Propagator: propagation.TraceContext{}, Registry: prometheus.NewRegistry()},
+		log: log,
+	}
+	s.hub = hub.New(nopBroker{}, hub.Options{})
+	s.metrics = newMetrics(s.tel.Registry, func() float64 { return 0 })
+	return s
+}
+
+type discardWriter struct{}
+
+func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// BenchmarkFanout100 fans one publication (decoded from its Redis payload,
+// as the broker receives it) out to 100 local connections whose writer
+// goroutines write to a discarding socket.
+func BenchmarkFanout100(b *testing.B) {
+	s := benchService(b)
+	const room = 42
+	clients := make([]*client, 100)
+	for i := range clients {
+		c := newClient(s, discardSocket{}, auth.Claims{UserID: int64(i + 1), Username: "u"}, "")
+		go c.writeLoop()
+		m, err := s.hub.Join(context.Background(), room, c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Start(-1, nil)
+		clients[i] = c
+	}
+	defer func() {
+		for _, c := range clients {
+			c.close(0, "")
+			<-c.done
+		}
+	}()
+	data, _ := json.Marshal(protocol.Message{ID: "0190a7d2-1111-7000-8000-000000000001", RoomID: "42", UserID: "7",
+		Username: "alice", Content: strings.Repeat("x", 120), Type: "text", Seq: 1, CreatedAt: time.Now().UTC()})
+	frame, _ := json.Marshal(protocol.Frame{Event: protocol.EventMessage, Data: data})
+	br := &roomBroker{s: s}
+	payloads := make([][]byte, 0, 1024)
+	b.ReportAllocs()
+	seq := int64(0)
+	for b.Loop() {
+		seq++
+		if len(payloads) == 0 {
+			// Payloads are made outside the timing loop's steady state:
+			// the Redis client hands the broker a fresh one each time.
+			b.StopTimer()
+			for i := range 1024 {
+				p, _ := json.Marshal(redis.Publication{RoomID: room, Seq: seq + int64(i), Frame: frame,
+					Trace: map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}})
+				payloads = append(payloads, p)
+			}
+			b.StartTimer()
+		}
+		br.fanout(payloads[0])
+		payloads = payloads[1:]
+	}
+	b.StopTimer()
+	for _, c := range clients {
+		if c.stop.Load() {
+			b.Fatal("a client was closed as slow during the benchmark")
+		}
+	}
+}

@@ -1,0 +1,231 @@
+package hub
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"relay/pkg/redis"
+)
+
+// fakeBroker confirms subscriptions at once and records the calls.
+type fakeBroker struct {
+	mu     sync.Mutex
+	subs   map[int64]int
+	unsubs map[int64]int
+	// hold, when set, is closed to confirm instead of confirming at once.
+	hold chan struct{}
+}
+
+var _ Broker = (*fakeBroker)(nil)
+
+func newFakeBroker() *fakeBroker {
+	return &fakeBroker{subs: map[int64]int{}, unsubs: map[int64]int{}}
+}
+
+func (b *fakeBroker) Subscribe(_ context.Context, room int64) (<-chan struct{}, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.subs[room]++
+	if b.hold != nil {
+		return b.hold, nil
+	}
+	ch := make(chan struct{})
+	close(ch)
+	return ch, nil
+}
+
+func (b *fakeBroker) Unsubscribe(_ context.Context, room int64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.unsubs[room]++
+	return nil
+}
+
+// fakeConn records what it was sent; full makes Send fail like a full queue.
+type fakeConn struct {
+	user   int64
+	mu     sync.Mutex
+	frames []string
+	slow   bool
+}
+
+var _ Conn = (*fakeConn)(nil)
+
+func (c *fakeConn) Send(f []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.frames = append(c.frames, string(f))
+	return true
+}
+func (c *fakeConn) UserID() int64 { return c.user }
+func (c *fakeConn) CloseSlow()    { c.mu.Lock(); c.slow = true; c.mu.Unlock() }
+func (c *fakeConn) got() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.frames...)
+}
+
+func pub(room, seq int64) *redis.Publication {
+	return &redis.Publication{RoomID: room, Seq: seq, Frame: []byte{byte('0' + seq)}}
+}
+
+func join(t *testing.T, h *Hub, room int64, c Conn, last int64) *Member {
+	t.Helper()
+	m, err := h.Join(context.Background(), room, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start(last, nil)
+	return m
+}
+
+func TestSubscribesOncePerRoomAndUnsubscribesAfterLast(t *testing.T) {
+	b := newFakeBroker()
+	h := New(b, Options{Shards: 4})
+	c1, c2 := &fakeConn{user: 1}, &fakeConn{user: 2}
+	m1 := join(t, h, 7, c1, -1)
+	m2 := join(t, h, 7, c2, -1)
+	if b.subs[7] != 1 {
+		t.Fatalf("subscribed %d times, want 1", b.subs[7])
+	}
+	if err := h.Leave(context.Background(), m1); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Leave(context.Background(), m1); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if b.unsubs[7] != 0 {
+		t.Fatal("unsubscribed while a member remains")
+	}
+	_ = h.Leave(context.Background(), m2)
+	if b.unsubs[7] != 1 || len(h.Rooms()) != 0 || h.Size() != 0 {
+		t.Fatalf("unsubs %d rooms %v size %d after the last leave", b.unsubs[7], h.Rooms(), h.Size())
+	}
+}
+
+func TestPublishInOrderDropsRedeliveries(t *testing.T) {
+	h := New(newFakeBroker(), Options{})
+	c1, c2 := &fakeConn{user: 1}, &fakeConn{user: 2}
+	join(t, h, 1, c1, -1)
+	join(t, h, 1, c2, 2) // c2 already has up to 2
+	other := &fakeConn{user: 3}
+	join(t, h, 2, other, -1)
+	for _, s := range []int64{1, 2, 3, 3, 2, 4} {
+		h.Publish(pub(1, s))
+	}
+	if got := c1.got(); len(got) != 4 || got[0] != "1" || got[3] != "4" {
+		t.Fatalf("c1 got %v, want 1 2 3 4", got)
+	}
+	if got := c2.got(); len(got) != 2 || got[0] != "3" || got[1] != "4" {
+		t.Fatalf("c2 got %v, want 3 4", got)
+	}
+	if len(other.got()) != 0 {
+		t.Fatal("another room's member got frames")
+	}
+}
+
+func TestReplayThenBufferedLiveWithoutDuplicate(t *testing.T) {
+	h := New(newFakeBroker(), Options{})
+	c := &fakeConn{user: 1}
+	m, err := h.Join(context.Background(), 1, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Live publications arrive while the member reads its history.
+	h.Publish(pub(1, 6))
+	h.Publish(pub(1, 7))
+	if len(c.got()) != 0 {
+		t.Fatal("delivered before Start")
+	}
+	// History had 4..6 (6 overlaps the live one).
+	m.Start(3, []*redis.Publication{pub(1, 4), pub(1, 5), pub(1, 6)}, []byte("A"))
+	h.Publish(pub(1, 8))
+	want := []string{"A", "4", "5", "6", "7", "8"}
+	got := c.got()
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+}
+
+func TestBufferOverflowClosesSlow(t *testing.T) {
+	h := New(newFakeBroker(), Options{MaxBuffered: 2})
+	c := &fakeConn{user: 1}
+	if _, err := h.Join(context.Background(), 1, c); err != nil {
+		t.Fatal(err)
+	}
+	for s := int64(1); s <= 3; s++ {
+		h.Publish(pub(1, s))
+	}
+	if !c.slow {
+		t.Fatal("overflowing the replay buffer did not close the connection as slow")
+	}
+}
+
+func TestEphemeralSkipsUserAndSeqChecks(t *testing.T) {
+	h := New(newFakeBroker(), Options{})
+	typist, other := &fakeConn{user: 1}, &fakeConn{user: 2}
+	join(t, h, 1, typist, 10)
+	join(t, h, 1, other, 10)
+	n := h.Publish(&redis.Publication{RoomID: 1, Ephemeral: true, SkipUserID: 1, Frame: []byte("t")})
+	if n != 1 || len(typist.got()) != 0 || len(other.got()) != 1 {
+		t.Fatalf("delivered to %d: typist %v other %v", n, typist.got(), other.got())
+	}
+}
+
+func TestJoinWaitsForConfirmation(t *testing.T) {
+	b := newFakeBroker()
+	b.hold = make(chan struct{})
+	h := New(b, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := h.Join(ctx, 1, &fakeConn{user: 1}); err == nil {
+		t.Fatal("Join returned before the subscription was confirmed")
+	}
+	if b.unsubs[1] != 1 || h.Size() != 0 {
+		t.Fatalf("a failed join left state: unsubs %d size %d", b.unsubs[1], h.Size())
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Join(context.Background(), 2, &fakeConn{user: 1})
+		done <- err
+	}()
+	close(b.hold)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConcurrentJoinLeavePublish(t *testing.T) {
+	b := newFakeBroker()
+	h := New(b, Options{Shards: 2})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				room := int64(i%5 + 1)
+				m := join(t, h, room, &fakeConn{user: int64(w)}, -1)
+				h.Publish(pub(room, int64(i)))
+				if err := h.Leave(context.Background(), m); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if h.Size() != 0 || len(h.Rooms()) != 0 {
+		t.Fatalf("size %d rooms %v after everyone left", h.Size(), h.Rooms())
+	}
+	for room, n := range b.subs {
+		if b.unsubs[room] != n {
+			t.Fatalf("room %d: %d subscribes, %d unsubscribes", room, n, b.unsubs[room])
+		}
+	}
+}
