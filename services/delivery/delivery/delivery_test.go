@@ -60,7 +60,7 @@ func newEnv(t testing.TB, partitions int32) *env {
 
 func newTelemetry(t testing.TB) *telemetry.Telemetry {
 	t.Helper()
-	tel, err := telemetry.Setup(context.Background(), "delivery", config.Telemetry{LogLevel: "warn", LogFormat: "text"})
+	tel, err := telemetry.Setup(context.Background(), "delivery", config.Telemetry{LogLevel: "error", LogFormat: "text"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -188,3 +188,27 @@ func httpGet(t *testing.T, addr, path string) (int, []byte) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
 }
+
+// When Redis loses a room's seq while the worker has it cached, the
+// script reports Stale; the worker re-renders without prevSeq (DESIGN.md:
+// receivers then recover) and the chain continues from there.
+func TestDeliveryRedisLostSeq(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	const room = 66
+	pubs := e.subscribe(t, room)
+	r := start(t, e.config())
+
+	first := e.publish(t, ctx, message(room, 1, "one"))
+	checkChain(t, receive(t, pubs, 1), nil, []int64{first})
+	if err := e.rdb.Del(ctx, e.keys.RoomSeq(room)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	second := e.publish(t, ctx, message(room, 1, "two"))
+	third := e.publish(t, ctx, message(room, 1, "three"))
+	checkChain(t, receive(t, pubs, 2), nil, []int64{second, third})
+	if n := r.counter(t, "delivery_stale_retries_total"); n != 1 {
+		t.Fatalf("stale retries = %v, want 1", n)
+	}
+}
