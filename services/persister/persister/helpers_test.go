@@ -43,7 +43,7 @@ type env struct {
 	spans      map[trace.SpanID]bool // of the events published
 }
 
-func newEnv(t *testing.T, partitions int32) *env {
+func newEnv(t testing.TB, partitions int32) *env {
 	t.Helper()
 	if testenv.Short() {
 		t.Skip("integration test")
@@ -122,7 +122,7 @@ func (e *env) config(dbURL string) persister.Config {
 // gets its own span id, remembered in env.spans.
 var testTraceID = trace.TraceID{0xa, 0xb, 0xc, 0xd, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 
-func (e *env) publish(t *testing.T, ev *events.Event) int64 {
+func (e *env) publish(t testing.TB, ev *events.Event) int64 {
 	t.Helper()
 	ev.At = time.Now().UTC().Truncate(time.Microsecond)
 	e.spanMu.Lock()
@@ -140,7 +140,7 @@ func (e *env) publish(t *testing.T, ev *events.Event) int64 {
 	return seq
 }
 
-func (e *env) create(t *testing.T, room, user int64, content string) (id string, seq int64) {
+func (e *env) create(t testing.TB, room, user int64, content string) (id string, seq int64) {
 	t.Helper()
 	id = uuid.Must(uuid.NewV7()).String()
 	seq = e.publish(t, &events.Event{Type: events.MessageCreated, RoomID: room, UserID: user, Username: "u",
@@ -156,13 +156,13 @@ type running struct {
 	stop func()
 }
 
-func start(t *testing.T, cfg persister.Config) *running {
+func start(t testing.TB, cfg persister.Config) *running {
 	t.Helper()
 	return startWith(t, cfg, newTelemetry(t))
 }
 
 // startWith is start with the given telemetry (e.g. a recording tracer).
-func startWith(t *testing.T, cfg persister.Config, tel *telemetry.Telemetry) *running {
+func startWith(t testing.TB, cfg persister.Config, tel *telemetry.Telemetry) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := persister.New(ctx, cfg, tel)
@@ -200,7 +200,7 @@ func startWith(t *testing.T, cfg persister.Config, tel *telemetry.Telemetry) *ru
 
 // metric sums the samples of a counter or gauge, optionally only those
 // with label name=value.
-func (r *running) metric(t *testing.T, name, label, value string) float64 {
+func (r *running) metric(t testing.TB, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := r.tel.Registry.Gather()
 	if err != nil {
@@ -226,7 +226,7 @@ func (r *running) metric(t *testing.T, name, label, value string) float64 {
 	return total
 }
 
-func (r *running) get(t *testing.T, path string) (int, []byte) {
+func (r *running) get(t testing.TB, path string) (int, []byte) {
 	t.Helper()
 	resp, err := http.Get("http://" + r.addr + path)
 	if err != nil {
@@ -237,7 +237,7 @@ func (r *running) get(t *testing.T, path string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func (r *running) lag(t *testing.T) persister.LagReport {
+func (r *running) lag(t testing.TB) persister.LagReport {
 	t.Helper()
 	code, body := r.get(t, "/lag")
 	var l persister.LagReport
@@ -249,7 +249,7 @@ func (r *running) lag(t *testing.T) persister.LagReport {
 
 // offsets returns the group's committed offsets and the topic's high
 // water marks per partition.
-func (e *env) offsets(t *testing.T, group string) (committed, hwm map[int32]int64) {
+func (e *env) offsets(t testing.TB, group string) (committed, hwm map[int32]int64) {
 	t.Helper()
 	client, err := sarama.NewClient(e.brokers, kafka.ConsumerConfig("persister-test-offsets"))
 	if err != nil {
@@ -284,7 +284,7 @@ func (e *env) offsets(t *testing.T, group string) (committed, hwm map[int32]int6
 }
 
 // caughtUp reports whether the group committed every record of the topic.
-func (e *env) caughtUp(t *testing.T, group string) (bool, string) {
+func (e *env) caughtUp(t testing.TB, group string) (bool, string) {
 	committed, hwm := e.offsets(t, group)
 	for p, h := range hwm {
 		if h > 0 && committed[p] != h {
@@ -296,7 +296,7 @@ func (e *env) caughtUp(t *testing.T, group string) (bool, string) {
 
 // eventually polls cond until it holds or a generous deadline passes (a
 // deadline against hangs, not a speed assertion).
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -311,7 +311,7 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	}
 }
 
-func (e *env) count(t *testing.T) int64 {
+func (e *env) count(t testing.TB) int64 {
 	t.Helper()
 	var n int64
 	if err := e.db.Model(&store.Message{}).Count(&n).Error; err != nil {
@@ -320,7 +320,7 @@ func (e *env) count(t *testing.T) int64 {
 	return n
 }
 
-func (e *env) message(t *testing.T, id string) store.Message {
+func (e *env) message(t testing.TB, id string) store.Message {
 	t.Helper()
 	var m store.Message
 	if err := e.db.First(&m, "id = ?", id).Error; err != nil {
@@ -329,7 +329,7 @@ func (e *env) message(t *testing.T, id string) store.Message {
 	return m
 }
 
-func (e *env) lastRead(t *testing.T, room, user int64) int64 {
+func (e *env) lastRead(t testing.TB, room, user int64) int64 {
 	t.Helper()
 	var m store.RoomMember
 	if err := e.db.First(&m, "room_id = ? AND user_id = ?", room, user).Error; err != nil {
@@ -348,7 +348,7 @@ type pgProxy struct {
 	conns  map[net.Conn]struct{}
 }
 
-func newPGProxy(t *testing.T, dbURL string) (*pgProxy, string) {
+func newPGProxy(t testing.TB, dbURL string) (*pgProxy, string) {
 	t.Helper()
 	u, err := url.Parse(dbURL)
 	if err != nil {
