@@ -35,6 +35,14 @@ func (s *Service) joinRoom(ctx context.Context, c *client, data json.RawMessage,
 	if err != nil {
 		return nil, err
 	}
+	if m, ok := c.rooms[cmd.room]; ok && cmd.lastSeq != nil {
+		// A rejoin with lastSeq is a recovery request (the client saw a
+		// gap): start a fresh membership that replays from lastSeq.
+		delete(c.rooms, cmd.room)
+		if err := s.hub.Leave(ctx, m); err != nil {
+			s.log.WarnContext(ctx, "leave room for rejoin", "room_id", cmd.room, "err", err)
+		}
+	}
 	if m, ok := c.rooms[cmd.room]; ok && !m.Removed() {
 		// Already receiving here: nothing changes.
 		last, err := redis.LastSeq(ctx, s.rdb, s.keys, cmd.room)

@@ -379,3 +379,37 @@ func TestReady(t *testing.T) {
 		}
 	}
 }
+
+func TestRejoinWithLastSeqRecoversAGap(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(nil)
+	alice, at := e.user("alice")
+	room := e.room(chat.RoomGroup, alice)
+	c := e.dial(g, at)
+	c.join(room, nil)
+	e.publishRun(room, 1, 5)
+	for want := int64(1); want <= 5; want++ {
+		if got := seqOf(t, c.next()); got != want {
+			t.Fatalf("got %d, want %d", got, want)
+		}
+	}
+	// The client lost 3..5 (say its UI dropped them) and asks again.
+	c.join(room, ptr(int64(2)))
+	for want := int64(3); want <= 5; want++ {
+		if got := seqOf(t, c.next()); got != want {
+			t.Fatalf("replay got %d, want %d", got, want)
+		}
+	}
+	// A plain rejoin changes nothing.
+	if last := c.join(room, nil); last == nil || *last != 5 {
+		t.Fatalf("join ack lastSeq %v, want 5", last)
+	}
+	e.publishNext(room, 6)
+	if got := seqOf(t, c.next()); got != 6 {
+		t.Fatalf("got %d, want 6", got)
+	}
+	if n := e.numsub(room); n != 1 {
+		t.Fatalf("%d subscriptions, want 1", n)
+	}
+}

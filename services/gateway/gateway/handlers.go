@@ -66,6 +66,8 @@ func (s *Service) readFailed(c *client, err error) {
 // handleFrame handles one client text frame: every frame with a ref gets
 // exactly one ack or error carrying it.
 func (s *Service) handleFrame(c *client, raw []byte) {
+	// Every frame counts against the rate limit, bad ones too.
+	allowed := c.limiter.Allow()
 	if len(raw) > s.cfg.MaxFrameBytes {
 		s.metrics.framesIn.WithLabelValues("invalid").Inc()
 		c.reply(s.errorFrame(c, peekRef(raw), chat.Errorf(chat.CodeTooLarge, "frame exceeds %d bytes", s.cfg.MaxFrameBytes)))
@@ -88,7 +90,7 @@ func (s *Service) handleFrame(c *client, raw []byte) {
 		label = "unknown"
 	}
 	s.metrics.framesIn.WithLabelValues(label).Inc()
-	if !c.limiter.Allow() {
+	if !allowed {
 		c.reply(s.errorFrame(c, ref, chat.Errorf(chat.CodeRateLimited, "too many frames; slow down")))
 		return
 	}
