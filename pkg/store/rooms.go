@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"relay/pkg/chat"
 )
@@ -221,7 +222,7 @@ func CreateRoom(ctx context.Context, db *gorm.DB, nr NewRoom) (room *Room, membe
 			if err := tx.Where("id = ?", ids[0]).Take(r).Error; err != nil {
 				return fmt.Errorf("store: read direct room: %w", err)
 			}
-		} else if err := tx.Create(r).Error; err != nil {
+		} else if err := tx.Clauses(clause.Returning{}).Create(r).Error; err != nil {
 			return fmt.Errorf("store: create room: %w", err)
 		}
 		rows := make([]RoomMember, 0, len(others)+1)

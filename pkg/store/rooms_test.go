@@ -34,6 +34,9 @@ func TestCreateGroupRoom(t *testing.T) {
 	if r.ID == 0 || r.Name != "team" || r.Type != "group" || r.DirectKey != nil {
 		t.Fatalf("room %+v", r)
 	}
+	if v, err := store.RoomFor(ctx, db, r.ID, a.ID); err != nil || !v.CreatedAt.Equal(r.CreatedAt) {
+		t.Fatalf("created_at returned %v, stored %v (%v)", r.CreatedAt, v.CreatedAt, err)
+	}
 	if len(members) != 3 {
 		t.Fatalf("members %+v", members)
 	}

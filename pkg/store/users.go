@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"relay/pkg/chat"
 )
@@ -38,7 +39,9 @@ func foreignKeyViolation(err error) bool {
 // concurrent registrations of one name cannot both succeed. Callers
 // normalize username and email first (lower case).
 func CreateUser(ctx context.Context, db *gorm.DB, u *User) error {
-	err := db.WithContext(ctx).Create(u).Error
+	// RETURNING * reads back what PostgreSQL stored (timestamps rounded to
+	// microseconds), so the caller shows the same values later reads do.
+	err := db.WithContext(ctx).Clauses(clause.Returning{}).Create(u).Error
 	switch uniqueViolation(err) {
 	case "":
 	case "users_username_key":

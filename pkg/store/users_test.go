@@ -50,6 +50,9 @@ func TestCreateUserConflicts(t *testing.T) {
 	if alice.ID == 0 || alice.CreatedAt.IsZero() {
 		t.Fatalf("id and created_at not filled in: %+v", alice)
 	}
+	if again, err := store.UserByID(ctx, db, alice.ID); err != nil || !again.CreatedAt.Equal(alice.CreatedAt) {
+		t.Fatalf("created_at returned %v, stored %v (%v)", alice.CreatedAt, again.CreatedAt, err)
+	}
 	err := store.CreateUser(ctx, db, &store.User{Username: "alice", Email: "other@example.com", PasswordHash: "x"})
 	wantCode(t, err, chat.CodeConflict)
 	if msg := chat.ErrorMessage(err); msg != "username is already taken" {

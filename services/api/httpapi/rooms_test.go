@@ -56,7 +56,7 @@ func TestCreateAndReadRooms(t *testing.T) {
 	// A member reads the group; an outsider may not; anyone reads a channel.
 	var got roomResp
 	e.do("GET", "/api/rooms/"+g.ID, b.token, nil).expect(t, 200, &got)
-	if got.ID != g.ID || got.MyRole == nil || *got.MyRole != "member" || got.MemberCount != 2 {
+	if got.ID != g.ID || got.MyRole == nil || *got.MyRole != "member" || got.MemberCount != 2 || !got.CreatedAt.Equal(g.CreatedAt) {
 		t.Fatalf("room as member %+v", got)
 	}
 	e.do("GET", "/api/rooms/"+g.ID, c.token, nil).expectError(t, 403, chat.CodeForbidden)
