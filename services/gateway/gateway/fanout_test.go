@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -411,5 +412,64 @@ func TestRejoinWithLastSeqRecoversAGap(t *testing.T) {
 	}
 	if n := e.numsub(room); n != 1 {
 		t.Fatalf("%d subscriptions, want 1", n)
+	}
+}
+
+// When the gateway's pub/sub connection drops, go-redis reconnects and
+// resubscribes; what was published meanwhile is recovered from the history,
+// in order and without duplicates.
+func TestRedisReconnectRecoversFromHistory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	name := testenvName()
+	g := e.start(func(c *Config) { c.Redis.URL = "redis://127.0.0.1:6379/0?client_name=" + name })
+	alice, at := e.user("alice")
+	room := e.room(chat.RoomGroup, alice)
+	c := e.dial(g, at)
+	c.join(room, nil)
+	e.publishRun(room, 1, 3)
+	for want := int64(1); want <= 3; want++ {
+		if got := seqOf(t, c.next()); got != want {
+			t.Fatalf("got %d, want %d", got, want)
+		}
+	}
+	killPubSub(t, e, name)
+	e.publishRun(room, 4, 6) // likely lost by pub/sub, kept in the history
+	eventually(t, "resubscribe", func() bool { return e.numsub(room) == 1 })
+	e.publishNext(room, 7)
+	for want := int64(4); want <= 7; want++ {
+		if got := seqOf(t, c.next()); got != want {
+			t.Fatalf("got %d, want %d", got, want)
+		}
+	}
+}
+
+func testenvName() string { return "gw-" + strconv.FormatInt(time.Now().UnixNano(), 36) }
+
+// killPubSub kills the named client's connections that are in pub/sub mode.
+func killPubSub(t *testing.T, e *env, name string) {
+	t.Helper()
+	list, err := e.rdb.ClientList(t.Context()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := 0
+	for _, line := range strings.Split(list, "\n") {
+		fields := map[string]string{}
+		for _, kv := range strings.Fields(line) {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				fields[k] = v
+			}
+		}
+		if fields["name"] == name && fields["sub"] != "0" && fields["sub"] != "" {
+			id, _ := strconv.ParseInt(fields["id"], 10, 64)
+			if err := e.rdb.ClientKillByFilter(t.Context(), "ID", strconv.FormatInt(id, 10)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			killed++
+		}
+	}
+	if killed != 1 {
+		t.Fatalf("killed %d pub/sub connections, want 1", killed)
 	}
 }
