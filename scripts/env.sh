@@ -48,5 +48,5 @@ export RELAY_DATA RELAY_LOGS RELAY_PIDS RELAY_BIN
 : "${KAFKA_TOPIC:=chat.messages}"
 # Well-known dev value; the services log a warning when they see it, and a
 # real deployment must set its own secret.
-: "${JWT_SECRET:=dev-insecure-jwt-secret-change-me}"
+: "${JWT_SECRET:=relay-dev-secret-change-me}"
 export DATABASE_URL REDIS_URL KAFKA_BROKERS KAFKA_TOPIC JWT_SECRET
