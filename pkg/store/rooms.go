@@ -247,6 +247,13 @@ func CreateRoom(ctx context.Context, db *gorm.DB, nr NewRoom) (room *Room, membe
 	return r, members, created, nil
 }
 
+// joinSQL adds a member whose read position starts at the room's newest
+// stored message: history from before joining is there to read but is not
+// counted as unread.
+const joinSQL = `INSERT INTO room_members (room_id, user_id, role, last_read_seq)
+	VALUES (?, ?, 'member', (SELECT COALESCE(max(seq), -1) FROM messages WHERE room_id = ?))
+	ON CONFLICT DO NOTHING`
+
 // JoinRoom makes userID a member of channel roomID and returns the
 // membership; joined is false when the user already was a member (of any
 // room type), which is not an error. Groups and direct rooms cannot be
@@ -265,8 +272,7 @@ func JoinRoom(ctx context.Context, db *gorm.DB, roomID, userID int64) (m *Member
 		if typ != chat.RoomChannel {
 			return chat.Errorf(chat.CodeForbidden, "only channels can be joined; a group admin must add you")
 		}
-		res := tx.Exec(`INSERT INTO room_members (room_id, user_id, role, last_read_seq) VALUES (?, ?, 'member', -1)
-			ON CONFLICT DO NOTHING`, roomID, userID)
+		res := tx.Exec(joinSQL, roomID, userID, roomID)
 		if res.Error != nil {
 			if foreignKeyViolation(res.Error) {
 				return chat.Wrap(chat.CodeNotFound, res.Error, "room or user no longer exists")
@@ -350,8 +356,7 @@ func AddMember(ctx context.Context, db *gorm.DB, roomID, actorID, userID int64) 
 		if _, err := UserByID(ctx, tx, userID); err != nil {
 			return err
 		}
-		res := tx.Exec(`INSERT INTO room_members (room_id, user_id, role, last_read_seq) VALUES (?, ?, 'member', -1)
-			ON CONFLICT DO NOTHING`, roomID, userID)
+		res := tx.Exec(joinSQL, roomID, userID, roomID)
 		if res.Error != nil {
 			if foreignKeyViolation(res.Error) {
 				return chat.Wrap(chat.CodeNotFound, res.Error, "user no longer exists")

@@ -146,8 +146,9 @@ func TestJoinLeave(t *testing.T) {
 	grp := queriesRoom(t, db, chat.RoomGroup, "g", a.ID, c.ID)
 	dm := queriesRoom(t, db, chat.RoomDirect, "", a.ID, b.ID)
 
+	queriesMessage(t, db, ch.ID, a.ID, 7, "before b joined", false)
 	m, joined, err := store.JoinRoom(ctx, db, ch.ID, b.ID)
-	if err != nil || !joined || m.Role != chat.RoleMember || m.UserID != b.ID {
+	if err != nil || !joined || m.Role != chat.RoleMember || m.UserID != b.ID || m.LastReadSeq != 7 {
 		t.Fatalf("join: %+v %v %v", m, joined, err)
 	}
 	if _, joined, err = store.JoinRoom(ctx, db, ch.ID, b.ID); err != nil || joined {
@@ -193,7 +194,7 @@ func TestAddMember(t *testing.T) {
 	dm := queriesRoom(t, db, chat.RoomDirect, "", a.ID, b.ID)
 
 	m, added, err := store.AddMember(ctx, db, grp.ID, a.ID, c.ID)
-	if err != nil || !added || m.UserID != c.ID || m.Role != chat.RoleMember {
+	if err != nil || !added || m.UserID != c.ID || m.Role != chat.RoleMember || m.LastReadSeq != -1 {
 		t.Fatalf("admin adds: %+v %v %v", m, added, err)
 	}
 	if _, added, err = store.AddMember(ctx, db, grp.ID, a.ID, c.ID); err != nil || added {

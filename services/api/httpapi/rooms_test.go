@@ -347,3 +347,49 @@ func TestUnreadCountsAndLastMessage(t *testing.T) {
 		}
 	}
 }
+
+func TestJoinersStartWithHistoryRead(t *testing.T) {
+	e := newAPI(t, envOptions{})
+	a, b, c := e.user("will"), e.user("xia"), e.user("yan")
+	ch := e.room(a, "channel", "busy")
+	g := e.room(a, "group", "club")
+	for seq := int64(1); seq <= 3; seq++ {
+		e.message(ch.ID, a, seq, "old news")
+		e.message(g.ID, a, seq, "old news")
+	}
+	e.do("POST", "/api/rooms/"+ch.ID+"/join", b.token, nil).expect(t, 200, nil)
+	e.do("POST", "/api/rooms/"+g.ID+"/members", a.token, map[string]string{"userId": c.sid}).expect(t, 201, nil)
+	unread := func(u testUser, roomID string) int64 {
+		t.Helper()
+		var list struct {
+			Rooms []struct {
+				ID          string `json:"id"`
+				UnreadCount int64  `json:"unreadCount"`
+			} `json:"rooms"`
+		}
+		e.do("GET", "/api/rooms", u.token, nil).expect(t, 200, &list)
+		for _, r := range list.Rooms {
+			if r.ID == roomID {
+				return r.UnreadCount
+			}
+		}
+		t.Fatalf("room %s not in the list", roomID)
+		return 0
+	}
+	if n := unread(b, ch.ID); n != 0 {
+		t.Fatalf("joiner starts with %d unread", n)
+	}
+	if n := unread(c, g.ID); n != 0 {
+		t.Fatalf("added member starts with %d unread", n)
+	}
+	e.message(ch.ID, a, 10, "fresh")
+	if n := unread(b, ch.ID); n != 1 {
+		t.Fatalf("after a new message: %d unread, want 1", n)
+	}
+	// History from before joining is readable.
+	var h historyResp
+	e.do("GET", "/api/rooms/"+ch.ID+"/messages", b.token, nil).expect(t, 200, &h)
+	if len(h.Messages) != 4 {
+		t.Fatalf("joiner sees %d messages, want 4", len(h.Messages))
+	}
+}
