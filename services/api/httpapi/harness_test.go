@@ -34,7 +34,7 @@ const testSecret = "test-secret-for-the-api-0123456789"
 
 // apiEnv is one running api on its own database, key prefix and topic.
 type apiEnv struct {
-	t       *testing.T
+	t       testing.TB
 	url     string
 	db      *gorm.DB
 	svc     *httpapi.Service
@@ -53,12 +53,14 @@ type envOptions struct {
 
 // newAPI starts the real service against the real servers, isolated for
 // this test, and stops it when the test ends.
-func newAPI(t *testing.T, o envOptions) *apiEnv {
+func newAPI(t testing.TB, o envOptions) *apiEnv {
 	t.Helper()
 	if testenv.Short() {
 		t.Skip("integration test")
 	}
-	t.Parallel()
+	if pt, ok := t.(*testing.T); ok {
+		pt.Parallel()
+	}
 	dbURL := testenv.Database(t)
 	_, rc, _ := testenv.Env(t)
 	_, prefix := testenv.Redis(t)
@@ -154,7 +156,7 @@ type lockedValidator struct {
 
 // checkResponse fails the test when the response to req does not match
 // the document (undocumented status, content type or body shape).
-func (lv *lockedValidator) checkResponse(t *testing.T, req *http.Request, res *http.Response, body []byte) {
+func (lv *lockedValidator) checkResponse(t testing.TB, req *http.Request, res *http.Response, body []byte) {
 	t.Helper()
 	res.Body = io.NopCloser(bytes.NewReader(body))
 	lv.mu.Lock()
@@ -239,7 +241,7 @@ func (e *apiEnv) send(check bool, method, path, token string, body any, headers 
 
 // expect fails the test unless r has the status, and decodes the body into
 // out when out is not nil.
-func (r response) expect(t *testing.T, status int, out any) {
+func (r response) expect(t testing.TB, status int, out any) {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d; body %s", r.status, status, r.body)
@@ -252,7 +254,7 @@ func (r response) expect(t *testing.T, status int, out any) {
 }
 
 // expectError fails the test unless r is an error body with status and code.
-func (r response) expectError(t *testing.T, status int, code chat.Code) string {
+func (r response) expectError(t testing.TB, status int, code chat.Code) string {
 	t.Helper()
 	var body struct {
 		Error struct {
