@@ -13,9 +13,10 @@ import (
 
 // Producing member events after the commit: a few attempts with backoff,
 // each bounded, then a logged error. The request itself has succeeded by
-// then and is not failed (the membership is in PostgreSQL either way).
+// then and is not failed (the membership is in PostgreSQL either way). The
+// worst case, about 15 s with Kafka down, fits the default shutdown timeout.
 const (
-	publishAttempts   = 4
+	publishAttempts   = 3
 	publishFirstPause = 100 * time.Millisecond
 	publishTimeout    = 5 * time.Second
 	// publishParallel bounds concurrent sends when a new room's members

@@ -138,7 +138,7 @@ type raw string
 // drift from what the api does. The validator is shared by parallel tests,
 // hence the lock.
 var openAPI = sync.OnceValues(func() (*lockedValidator, error) {
-	doc, err := libopenapi.NewDocument(httpapi.OpenAPIDocument)
+	doc, err := libopenapi.NewDocument(httpapi.OpenAPIDocument())
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		OpenAPI string                    `json:"openapi"`
 		Paths   map[string]map[string]any `json:"paths"`
 	}
-	if err := json.Unmarshal(httpapi.OpenAPIDocument, &doc); err != nil {
+	if err := json.Unmarshal(httpapi.OpenAPIDocument(), &doc); err != nil {
 		t.Fatalf("openapi.json: %v", err)
 	}
 	if !strings.HasPrefix(doc.OpenAPI, "3.1") {
@@ -71,7 +71,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	r := e.do("GET", "/api/openapi.json", "", nil)
 	r.expect(t, 200, nil)
-	if !bytes.Equal(r.body, httpapi.OpenAPIDocument) || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
+	if !bytes.Equal(r.body, httpapi.OpenAPIDocument()) || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
 		t.Fatalf("served document differs (content type %q)", r.header.Get("Content-Type"))
 	}
 }

@@ -1,6 +1,8 @@
 package httpapi_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"relay/pkg/chat"
+	"relay/pkg/events"
 )
 
 func TestUsers(t *testing.T) {
@@ -279,9 +282,9 @@ func TestPublishFailureKeepsCommittedChange(t *testing.T) {
 	if len(ms.Members) != 2 {
 		t.Fatalf("membership not kept: %+v", ms.Members)
 	}
-	// Two events (creation, join), each tried 4 times before giving up.
-	if n := len(p.attempts); n != 8 {
-		t.Fatalf("%d publish attempts, want 8", n)
+	// Two events (creation, join), each tried 3 times before giving up.
+	if n := len(p.attempts); n != 6 {
+		t.Fatalf("%d publish attempts, want 6", n)
 	}
 }
 
@@ -391,5 +394,43 @@ func TestJoinersStartWithHistoryRead(t *testing.T) {
 	e.do("GET", "/api/rooms/"+ch.ID+"/messages", b.token, nil).expect(t, 200, &h)
 	if len(h.Messages) != 4 {
 		t.Fatalf("joiner sees %d messages, want 4", len(h.Messages))
+	}
+}
+
+// flakyPublisher fails the first attempt of every event, then accepts it.
+type flakyPublisher struct {
+	mu       sync.Mutex
+	attempts map[string]int
+	accepted []string
+}
+
+func (p *flakyPublisher) Publish(_ context.Context, e *events.Event) (int32, int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	key := fmt.Sprintf("%s:%d:%d", e.Type, e.RoomID, e.UserID)
+	p.attempts[key]++
+	if p.attempts[key] == 1 {
+		return 0, 0, errors.New("transient (test)")
+	}
+	p.accepted = append(p.accepted, key)
+	return 0, int64(len(p.accepted)), nil
+}
+
+func TestPublishRetriesTransientFailure(t *testing.T) {
+	p := &flakyPublisher{attempts: map[string]int{}}
+	e := newAPI(t, envOptions{publisher: p})
+	a, b := e.user("abe"), e.user("bea")
+	ch := e.room(a, "channel", "retry")
+	e.do("POST", "/api/rooms/"+ch.ID+"/join", b.token, nil).expect(t, 200, nil)
+	e.do("POST", "/api/rooms/"+ch.ID+"/leave", b.token, nil).expect(t, 204, nil)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := []string{
+		"member_joined:" + ch.ID + ":" + a.sid,
+		"member_joined:" + ch.ID + ":" + b.sid,
+		"member_left:" + ch.ID + ":" + b.sid,
+	}
+	if !slices.Equal(p.accepted, want) {
+		t.Fatalf("accepted %v, want %v", p.accepted, want)
 	}
 }
