@@ -80,7 +80,6 @@ func BenchmarkFanout100(b *testing.B) {
 	clients := make([]*client, 100)
 	for i := range clients {
 		c := newClient(s, discardSocket{}, auth.Claims{UserID: int64(i + 1), Username: "u"}, "")
-		go c.writeLoop()
 		m, err := s.hub.Join(context.Background(), room, c)
 		if err != nil {
 			b.Fatal(err)

@@ -27,10 +27,10 @@ type socket interface {
 }
 
 // client is one WebSocket connection. Its reader goroutine handles client
-// frames in order; its writer goroutine alone writes data frames, from a
-// bounded queue, so a slow socket never blocks the reader or the fan-out.
-// Per-connection state is kept small: a connection costs two goroutines, a
-// read buffer, and a queue that is empty (and unallocated) when idle.
+// frames in order. Data frames are written from a bounded queue by a writer
+// goroutine that exists only while there is something to write, so a slow
+// socket never blocks the reader or the fan-out, and an idle connection
+// costs one goroutine, a small read buffer and an empty queue.
 type client struct {
 	s        *Service
 	ws       socket
@@ -39,30 +39,32 @@ type client struct {
 	// token is forwarded to the api when joining a channel.
 	token   string
 	limiter *rate.Limiter
+	pinger  *time.Timer
 
 	// rooms are the rooms joined on this connection; reader goroutine only.
 	rooms map[int64]*hub.Member
 
 	mu        sync.Mutex
 	queue     [][]byte
+	writing   bool
 	closing   bool
 	closeCode int
 	closeText string
 	// stop is set with closing for closes that drop the queue (slow
 	// consumer, dead peer), so the writer stops between frames.
-	stop   atomic.Bool
-	notify chan struct{}
-	// done is closed when the writer has closed the socket.
+	stop atomic.Bool
+	// done is closed once the socket was closed.
 	done chan struct{}
 }
 
 func newClient(s *Service, ws socket, claims auth.Claims, token string) *client {
-	return &client{
+	c := &client{
 		s: s, ws: ws, userID: claims.UserID, username: claims.Username, token: token,
 		limiter: rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst),
-		notify:  make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
+	c.pinger = time.AfterFunc(s.cfg.PingInterval, c.ping)
+	return c
 }
 
 // UserID implements hub.Conn.
@@ -82,10 +84,11 @@ func (c *client) Send(frame []byte) bool {
 		return false
 	}
 	c.queue = append(c.queue, frame)
+	start := !c.writing
+	c.writing = true
 	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
+	if start {
+		go c.drain()
 	}
 	return true
 }
@@ -116,46 +119,46 @@ func (c *client) closeWith(code int, text string, drop bool) bool {
 		c.stop.Store(true)
 		c.queue = nil
 	}
+	start := !c.writing
+	c.writing = true
 	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
+	c.pinger.Stop()
+	if start {
+		go c.drain()
 	}
 	return true
 }
 
-// take moves the queued frames into batch (reusing its array).
-func (c *client) take(batch [][]byte) (_ [][]byte, closing bool, code int, text string) {
+// take moves the queued frames into batch (reusing its array). When there
+// is nothing to write and no close to do, it ends the writer's turn.
+func (c *client) take(batch [][]byte) (_ [][]byte, more, closing bool, code int, text string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.queue) == 0 && !c.closing {
+		c.writing = false
+		return batch, false, false, 0, ""
+	}
 	batch, c.queue = c.queue, batch[:0]
 	// An idle connection should not keep a big array from one burst.
 	if cap(c.queue) > 64 {
 		c.queue = nil
 	}
-	return batch, c.closing, c.closeCode, c.closeText
+	return batch, true, c.closing, c.closeCode, c.closeText
 }
 
-// writeLoop is the connection's only data writer. It also pings, and it is
-// the one that closes the socket, after which done is closed.
-func (c *client) writeLoop() {
-	defer close(c.done)
-	ping := time.NewTicker(c.s.cfg.PingInterval)
-	defer ping.Stop()
+// drain is the writer: the only goroutine writing data frames, started by
+// Send or close when none runs. It writes until the queue is empty, and it
+// is the one that closes the socket, after which done is closed.
+func (c *client) drain() {
 	var batch [][]byte
 	for {
-		select {
-		case <-c.notify:
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
-				c.writeFailed(err)
-			}
-			continue
-		}
-		var closing bool
+		var more, closing bool
 		var code int
 		var text string
-		batch, closing, code, text = c.take(batch)
+		batch, more, closing, code, text = c.take(batch)
+		if !more {
+			return
+		}
 		for i, f := range batch {
 			if c.stop.Load() {
 				break
@@ -168,13 +171,26 @@ func (c *client) writeLoop() {
 			}
 		}
 		clear(batch)
-		if cap(batch) > 64 {
-			batch = nil
-		}
 		if closing {
 			c.finish(code, text)
+			close(c.done)
 			return
 		}
+	}
+}
+
+// ping sends a protocol ping and schedules the next one; it runs on a
+// timer, not on a goroutine of its own.
+func (c *client) ping() {
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
+		c.writeFailed(err)
+		return
+	}
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if !closing {
+		c.pinger.Reset(c.s.cfg.PingInterval)
 	}
 }
 

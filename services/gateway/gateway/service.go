@@ -175,6 +175,11 @@ func (s *Service) newApp() *fiber.App {
 			},
 		},
 	})
+	// Release fasthttp's 4 KiB request reader before the upgrade instead of
+	// handing it to the hijacked connection for its whole life: this
+	// server mostly holds idle WebSockets, where memory per connection
+	// matters more than the CPU of plain HTTP requests.
+	app.Server().ReduceMemoryUsage = true
 	app.Get("/ws", s.upgrade, websocket.New(s.serveConn, websocket.Config{
 		ReadBufferSize:  s.cfg.ReadBufferSize,
 		WriteBufferSize: s.cfg.WriteBufferSize,
@@ -216,6 +221,10 @@ func (s *Service) upgrade(c *fiber.Ctx) error {
 		return chat.Errorf(chat.CodeServerFull, "server is full; retry later or elsewhere")
 	}
 	c.Locals(sessionKey, &session{claims: claims, token: token})
+	// The websocket handler copies every local, this request's trace
+	// context included, into the connection for its whole life; frames
+	// get spans of their own, so drop it.
+	c.SetUserContext(context.Background())
 	return c.Next()
 }
 
@@ -244,7 +253,6 @@ func (s *Service) serveConn(ws *websocket.Conn) {
 	s.metrics.connections.Inc()
 	defer s.metrics.connections.Dec()
 
-	go c.writeLoop()
 	expiry := time.AfterFunc(time.Until(sess.claims.ExpiresAt), func() {
 		c.close(protocol.CloseAuthExpired, "token expired")
 	})
