@@ -79,7 +79,8 @@ func (s *Service) joinRoom(ctx context.Context, c *client, data json.RawMessage,
 	last, err := redis.LastSeq(ctx, s.rdb, s.keys, cmd.room)
 	var replay []*redis.Publication
 	complete := true
-	if err == nil && cmd.lastSeq != nil {
+	// Nothing to replay when the room has not moved past the client.
+	if err == nil && cmd.lastSeq != nil && (last == nil || *last > *cmd.lastSeq) {
 		replay, complete, err = redis.History(ctx, s.rdb, s.keys, cmd.room, *cmd.lastSeq, int64(s.cfg.ReplayLimit)+1)
 		if len(replay) > s.cfg.ReplayLimit {
 			replay, complete = nil, false

@@ -208,6 +208,14 @@ func TestJoinWithLastSeqReplaysWithoutDuplicateAtTheSeam(t *testing.T) {
 	if got := seqOf(t, c2.next()); got != 62 {
 		t.Fatalf("got seq %d, want 62", got)
 	}
+
+	// A client that is up to date gets no replay and no resync.
+	c3 := e.dial(g, at)
+	c3.join(room, ptr(int64(62)))
+	e.publishNext(room, 63)
+	if got := seqOf(t, c3.next()); got != 63 {
+		t.Fatalf("got seq %d, want 63", got)
+	}
 }
 
 func TestJoinWithLastSeqBeyondHistoryAsksForResync(t *testing.T) {
