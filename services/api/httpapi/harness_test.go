@@ -49,6 +49,11 @@ type envOptions struct {
 	rateLimit int
 	// publisher replaces the Kafka producer when set.
 	publisher httpapi.EventPublisher
+	// tel replaces the default telemetry when set.
+	tel *telemetry.Telemetry
+	// serial keeps the test from running in parallel with others (for
+	// tests that set OpenTelemetry's globals).
+	serial bool
 }
 
 // newAPI starts the real service against the real servers, isolated for
@@ -58,7 +63,7 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 	if testenv.Short() {
 		t.Skip("integration test")
 	}
-	if pt, ok := t.(*testing.T); ok {
+	if pt, ok := t.(*testing.T); ok && !o.serial {
 		pt.Parallel()
 	}
 	dbURL := testenv.Database(t)
@@ -79,9 +84,12 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 		// pose as different clients through X-Forwarded-For.
 		TrustedProxies: []string{"127.0.0.1", "::1"},
 	}
-	tel, err := telemetry.Setup(context.Background(), "api-test", config.Telemetry{LogLevel: "warn", LogFormat: "text"})
-	if err != nil {
-		t.Fatal(err)
+	tel := o.tel
+	if tel == nil {
+		var err error
+		if tel, err = telemetry.Setup(context.Background(), "api-test", config.Telemetry{LogLevel: "warn", LogFormat: "text"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var opts []httpapi.Option
 	if o.publisher != nil {
@@ -341,9 +349,27 @@ func (e *apiEnv) message(roomID string, u testUser, seq int64, content string) s
 }
 
 // events returns every event on the test's topic, per partition in offset
-// order. Producing happens before the api answers, so everything the
-// requests so far caused is below the high-water marks read here.
+// order.
 func (e *apiEnv) events() []*events.Event {
+	e.t.Helper()
+	var out []*events.Event
+	for _, m := range e.records() {
+		ev, err := events.Unmarshal(m.Value)
+		if err != nil {
+			e.t.Fatalf("undecodable record at %d/%d: %v", m.Partition, m.Offset, err)
+		}
+		if string(m.Key) != fmt.Sprint(ev.RoomID) {
+			e.t.Errorf("record key %q, room %d", m.Key, ev.RoomID)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// records returns every record on the test's topic, per partition in
+// offset order. Producing happens before the api answers, so everything the
+// requests so far caused is below the high-water marks read here.
+func (e *apiEnv) records() []*sarama.ConsumerMessage {
 	e.t.Helper()
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V3_6_0_0
@@ -361,7 +387,7 @@ func (e *apiEnv) events() []*events.Event {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var out []*events.Event
+	var out []*sarama.ConsumerMessage
 	for _, p := range parts {
 		hwm, err := client.GetOffset(e.topic, p, sarama.OffsetNewest)
 		if err != nil {
@@ -383,14 +409,7 @@ func (e *apiEnv) events() []*events.Event {
 		for {
 			select {
 			case m := <-pc.Messages():
-				ev, err := events.Unmarshal(m.Value)
-				if err != nil {
-					e.t.Fatalf("undecodable record at %d/%d: %v", p, m.Offset, err)
-				}
-				if string(m.Key) != fmt.Sprint(ev.RoomID) {
-					e.t.Errorf("record key %q, room %d", m.Key, ev.RoomID)
-				}
-				out = append(out, ev)
+				out = append(out, m)
 				if m.Offset >= hwm-1 {
 					break read
 				}
