@@ -80,7 +80,7 @@ func TestSlowConsumerIsClosedWith4000AndOthersKeepReceiving(t *testing.T) {
 	e := newEnv(t)
 	// A long write deadline: the 4000 close frame can only follow the
 	// frames already on the wire, once the slow client reads.
-	g := e.start(func(c *Config) { c.QueueSize = 8; c.WriteTimeout = time.Minute })
+	g := e.start(func(c *Config) { c.QueueSize = 128; c.WriteTimeout = time.Minute })
 	alice, at := e.user("alice")
 	room := e.room(chat.RoomGroup, alice)
 	fast := e.dial(g, at)
