@@ -234,4 +234,3 @@ func Kafka(t testing.TB, partitions int32) ([]string, string) {
 func Short() bool {
 	return testing.Short() || os.Getenv("RELAY_UNIT_ONLY") == "1"
 }
-

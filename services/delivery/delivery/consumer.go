@@ -182,8 +182,8 @@ func (w *partitionWorker) lastSeq(ctx context.Context, roomID int64) (*int64, er
 // deadLetter forwards an unusable record, retrying until Kafka takes it.
 func (w *partitionWorker) deadLetter(ctx context.Context, msg *sarama.ConsumerMessage, cause error) error {
 	w.s.log.WarnContext(ctx, "record sent to dead-letter topic", "err", cause,
-		"partition", msg.Partition, "offset", msg.Offset, "dlq", w.s.dlq.topic)
-	err := w.s.retry(ctx, "dead-letter", func() error { return w.s.dlq.send(ctx, msg, cause) })
+		"partition", msg.Partition, "offset", msg.Offset, "dlq", w.s.dlq.Topic())
+	err := w.s.retry(ctx, "dead-letter", func() error { return w.s.dlq.Send(ctx, msg, cause) })
 	if err != nil {
 		return err
 	}

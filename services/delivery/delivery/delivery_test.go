@@ -438,8 +438,8 @@ func TestDeliveryDeadLetterDoesNotStall(t *testing.T) {
 			for _, h := range m.Headers {
 				hs[string(h.Key)] = string(h.Value)
 			}
-			if string(m.Value) != g || string(m.Key) != "77" || hs["x-origin"] != "test" || hs[delivery.HeaderDLQError] == "" ||
-				hs[delivery.HeaderDLQTopic] != e.topic || hs[delivery.HeaderDLQOffset] != fmt.Sprint(badOffsets[i]) {
+			if string(m.Value) != g || string(m.Key) != "77" || hs["x-origin"] != "test" || hs[kafka.HeaderDLQError] == "" ||
+				hs[kafka.HeaderDLQTopic] != e.topic || hs[kafka.HeaderDLQOffset] != fmt.Sprint(badOffsets[i]) {
 				t.Fatalf("dead letter %d = %q key %q headers %v", i, m.Value, m.Key, hs)
 			}
 		case <-time.After(30 * time.Second):

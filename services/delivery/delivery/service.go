@@ -34,7 +34,7 @@ type Service struct {
 
 	client sarama.Client
 	group  sarama.ConsumerGroup
-	dlq    *deadLetters
+	dlq    *kafka.DeadLetters
 	dlqP   sarama.SyncProducer
 	app    *fiber.App
 	m      *metrics
@@ -85,7 +85,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.dlqP, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, kafka.ProducerConfig(clientID+"-dlq")); err != nil {
 		return nil, fmt.Errorf("delivery: dead-letter producer: %w", err)
 	}
-	s.dlq = &deadLetters{producer: s.dlqP, topic: cfg.DLQTopic, group: cfg.Group}
+	s.dlq = kafka.NewDeadLetters(s.dlqP, cfg.DLQTopic, cfg.Group)
 	s.app = web.NewApp(web.Options{Service: "delivery", Telemetry: tel, Checks: map[string]web.Check{
 		"redis": func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
 		"kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.client, cfg.Kafka.Topic) },

@@ -126,8 +126,8 @@ func (s *Service) decode(ctx context.Context, sess sarama.ConsumerGroupSession, 
 // deadLetter forwards an unusable record, retrying until Kafka takes it.
 func (s *Service) deadLetter(ctx context.Context, msg *sarama.ConsumerMessage, cause error) error {
 	s.log.WarnContext(ctx, "record sent to dead-letter topic", "err", cause,
-		"partition", msg.Partition, "offset", msg.Offset, "dlq", s.dlq.topic)
-	if err := s.retry(ctx, "dead-letter", func() error { return s.dlq.send(ctx, msg, cause) }); err != nil {
+		"partition", msg.Partition, "offset", msg.Offset, "dlq", s.dlq.Topic())
+	if err := s.retry(ctx, "dead-letter", func() error { return s.dlq.Send(ctx, msg, cause) }); err != nil {
 		return err
 	}
 	s.m.deadLetters.Inc()

@@ -37,7 +37,7 @@ type Service struct {
 	client  sarama.Client
 	group   sarama.ConsumerGroup
 	dlqP    sarama.SyncProducer
-	dlq     *deadLetters
+	dlq     *kafka.DeadLetters
 	breaker *gobreaker.CircuitBreaker[store.BatchResult]
 	app     *fiber.App
 	m       *metrics
@@ -95,7 +95,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.dlqP, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, kafka.ProducerConfig(clientID+"-dlq")); err != nil {
 		return nil, fmt.Errorf("persister: dead-letter producer: %w", err)
 	}
-	s.dlq = &deadLetters{producer: s.dlqP, topic: cfg.DLQTopic, group: cfg.Group}
+	s.dlq = kafka.NewDeadLetters(s.dlqP, cfg.DLQTopic, cfg.Group)
 	s.breaker = gobreaker.NewCircuitBreaker[store.BatchResult](gobreaker.Settings{
 		Name:        "postgres",
 		MaxRequests: 1,

@@ -1,4 +1,4 @@
-package delivery
+package kafka
 
 import (
 	"context"
@@ -6,8 +6,6 @@ import (
 	"strconv"
 
 	"github.com/IBM/sarama"
-
-	"relay/pkg/kafka"
 )
 
 // Headers added to a dead-lettered record, besides its original ones.
@@ -25,24 +23,33 @@ const (
 // maxErrorHeader bounds the error text copied into a header.
 const maxErrorHeader = 1024
 
-// deadLetters forwards records that can never be handled to a topic of
-// their own, so they do not stall their partition.
-type deadLetters struct {
+// DeadLetters forwards records that can never be handled to a topic of
+// their own, so they do not stall their partition (STYLE.md rule 9).
+type DeadLetters struct {
 	producer sarama.SyncProducer
 	topic    string
 	group    string
 }
 
-// send copies msg with its key, value and headers to the dead-letter
+// NewDeadLetters returns a sender to topic on behalf of consumer group
+// group; it does not own producer.
+func NewDeadLetters(producer sarama.SyncProducer, topic, group string) *DeadLetters {
+	return &DeadLetters{producer: producer, topic: topic, group: group}
+}
+
+// Topic is the dead-letter topic.
+func (d *DeadLetters) Topic() string { return d.topic }
+
+// Send copies msg with its key, value and headers to the dead-letter
 // topic, adding why and where it came from. It returns once the broker
 // stored it, or with ctx's error (the copy may still be stored: a
 // redelivered record can appear twice in the dead-letter topic).
-func (d *deadLetters) send(ctx context.Context, msg *sarama.ConsumerMessage, cause error) error {
+func (d *DeadLetters) Send(ctx context.Context, msg *sarama.ConsumerMessage, cause error) error {
 	reason := cause.Error()
 	if len(reason) > maxErrorHeader {
 		reason = reason[:maxErrorHeader]
 	}
-	headers := kafka.ConsumerHeaders(msg.Headers)
+	headers := ConsumerHeaders(msg.Headers)
 	headers = append(headers,
 		sarama.RecordHeader{Key: []byte(HeaderDLQError), Value: []byte(reason)},
 		sarama.RecordHeader{Key: []byte(HeaderDLQTopic), Value: []byte(msg.Topic)},
