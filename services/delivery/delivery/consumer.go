@@ -43,8 +43,8 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		return err
 	}
 	p := claim.Partition()
-	s.lag.claimed(claim)
-	defer s.lag.released(p)
+	s.lag.Claimed(claim)
+	defer s.lag.Released(p)
 	w := &partitionWorker{s: s, cache: cache}
 	ctx := sess.Context()
 	for {
@@ -53,14 +53,14 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			if !ok {
 				return nil
 			}
-			s.lag.seen(p, msg.Offset)
+			s.lag.Seen(p, msg.Offset)
 			if err := w.handle(ctx, msg); err != nil {
 				// Only ctx ends handle without success: the session is
 				// over and the record stays unmarked, to be redelivered.
 				return nil
 			}
 			sess.MarkMessage(msg, "")
-			s.lag.done(p, msg.Offset+1)
+			s.lag.Done(p, msg.Offset+1)
 		case <-ctx.Done():
 			return nil
 		}

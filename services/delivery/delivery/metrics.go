@@ -2,11 +2,10 @@ package delivery
 
 import (
 	"fmt"
-	"strconv"
-	"sync"
 
-	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"relay/pkg/kafka"
 )
 
 // metrics are the worker's Prometheus series (docs/architecture.md).
@@ -20,7 +19,7 @@ type metrics struct {
 	age         prometheus.Histogram
 }
 
-func newMetrics(reg prometheus.Registerer, lag *lagTracker) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, lag *kafka.LagTracker) (*metrics, error) {
 	m := &metrics{
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "delivery_events_published_total", Help: "Room events published to Redis, by event type.",
@@ -52,73 +51,4 @@ func newMetrics(reg prometheus.Registerer, lag *lagTracker) (*metrics, error) {
 		}
 	}
 	return m, nil
-}
-
-// lagTracker knows, per claimed partition, the next offset not yet
-// published, and computes lag against the claim's high water mark when
-// scraped, so the figure keeps growing while publishing is stuck.
-type lagTracker struct {
-	desc  *prometheus.Desc
-	mu    sync.Mutex
-	parts map[int32]*partitionLag
-}
-
-type partitionLag struct {
-	claim sarama.ConsumerGroupClaim
-	// next is the first offset not published; -1 until known.
-	next int64
-}
-
-func newLagTracker() *lagTracker {
-	return &lagTracker{
-		desc:  prometheus.NewDesc("delivery_consumer_lag", "Records in the partition not yet published (high water mark - next offset to publish).", []string{"partition"}, nil),
-		parts: map[int32]*partitionLag{},
-	}
-}
-
-func (l *lagTracker) claimed(c sarama.ConsumerGroupClaim) {
-	next := c.InitialOffset()
-	if next < 0 { // OffsetOldest/OffsetNewest: resolved by the first record
-		next = -1
-	}
-	l.mu.Lock()
-	l.parts[c.Partition()] = &partitionLag{claim: c, next: next}
-	l.mu.Unlock()
-}
-
-func (l *lagTracker) released(partition int32) {
-	l.mu.Lock()
-	delete(l.parts, partition)
-	l.mu.Unlock()
-}
-
-// seen notes a received record: nothing before it can be pending.
-func (l *lagTracker) seen(partition int32, offset int64) {
-	l.mu.Lock()
-	if p := l.parts[partition]; p != nil && p.next < 0 {
-		p.next = offset
-	}
-	l.mu.Unlock()
-}
-
-// done moves the partition's next offset after a record was handled.
-func (l *lagTracker) done(partition int32, next int64) {
-	l.mu.Lock()
-	if p := l.parts[partition]; p != nil && next > p.next {
-		p.next = next
-	}
-	l.mu.Unlock()
-}
-
-// Describe implements prometheus.Collector.
-func (l *lagTracker) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
-
-// Collect implements prometheus.Collector.
-func (l *lagTracker) Collect(ch chan<- prometheus.Metric) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for id, p := range l.parts {
-		lag := max(p.claim.HighWaterMarkOffset()-max(p.next, 0), 0)
-		ch <- prometheus.MustNewConstMetric(l.desc, prometheus.GaugeValue, float64(lag), strconv.FormatInt(int64(id), 10))
-	}
 }

@@ -38,7 +38,7 @@ type Service struct {
 	dlqP   sarama.SyncProducer
 	app    *fiber.App
 	m      *metrics
-	lag    *lagTracker
+	lag    *kafka.LagTracker
 
 	closeOnce sync.Once
 	closeErr  error
@@ -55,7 +55,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, tel: tel, log: tel.Log, keys: redis.Keys{Prefix: cfg.Redis.Prefix}, lag: newLagTracker()}
+	s := &Service{cfg: cfg, tel: tel, log: tel.Log, keys: redis.Keys{Prefix: cfg.Redis.Prefix}, lag: kafka.NewLagTracker("delivery_consumer_lag", "Records in the partition not yet published (high water mark - next offset to publish).")}
 	ok := false
 	defer func() {
 		if !ok {

@@ -62,8 +62,8 @@ func (h *handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	s := h.s
 	p := claim.Partition()
-	s.lag.claimed(claim)
-	defer s.lag.released(p)
+	s.lag.Claimed(claim)
+	defer s.lag.Released(p)
 	defer h.settle(sess, p)
 	ctx := sess.Context()
 	for {
@@ -72,7 +72,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			if !ok {
 				return nil
 			}
-			s.lag.seen(p, msg.Offset)
+			s.lag.Seen(p, msg.Offset)
 			it, err := s.decode(ctx, sess, msg)
 			if err != nil {
 				return nil // ctx ended while dead-lettering; the record stays unmarked
@@ -347,7 +347,7 @@ func (s *Service) mark(items []item) {
 	}
 	for k, m := range next {
 		k.sess.MarkMessage(m, "")
-		s.lag.persisted(k.partition, m.Offset+1)
+		s.lag.Done(k.partition, m.Offset+1)
 	}
 	s.m.batchSize.Observe(float64(len(items)))
 }

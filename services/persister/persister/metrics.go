@@ -2,12 +2,11 @@ package persister
 
 import (
 	"fmt"
-	"strconv"
-	"sync"
 
-	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
+
+	"relay/pkg/kafka"
 )
 
 // metrics are the persister's Prometheus series (docs/architecture.md).
@@ -23,7 +22,7 @@ type metrics struct {
 	pending      prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer, lag *lagTracker) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, lag *kafka.LagTracker) (*metrics, error) {
 	m := &metrics{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "persister_records_total", Help: "Records persisted (transaction committed, offset marked), by event type.",
@@ -71,82 +70,5 @@ func (m *metrics) setBreaker(s gobreaker.State) {
 			v = 1
 		}
 		m.breaker.WithLabelValues(st.String()).Set(v)
-	}
-}
-
-// lagTracker knows, per claimed partition, the next offset not yet
-// persisted, and computes lag against the claim's high water mark when
-// asked, so the figure keeps growing while writes are stuck.
-type lagTracker struct {
-	desc  *prometheus.Desc
-	mu    sync.Mutex
-	parts map[int32]*partitionLag
-}
-
-type partitionLag struct {
-	claim sarama.ConsumerGroupClaim
-	// next is the first offset not persisted; -1 until known.
-	next int64
-}
-
-func newLagTracker() *lagTracker {
-	return &lagTracker{
-		desc:  prometheus.NewDesc("persister_consumer_lag", "Records in the partition not yet persisted (high water mark - next offset to persist).", []string{"partition"}, nil),
-		parts: map[int32]*partitionLag{},
-	}
-}
-
-func (l *lagTracker) claimed(c sarama.ConsumerGroupClaim) {
-	next := c.InitialOffset()
-	if next < 0 { // OffsetOldest/OffsetNewest: resolved by the first record
-		next = -1
-	}
-	l.mu.Lock()
-	l.parts[c.Partition()] = &partitionLag{claim: c, next: next}
-	l.mu.Unlock()
-}
-
-func (l *lagTracker) released(partition int32) {
-	l.mu.Lock()
-	delete(l.parts, partition)
-	l.mu.Unlock()
-}
-
-// seen notes a received record: nothing before it can be pending.
-func (l *lagTracker) seen(partition int32, offset int64) {
-	l.mu.Lock()
-	if p := l.parts[partition]; p != nil && p.next < 0 {
-		p.next = offset
-	}
-	l.mu.Unlock()
-}
-
-// persisted moves the partition's next offset after a commit.
-func (l *lagTracker) persisted(partition int32, next int64) {
-	l.mu.Lock()
-	if p := l.parts[partition]; p != nil && next > p.next {
-		p.next = next
-	}
-	l.mu.Unlock()
-}
-
-// snapshot returns the lag of every claimed partition.
-func (l *lagTracker) snapshot() map[int32]int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make(map[int32]int64, len(l.parts))
-	for id, p := range l.parts {
-		out[id] = max(p.claim.HighWaterMarkOffset()-max(p.next, 0), 0)
-	}
-	return out
-}
-
-// Describe implements prometheus.Collector.
-func (l *lagTracker) Describe(ch chan<- *prometheus.Desc) { ch <- l.desc }
-
-// Collect implements prometheus.Collector.
-func (l *lagTracker) Collect(ch chan<- prometheus.Metric) {
-	for p, lag := range l.snapshot() {
-		ch <- prometheus.MustNewConstMetric(l.desc, prometheus.GaugeValue, float64(lag), strconv.FormatInt(int64(p), 10))
 	}
 }

@@ -41,7 +41,7 @@ type Service struct {
 	breaker *gobreaker.CircuitBreaker[store.BatchResult]
 	app     *fiber.App
 	m       *metrics
-	lag     *lagTracker
+	lag     *kafka.LagTracker
 
 	// in hands records from the claims to the batcher. Unbuffered: while
 	// the batcher is writing or retrying, the claims block and stop
@@ -65,7 +65,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, tel: tel, log: tel.Log, lag: newLagTracker(), in: make(chan item), release: make(chan releaseReq)}
+	s := &Service{cfg: cfg, tel: tel, log: tel.Log, lag: kafka.NewLagTracker("persister_consumer_lag", "Records in the partition not yet persisted (high water mark - next offset to persist)."), in: make(chan item), release: make(chan releaseReq)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -141,7 +141,7 @@ type LagReport struct {
 
 func (s *Service) handleLag(c *fiber.Ctx) error {
 	r := LagReport{Partitions: map[string]int64{}}
-	snap := s.lag.snapshot()
+	snap := s.lag.Snapshot()
 	ids := make([]int, 0, len(snap))
 	for p := range snap {
 		ids = append(ids, int(p))
