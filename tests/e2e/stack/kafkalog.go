@@ -104,3 +104,25 @@ func (s *Stack) Committed(ctx context.Context, service string, partition int32) 
 	}
 	return b.Offset, ctx.Err()
 }
+
+// PartitionEnds returns the next offset of every partition of the topic.
+func (s *Stack) PartitionEnds(ctx context.Context) (map[int32]int64, error) {
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V3_6_0_0
+	client, err := sarama.NewClient(s.Brokers, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer client.Close()
+	parts, err := client.Partitions(s.Topic)
+	if err != nil {
+		return nil, fmt.Errorf("partitions: %w", err)
+	}
+	ends := make(map[int32]int64, len(parts))
+	for _, p := range parts {
+		if ends[p], err = client.GetOffset(s.Topic, p, sarama.OffsetNewest); err != nil {
+			return nil, fmt.Errorf("end of partition %d: %w", p, err)
+		}
+	}
+	return ends, ctx.Err()
+}
