@@ -152,7 +152,43 @@ const (
 		WHERE id = $4 AND room_id = $5 AND user_id = $6 AND updated_seq < $3 AND NOT is_deleted`
 	deleteMessage = `UPDATE messages SET is_deleted = TRUE, deleted_at = $1, content = '', metadata = NULL, updated_seq = $2
 		WHERE id = $3 AND room_id = $4 AND updated_seq < $2 AND NOT is_deleted`
+	// A deleted message's text must not survive in the kept log either.
+	scrubEvents = `UPDATE room_events SET event = event - 'content' - 'metadata'
+		WHERE room_id = $1 AND message_id = $2 AND seq < $3 AND (event ? 'content' OR event ? 'metadata')`
+	insertEvents = `INSERT INTO room_events (room_id, seq, type, message_id, event, created_at)
+		SELECT room_id, seq, type, message_id, event::jsonb, created_at
+		FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::uuid[], $5::text[], $6::timestamptz[])
+			AS v(room_id, seq, type, message_id, event, created_at)
+		ON CONFLICT DO NOTHING`
 )
+
+// eventColumns holds every change column by column for room_events.
+type eventColumns struct {
+	rooms, seqs   []int64
+	types, values []string
+	messageIDs    []*string
+	createdAt     []time.Time
+}
+
+func (m *eventColumns) add(c Change) error {
+	e := c.Event
+	b, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("store: encode event: %w", err)
+	}
+	var id *string
+	if e.MessageID != "" {
+		s := e.MessageID
+		id = &s
+	}
+	m.rooms = append(m.rooms, e.RoomID)
+	m.seqs = append(m.seqs, c.Seq)
+	m.types = append(m.types, string(e.Type))
+	m.messageIDs = append(m.messageIDs, id)
+	m.values = append(m.values, string(b))
+	m.createdAt = append(m.createdAt, e.At)
+	return nil
+}
 
 // createColumns holds message_created changes column by column.
 type createColumns struct {
@@ -195,7 +231,9 @@ func (m *createColumns) add(c Change) {
 //     the gateway already checked the deleter is the author or an admin;
 //   - read_marked: last_read_seq only moves forward, and never past the
 //     read event's own seq (nothing after it can have been read);
-//   - member_joined/member_left: counted only; the api wrote them.
+//   - member_joined/member_left: counted only; the api wrote them;
+//   - every change is also kept in room_events (the room log; a delete
+//     scrubs the content of the events about its message).
 //
 // Changes must be in offset order per room. All inserts run before the
 // updates: an update can only need a message created at a lower seq, and
@@ -205,11 +243,15 @@ func ApplyBatch(ctx context.Context, db *gorm.DB, changes []Change) (BatchResult
 	var (
 		res     BatchResult
 		creates createColumns
+		log     eventColumns
 		updates []Change
 		reads   = map[memberKey]int64{}
 	)
 	for _, c := range changes {
 		e := c.Event
+		if err := log.add(c); err != nil {
+			return BatchResult{}, err
+		}
 		switch e.Type {
 		case events.MessageCreated:
 			creates.add(c)
@@ -241,6 +283,12 @@ func ApplyBatch(ctx context.Context, db *gorm.DB, changes []Change) (BatchResult
 				return fmt.Errorf("insert messages: %w", err)
 			}
 		}
+		if len(log.seqs) > 0 {
+			if _, err := conn.ExecContext(ctx, insertEvents, log.rooms, log.seqs, log.types, log.messageIDs,
+				log.values, log.createdAt); err != nil {
+				return fmt.Errorf("insert room events: %w", err)
+			}
+		}
 		for _, c := range updates {
 			e := c.Event
 			var (
@@ -261,8 +309,11 @@ func ApplyBatch(ctx context.Context, db *gorm.DB, changes []Change) (BatchResult
 			}
 			if e.Type == events.MessageEdited {
 				res.Edited += n
-			} else {
-				res.Deleted += n
+				continue
+			}
+			res.Deleted += n
+			if _, err := conn.ExecContext(ctx, scrubEvents, e.RoomID, e.MessageID, c.Seq); err != nil {
+				return fmt.Errorf("scrub events of %s: %w", e.MessageID, err)
 			}
 		}
 		if len(reads) > 0 {
