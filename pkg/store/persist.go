@@ -26,6 +26,9 @@ type Change struct {
 	Seq int64
 	// Event is the decoded record value; never nil in a valid change.
 	Event *events.Event
+	// Raw is the record value as consumed, kept in room_events as it is;
+	// nil means Event is encoded again.
+	Raw []byte
 }
 
 // BatchResult counts what ApplyBatch wrote. Redelivered or superseded
@@ -172,9 +175,12 @@ type eventColumns struct {
 
 func (m *eventColumns) add(c Change) error {
 	e := c.Event
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("store: encode event: %w", err)
+	b := c.Raw
+	if b == nil {
+		var err error
+		if b, err = json.Marshal(e); err != nil {
+			return fmt.Errorf("store: encode event: %w", err)
+		}
 	}
 	var id *string
 	if e.MessageID != "" {

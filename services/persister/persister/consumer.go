@@ -119,7 +119,7 @@ func (s *Service) decode(ctx context.Context, sess sarama.ConsumerGroupSession, 
 	if err != nil {
 		return it, s.deadLetter(ctx, msg, err)
 	}
-	it.change = store.Change{Seq: msg.Offset, Event: e}
+	it.change = store.Change{Seq: msg.Offset, Event: e, Raw: msg.Value}
 	return it, nil
 }
 
