@@ -109,6 +109,9 @@ require (
 	gorm.io/driver/mysql v1.5.7 // indirect
 	gorm.io/driver/postgres v1.6.3 // indirect
 	gorm.io/plugin/opentelemetry v0.1.16 // indirect
+	relay/services/presence v0.0.0
 )
 
 replace relay/pkg => ../../pkg
+
+replace relay/services/presence => ../presence

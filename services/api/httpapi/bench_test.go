@@ -1,6 +1,8 @@
 package httpapi_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -77,4 +79,52 @@ func BenchmarkReads(b *testing.B) {
 	b.Run("search_common_term_one_room", func(b *testing.B) {
 		benchGet(b, e, me.token, "/api/search?q=deploy&roomId="+room)
 	})
+}
+
+// BenchmarkRoomPresence reads the presence of a room of 1000 members, 500
+// of them online (connected through the real presence service) and 5
+// typing.
+func BenchmarkRoomPresence(b *testing.B) {
+	e := newAPI(b, envOptions{})
+	pub := e.startPresence(b)
+	me := e.user("reader")
+	err := e.db.Exec(`INSERT INTO users (username, email, password_hash, display_name)
+		SELECT 'member' || s, 'member' || s || '@example.com', 'x', 'Member ' || s FROM generate_series(1, 999) s`).Error
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ids []int64
+	if err := e.db.Raw(`SELECT id FROM users WHERE id <> ? ORDER BY id`, me.id).Scan(&ids).Error; err != nil {
+		b.Fatal(err)
+	}
+	members := make([]string, len(ids))
+	for i, id := range ids {
+		members[i] = fmt.Sprint(id)
+	}
+	var room roomResp
+	e.do("POST", "/api/rooms", me.token, map[string]any{"name": "big", "type": "group", "memberIds": members}).expect(b, 201, &room)
+	var rid int64
+	fmt.Sscan(room.ID, &rid)
+	ctx := context.Background()
+	for i, id := range ids[:500] {
+		must(b, pub.Connect(ctx, id, fmt.Sprint("member", i+1), "c"))
+	}
+	for i, id := range ids[:5] {
+		must(b, pub.TypingStart(ctx, rid, id, fmt.Sprint("member", i+1)))
+	}
+	eventually(b, "500 online, 5 typing", func() (bool, string) {
+		var p roomPresenceResp
+		e.do("GET", "/api/rooms/"+room.ID+"/presence", me.token, nil).expect(b, 200, &p)
+		online := 0
+		for _, m := range p.Online {
+			if m.Status == "online" {
+				online++
+			}
+		}
+		return len(p.Online) == 1000 && online == 500 && len(p.Typing) == 5, fmt.Sprintf("%d members, %d online, %d typing", len(p.Online), online, len(p.Typing))
+	})
+	b.Run("room_presence_1000_members", func(b *testing.B) { benchGet(b, e, me.token, "/api/rooms/"+room.ID+"/presence") })
+	// The member list alone, for comparison: it is most of the cost above.
+	b.Run("members_1000", func(b *testing.B) { benchGet(b, e, me.token, "/api/rooms/"+room.ID+"/members") })
+	b.Run("user_presence", func(b *testing.B) { benchGet(b, e, me.token, "/api/users/"+members[0]+"/presence") })
 }

@@ -5,8 +5,8 @@ package httpapi
 //	DATABASE_URL        PostgreSQL URL [postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable]
 //	DATABASE_MAX_CONNS  connection pool size [20]
 //	DATABASE_MIGRATE    apply the embedded SQL migrations at start [true]
-//	REDIS_URL           Redis URL, used by /ready [redis://127.0.0.1:6379/0]
-//	REDIS_PREFIX        key prefix [relay:]
+//	REDIS_URL           Redis URL: presence reads and /ready [redis://127.0.0.1:6379/0]
+//	REDIS_PREFIX        key prefix, the presence service's [relay:]
 //	KAFKA_BROKERS       comma-separated seed brokers [127.0.0.1:9092]
 //	KAFKA_TOPIC         room event log, where member_joined/member_left go [chat.messages]
 //	KAFKA_PARTITIONS    partitions when main creates the topic [12]
@@ -37,7 +37,8 @@ const DefaultAddr = "127.0.0.1:8080"
 type Config struct {
 	// Postgres is the database holding users, rooms, members and messages.
 	Postgres config.Postgres
-	// Redis is checked by /ready (presence reads come later).
+	// Redis holds the presence state the api reads (under Redis.Prefix, the
+	// presence service's) and is checked by /ready.
 	Redis config.Redis
 	// Kafka is where member events are produced.
 	Kafka config.Kafka

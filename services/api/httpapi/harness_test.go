@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/pb33f/libopenapi"
 	validator "github.com/pb33f/libopenapi-validator"
+	goredis "github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
 	"relay/pkg/auth"
@@ -42,6 +43,12 @@ type apiEnv struct {
 	topic   string
 	tokens  *auth.Tokens
 	client  *http.Client
+	// dbURL, redisURL and prefix are the test's database and Redis key
+	// prefix, for neighbours started in-process (the presence service).
+	dbURL    string
+	redisURL string
+	prefix   string
+	rdb      *goredis.Client
 }
 
 type envOptions struct {
@@ -49,6 +56,8 @@ type envOptions struct {
 	rateLimit int
 	// publisher replaces the Kafka producer when set.
 	publisher httpapi.EventPublisher
+	// presence replaces the presence reader when set.
+	presence httpapi.PresenceReader
 	// tel replaces the default telemetry when set.
 	tel *telemetry.Telemetry
 	// serial keeps the test from running in parallel with others (for
@@ -68,7 +77,7 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 	}
 	dbURL := testenv.Database(t)
 	_, rc, _ := testenv.Env(t)
-	_, prefix := testenv.Redis(t)
+	rdb, prefix := testenv.Redis(t)
 	brokers, topic := testenv.Kafka(t, 3)
 	if o.rateLimit == 0 {
 		o.rateLimit = 10000
@@ -94,6 +103,9 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 	var opts []httpapi.Option
 	if o.publisher != nil {
 		opts = append(opts, httpapi.WithPublisher(o.publisher))
+	}
+	if o.presence != nil {
+		opts = append(opts, httpapi.WithPresenceReader(o.presence))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := httpapi.New(ctx, cfg, tel, opts...)
@@ -129,6 +141,7 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 	return &apiEnv{
 		t: t, url: "http://" + ln.Addr().String(), db: db, svc: svc, brokers: brokers, topic: topic,
 		tokens: tokens, client: &http.Client{Timeout: 30 * time.Second},
+		dbURL: dbURL, redisURL: rc.URL, prefix: prefix, rdb: rdb,
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package httpapi is the api service: the REST interface for accounts (JWT),
-// users, rooms and their members, message history, search and unread
-// counts. It reads and writes PostgreSQL and produces member_joined and
-// member_left events to the room event log after its transactions commit.
+// users, rooms and their members, message history, search, unread counts
+// and presence. It reads and writes PostgreSQL, produces member_joined and
+// member_left events to the room event log after its transactions commit,
+// and reads the presence service's state in Redis.
 package httpapi
 
 import (
@@ -22,6 +23,7 @@ import (
 	"relay/pkg/auth"
 	"relay/pkg/events"
 	"relay/pkg/kafka"
+	"relay/pkg/presence"
 	"relay/pkg/redis"
 	"relay/pkg/store"
 	"relay/pkg/telemetry"
@@ -53,6 +55,7 @@ type Service struct {
 	kclient  sarama.Client
 	producer *kafka.Producer
 	events   EventPublisher
+	presence PresenceReader
 	tokens   *auth.Tokens
 	validate *validator.Validate
 	trusted  []netip.Prefix
@@ -106,6 +109,9 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 	}
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, true); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
+	}
+	if s.presence == nil {
+		s.presence = presence.NewReader(s.rdb, presence.NewKeys(cfg.Redis.Prefix))
 	}
 	// A plain client answers /ready; the producer's own is not exposed.
 	if s.kclient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ProducerConfig("relay-api-ready")); err != nil {
@@ -178,6 +184,7 @@ func (s *Service) routes(app *fiber.App) {
 
 	app.Get("/api/me", s.requireAuth, s.me)
 	app.Get("/api/users/:id", s.requireAuth, s.user)
+	app.Get("/api/users/:id/presence", s.requireAuth, s.userPresence)
 
 	app.Post("/api/rooms", s.requireAuth, s.createRoom)
 	app.Get("/api/rooms", s.requireAuth, s.listRooms)
@@ -187,6 +194,7 @@ func (s *Service) routes(app *fiber.App) {
 	app.Get("/api/rooms/:id/members", s.requireAuth, s.listMembers)
 	app.Post("/api/rooms/:id/members", s.requireAuth, s.addMember)
 	app.Get("/api/rooms/:id/messages", s.requireAuth, s.history)
+	app.Get("/api/rooms/:id/presence", s.requireAuth, s.roomPresence)
 
 	app.Get("/api/search", s.requireAuth, s.search)
 }

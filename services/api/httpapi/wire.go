@@ -111,6 +111,34 @@ type searchResponse struct {
 	NextCursor *string         `json:"nextCursor"`
 }
 
+// presenceJSON is a user's presence. LastSeen is null for a user presence
+// never saw.
+type presenceJSON struct {
+	UserID   string     `json:"userId"`
+	Status   string     `json:"status"`
+	LastSeen *time.Time `json:"lastSeen"`
+}
+
+type memberPresenceJSON struct {
+	UserID   string     `json:"userId"`
+	Username string     `json:"username"`
+	Status   string     `json:"status"`
+	LastSeen *time.Time `json:"lastSeen"`
+}
+
+type typistJSON struct {
+	UserID   string `json:"userId"`
+	Username string `json:"username"`
+}
+
+// roomPresenceJSON lists every member (Online, in join order, whatever
+// their status) and the members typing.
+type roomPresenceJSON struct {
+	RoomID string               `json:"roomId"`
+	Online []memberPresenceJSON `json:"online"`
+	Typing []typistJSON         `json:"typing"`
+}
+
 func idString(id int64) string { return strconv.FormatInt(id, 10) }
 
 func toPublicUser(u *store.User) publicUser {
