@@ -42,7 +42,7 @@ func TestRenderFrames(t *testing.T) {
 		e := base
 		e.Type = c.typ
 		c.set(&e)
-		b, err := renderFrame(&e, 42, &prev)
+		b, err := protocol.RenderEvent(&e, 42, &prev)
 		if err != nil {
 			t.Fatalf("%s: %v", c.typ, err)
 		}
@@ -82,7 +82,7 @@ func TestRenderPublicationWithoutPrevSeq(t *testing.T) {
 
 func TestRenderUnknownType(t *testing.T) {
 	t.Parallel()
-	if _, err := renderFrame(&events.Event{Type: "bogus", RoomID: 1, UserID: 1}, 1, nil); err == nil {
+	if _, err := protocol.RenderEvent(&events.Event{Type: "bogus", RoomID: 1, UserID: 1}, 1, nil); err == nil {
 		t.Fatal("unknown type rendered")
 	}
 }
