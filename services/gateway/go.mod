@@ -17,6 +17,7 @@ require (
 	golang.org/x/time v0.16.0
 	gorm.io/gorm v1.31.2
 	relay/pkg v0.0.0
+	relay/services/presence v0.0.0
 )
 
 require (
@@ -81,7 +82,7 @@ require (
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect
-	go.opentelemetry.io/otel/sdk v1.47.0 // indirect
+	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
@@ -101,3 +102,5 @@ require (
 )
 
 replace relay/pkg => ../../pkg
+
+replace relay/services/presence => ../presence

@@ -23,6 +23,8 @@ import (
 type roomBroker struct {
 	s  *Service
 	ps *goredis.PubSub
+	// events is the presence events channel, carried on the same connection.
+	events string
 
 	mu sync.Mutex
 	// expected holds, per channel, the confirmations still due for our own
@@ -35,17 +37,27 @@ type roomBroker struct {
 
 var _ hub.Broker = (*roomBroker)(nil)
 
-func newRoomBroker(s *Service) *roomBroker {
+func newRoomBroker(s *Service, events string) *roomBroker {
 	return &roomBroker{
 		s:        s,
 		ps:       s.rdb.Subscribe(context.Background()),
+		events:   events,
 		expected: make(map[string][]chan struct{}),
 	}
 }
 
 // Subscribe implements hub.Broker.
 func (b *roomBroker) Subscribe(ctx context.Context, roomID int64) (<-chan struct{}, error) {
-	ch := b.s.keys.RoomChannel(roomID)
+	return b.subscribe(ctx, b.s.keys.RoomChannel(roomID))
+}
+
+// subscribeEvents subscribes to the presence events channel; the returned
+// channel is closed once Redis confirmed it.
+func (b *roomBroker) subscribeEvents(ctx context.Context) (<-chan struct{}, error) {
+	return b.subscribe(ctx, b.events)
+}
+
+func (b *roomBroker) subscribe(ctx context.Context, ch string) (<-chan struct{}, error) {
 	ready := make(chan struct{})
 	b.mu.Lock()
 	b.expected[ch] = append(b.expected[ch], ready)
@@ -109,14 +121,22 @@ func (b *roomBroker) confirmed(kind, ch string) (resubscribed bool) {
 	return false
 }
 
-// run receives from the room channels until close. go-redis reconnects and
-// resubscribes by itself; rooms resubscribed that way are recovered from
-// the history, since publications sent meanwhile were lost.
+// run receives from the room channels and the presence events channel
+// until close. go-redis reconnects and resubscribes by itself; rooms
+// resubscribed that way are recovered from the history, since publications
+// sent meanwhile were lost (presence events of that moment are lost: the
+// REST presence endpoints have the state). At the end it closes the
+// presence router's queue.
 func (b *roomBroker) run(ctx context.Context) {
+	defer close(b.s.router.events)
 	msgs := b.ps.ChannelWithSubscriptions(goredis.WithChannelSize(4096))
 	for msg := range msgs {
 		switch m := msg.(type) {
 		case *goredis.Message:
+			if m.Channel == b.events {
+				b.s.router.offer([]byte(m.Payload))
+				continue
+			}
 			b.fanout([]byte(m.Payload))
 		case *goredis.Subscription:
 			if b.confirmed(m.Kind, m.Channel) {
@@ -174,8 +194,12 @@ func (b *roomBroker) fanout(payload []byte) {
 	}
 	span.End()
 	s.metrics.fanout.Observe(time.Since(start).Seconds())
+	event := frameEvent(p.Frame)
 	if n > 0 {
-		s.metrics.framesOut.WithLabelValues(frameEvent(p.Frame)).Add(float64(n))
+		s.metrics.framesOut.WithLabelValues(event).Add(float64(n))
+	}
+	if event == protocol.EventUserJoined || event == protocol.EventUserLeft {
+		s.router.membershipChanged(p.RoomID, p.Frame)
 	}
 }
 

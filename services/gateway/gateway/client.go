@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,9 +41,21 @@ type client struct {
 	token   string
 	limiter *rate.Limiter
 	pinger  *time.Timer
+	// connID names the connection in presence commands (unique per process).
+	connID string
+	// presName is the username as presence commands carry it.
+	presName string
+	// lastAlive is when the peer last showed life (a frame or a pong),
+	// unix ns; only connections alive within PongTimeout are heartbeated.
+	lastAlive atomic.Int64
+	// goneOnce makes the presence disconnect happen once.
+	goneOnce atomic.Bool
 
 	// rooms are the rooms joined on this connection; reader goroutine only.
 	rooms map[int64]*hub.Member
+	// typing maps the rooms this connection started typing in to when that
+	// typing has surely expired; reader goroutine only.
+	typing map[int64]time.Time
 
 	mu        sync.Mutex
 	queue     [][]byte
@@ -60,9 +73,12 @@ type client struct {
 func newClient(s *Service, ws socket, claims auth.Claims, token string) *client {
 	c := &client{
 		s: s, ws: ws, userID: claims.UserID, username: claims.Username, token: token,
-		limiter: rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst),
-		done:    make(chan struct{}),
+		limiter:  rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst),
+		connID:   strconv.FormatUint(s.connSeq.Add(1), 36),
+		presName: presenceName(claims.Username),
+		done:     make(chan struct{}),
 	}
+	c.lastAlive.Store(time.Now().UnixNano())
 	c.pinger = time.AfterFunc(s.cfg.PingInterval, c.ping)
 	return c
 }

@@ -128,6 +128,7 @@ func (s *Service) leaveRoom(ctx context.Context, c *client, data json.RawMessage
 			s.log.WarnContext(ctx, "unsubscribe room", "room_id", cmd.room, "err", err)
 		}
 	}
+	s.stopTyping(ctx, c, cmd.room)
 	return mustJSON(protocol.LeaveAck{RoomID: roomString(cmd.room)}), nil
 }
 
@@ -170,6 +171,8 @@ func (s *Service) sendMessage(ctx context.Context, c *client, data json.RawMessa
 		}
 		return nil, err
 	}
+	// The message is what the typing was for.
+	s.stopTyping(ctx, c, cmd.room)
 	ack := mustJSON(protocol.SendAck{ID: id.String(), RoomID: roomString(cmd.room), Seq: seq, ClientMsgID: cmd.clientMsgID, CreatedAt: at})
 	pipe := s.rdb.Pipeline()
 	pipe.Set(ctx, s.keys.MessageAuthor(id.String()), author{room: cmd.room, user: c.userID}.String(), s.cfg.AuthorTTL)
@@ -301,17 +304,10 @@ func (s *Service) markRead(ctx context.Context, c *client, data json.RawMessage,
 	return mustJSON(protocol.ReadAck{Seq: seq}), nil
 }
 
+// typingStart starts, or renews, the user's typing in a room through the
+// presence service, which broadcasts only the start and later the stop
+// (typing_stop, a message, leave_room, disconnect or TYPING_TTL expiry).
 func (s *Service) typingStart(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
-	return s.typing(ctx, c, data, true)
-}
-
-func (s *Service) typingStop(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
-	return s.typing(ctx, c, data, false)
-}
-
-// typing publishes an ephemeral typing frame on the room channel: no seq,
-// not in the history, never sent to the typist's own connections.
-func (s *Service) typing(ctx context.Context, c *client, data json.RawMessage, on bool) (json.RawMessage, error) {
 	cmd, err := parseRoom(data)
 	if err != nil {
 		return nil, err
@@ -319,19 +315,24 @@ func (s *Service) typing(ctx context.Context, c *client, data json.RawMessage, o
 	if _, err := s.requireMember(ctx, cmd.room, c.userID); err != nil {
 		return nil, err
 	}
-	frame, err := json.Marshal(protocol.Frame{Event: protocol.EventTyping, Data: mustJSON(protocol.Typing{
-		RoomID: roomString(cmd.room), UserID: roomString(c.userID), Username: c.username, Typing: on,
-	})})
-	if err != nil {
-		return nil, fmt.Errorf("typing frame: %w", err)
+	if err := s.startTyping(ctx, c, cmd.room); err != nil {
+		return nil, err
 	}
-	trace := map[string]string{}
-	s.tel.Propagator.Inject(ctx, propagation.MapCarrier(trace))
-	payload, err := json.Marshal(redis.Publication{RoomID: cmd.room, Ephemeral: true, SkipUserID: c.userID, Trace: trace, Frame: frame})
+	return emptyAck, nil
+}
+
+// typingStop ends the user's typing in a room (started on any of their
+// connections); a no-op for presence when they were not typing.
+func (s *Service) typingStop(ctx context.Context, c *client, data json.RawMessage, _ string) (json.RawMessage, error) {
+	cmd, err := parseRoom(data)
 	if err != nil {
-		return nil, fmt.Errorf("typing publication: %w", err)
+		return nil, err
 	}
-	if err := s.rdb.Publish(ctx, s.keys.RoomChannel(cmd.room), payload).Err(); err != nil {
+	if _, err := s.requireMember(ctx, cmd.room, c.userID); err != nil {
+		return nil, err
+	}
+	delete(c.typing, cmd.room)
+	if err := s.pub.TypingStop(ctx, cmd.room, c.userID, c.presName); err != nil {
 		return nil, chat.Wrap(chat.CodeUnavailable, err, "could not publish typing; retry")
 	}
 	return emptyAck, nil

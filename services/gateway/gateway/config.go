@@ -15,9 +15,10 @@ package gateway
 //	WS_QUEUE_SIZE          frames queued per connection before it is
 //	                       closed as a slow consumer (4000)        256
 //	WS_WRITE_TIMEOUT       deadline of one socket write             10s
-//	WS_PING_INTERVAL       server ping period                       25s
+//	WS_PING_INTERVAL       server ping period                       10s
 //	WS_PONG_TIMEOUT        silence (no frame, no pong) after which
-//	                       the connection is dropped                60s
+//	                       the connection is dropped (and its user's
+//	                       presence ends); keep it <= PRESENCE_TIMEOUT 30s
 //	WS_RATE                client frames per second per connection  20
 //	WS_BURST               burst of client frames per connection    50
 //	WS_MAX_ROOMS           rooms joined at once per connection      500
@@ -32,14 +33,29 @@ package gateway
 //	                       beyond it the client gets resync_required 1000
 //	BREAKER_FAILURES       consecutive produce failures that open the breaker 5
 //	BREAKER_OPEN_TIMEOUT   how long the open breaker refuses before a trial 10s
+//	INSTANCE_ID            this instance's id towards the presence service
+//	                       (unique among live gateways, at most 100 bytes) <hostname>-<random>
+//	PRESENCE_HEARTBEAT_INTERVAL  how often the heartbeat batch of all live
+//	                       connections is sent (read by presence too) 15s
+//	PRESENCE_TIMEOUT       presence's silence timeout; only checked here
+//	                       (must exceed the heartbeat interval)    30s
+//	TYPING_TTL             presence's typing lifetime; the gateway only uses
+//	                       it to skip stops of typing that already expired 5s
+//	PRESENCE_CACHE_TTL     how long a user's rooms and a room's members are
+//	                       cached for routing presence_update        30s
+//	PRESENCE_CACHE_SIZE    entries of each of those two caches      10000
+//	PRESENCE_QUEUE_SIZE    presence events waiting to be routed before
+//	                       new ones are dropped (counted)           1024
 
 import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"relay/pkg/config"
+	"relay/pkg/presence"
 )
 
 // Config is the gateway's configuration. New fills every zero value with
@@ -75,10 +91,11 @@ type Config struct {
 	QueueSize int `env:"WS_QUEUE_SIZE" envDefault:"256"`
 	// WriteTimeout is the deadline of one socket write; zero means 10 s.
 	WriteTimeout time.Duration `env:"WS_WRITE_TIMEOUT" envDefault:"10s"`
-	// PingInterval is how often the server pings; zero means 25 s.
-	PingInterval time.Duration `env:"WS_PING_INTERVAL" envDefault:"25s"`
-	// PongTimeout drops a silent connection; zero means 60 s.
-	PongTimeout time.Duration `env:"WS_PONG_TIMEOUT" envDefault:"60s"`
+	// PingInterval is how often the server pings; zero means 10 s.
+	PingInterval time.Duration `env:"WS_PING_INTERVAL" envDefault:"10s"`
+	// PongTimeout drops a silent connection; zero means 30 s. A pulled
+	// cable is noticed (and its user goes offline) within it.
+	PongTimeout time.Duration `env:"WS_PONG_TIMEOUT" envDefault:"30s"`
 	// Rate is client frames per second per connection; zero means 20.
 	Rate float64 `env:"WS_RATE" envDefault:"20"`
 	// Burst is the client frame burst per connection; zero means 50.
@@ -105,6 +122,27 @@ type Config struct {
 	BreakerFailures uint32 `env:"BREAKER_FAILURES" envDefault:"5"`
 	// BreakerOpenTimeout is how long it stays open; zero means 10 s.
 	BreakerOpenTimeout time.Duration `env:"BREAKER_OPEN_TIMEOUT" envDefault:"10s"`
+
+	// InstanceID names this instance in presence commands; "" means the
+	// host name plus a random suffix (unique per process).
+	InstanceID string `env:"INSTANCE_ID"`
+	// HeartbeatInterval is the period of the presence heartbeat batch;
+	// zero means presence.DefaultHeartbeatInterval (15 s).
+	HeartbeatInterval time.Duration `env:"PRESENCE_HEARTBEAT_INTERVAL"`
+	// PresenceTimeout is the presence service's timeout, only validated
+	// against HeartbeatInterval; zero means presence.DefaultTimeout (30 s).
+	PresenceTimeout time.Duration `env:"PRESENCE_TIMEOUT"`
+	// TypingTTL is the presence service's typing lifetime; zero means
+	// presence.DefaultTypingTTL (5 s).
+	TypingTTL time.Duration `env:"TYPING_TTL"`
+	// PresenceCacheTTL bounds the staleness of the room data used to route
+	// presence_update; zero means 30 s.
+	PresenceCacheTTL time.Duration `env:"PRESENCE_CACHE_TTL" envDefault:"30s"`
+	// PresenceCacheSize bounds each routing cache; zero means 10000.
+	PresenceCacheSize int `env:"PRESENCE_CACHE_SIZE" envDefault:"10000"`
+	// PresenceQueueSize bounds the presence events waiting to be routed;
+	// zero means 1024.
+	PresenceQueueSize int `env:"PRESENCE_QUEUE_SIZE" envDefault:"1024"`
 }
 
 // withDefaults returns c with every zero value replaced by its default.
@@ -157,8 +195,8 @@ func (c Config) withDefaults() Config {
 	}
 	defInt(&c.QueueSize, 256)
 	def(&c.WriteTimeout, 10*time.Second)
-	def(&c.PingInterval, 25*time.Second)
-	def(&c.PongTimeout, 60*time.Second)
+	def(&c.PingInterval, 10*time.Second)
+	def(&c.PongTimeout, 30*time.Second)
 	if c.Rate == 0 {
 		c.Rate = 20
 	}
@@ -176,8 +214,17 @@ func (c Config) withDefaults() Config {
 		c.BreakerFailures = 5
 	}
 	def(&c.BreakerOpenTimeout, 10*time.Second)
+	def(&c.HeartbeatInterval, presence.DefaultHeartbeatInterval)
+	def(&c.PresenceTimeout, presence.DefaultTimeout)
+	def(&c.TypingTTL, presence.DefaultTypingTTL)
+	def(&c.PresenceCacheTTL, 30*time.Second)
+	defInt(&c.PresenceCacheSize, 10000)
+	defInt(&c.PresenceQueueSize, 1024)
 	return c
 }
+
+// maxInstanceIDLen leaves room under presence.MaxIDLen.
+const maxInstanceIDLen = 100
 
 // Validate checks a configuration after defaults were applied.
 func (c Config) Validate() error {
@@ -195,6 +242,9 @@ func (c Config) Validate() error {
 		"WS_MAX_ROOMS": float64(c.MaxRooms), "MEMBERSHIP_CACHE_SIZE": float64(c.MembershipCacheSize),
 		"REPLAY_LIMIT": float64(c.ReplayLimit), "SEND_TIMEOUT": float64(c.SendTimeout),
 		"WS_WRITE_TIMEOUT": float64(c.WriteTimeout), "WS_PING_INTERVAL": float64(c.PingInterval),
+		"PRESENCE_HEARTBEAT_INTERVAL": float64(c.HeartbeatInterval), "TYPING_TTL": float64(c.TypingTTL),
+		"PRESENCE_CACHE_TTL": float64(c.PresenceCacheTTL), "PRESENCE_CACHE_SIZE": float64(c.PresenceCacheSize),
+		"PRESENCE_QUEUE_SIZE": float64(c.PresenceQueueSize),
 	}
 	for name, v := range positive {
 		if v <= 0 {
@@ -206,6 +256,13 @@ func (c Config) Validate() error {
 	}
 	if c.PongTimeout <= c.PingInterval {
 		errs = append(errs, errors.New("WS_PONG_TIMEOUT must exceed WS_PING_INTERVAL"))
+	}
+	if c.PresenceTimeout <= c.HeartbeatInterval {
+		// One late heartbeat must not take everyone offline.
+		errs = append(errs, errors.New("PRESENCE_TIMEOUT must exceed PRESENCE_HEARTBEAT_INTERVAL"))
+	}
+	if len(c.InstanceID) > maxInstanceIDLen || strings.ContainsAny(c.InstanceID, "/ \t\n") {
+		errs = append(errs, fmt.Errorf("INSTANCE_ID must be at most %d bytes without '/' or spaces", maxInstanceIDLen))
 	}
 	if c.DedupePendingTTL <= c.SendTimeout {
 		errs = append(errs, errors.New("DEDUPE_PENDING_TTL must exceed SEND_TIMEOUT"))

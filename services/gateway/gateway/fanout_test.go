@@ -244,40 +244,6 @@ func TestJoinWithLastSeqBeyondHistoryAsksForResync(t *testing.T) {
 	}
 }
 
-func TestTypingReachesOthersNotTheSender(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	g1, g2 := e.start(nil), e.start(nil)
-	alice, at := e.user("alice")
-	bob, bt := e.user("bob")
-	room := e.room(chat.RoomGroup, alice, bob)
-	a, aOther, b := e.dial(g1, at), e.dial(g2, at), e.dial(g2, bt)
-	for _, c := range []*wsClient{a, aOther, b} {
-		c.join(room, nil)
-	}
-	a.ack(protocol.EventTypingStart, protocol.TypingRequest{RoomID: rid(room)}, nil)
-	f := b.next()
-	var ty protocol.Typing
-	_ = json.Unmarshal(f.Data, &ty)
-	if f.Event != protocol.EventTyping || ty != (protocol.Typing{RoomID: rid(room), UserID: rid(alice), Username: "alice", Typing: true}) {
-		t.Fatalf("bob got %s %s, want alice typing", f.Event, f.Data)
-	}
-	a.ack(protocol.EventTypingStop, protocol.TypingRequest{RoomID: rid(room)}, nil)
-	f = b.next()
-	_ = json.Unmarshal(f.Data, &ty)
-	if f.Event != protocol.EventTyping || ty.Typing {
-		t.Fatalf("bob got %s %s, want typing false", f.Event, f.Data)
-	}
-	// Typing is not in the log: the next event alice's connections get is
-	// the next message.
-	e.publishNext(room, 1)
-	for _, c := range []*wsClient{a, aOther, b} {
-		if got := seqOf(t, c.next()); got != 1 {
-			t.Fatalf("got seq %d, want 1", got)
-		}
-	}
-}
-
 func TestFanoutSpanContinuesTheEventTrace(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

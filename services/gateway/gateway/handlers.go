@@ -27,7 +27,11 @@ var emptyAck = json.RawMessage(`{}`)
 // silent past PongTimeout, handling each in order.
 func (s *Service) readLoop(c *client, ws *websocket.Conn) {
 	ws.SetReadLimit(s.cfg.ReadLimit)
-	alive := func() { _ = ws.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout)) }
+	alive := func() {
+		now := time.Now()
+		c.lastAlive.Store(now.UnixNano())
+		_ = ws.SetReadDeadline(now.Add(s.cfg.PongTimeout))
+	}
 	alive()
 	ws.SetPongHandler(func(string) error { alive(); return nil })
 	for {

@@ -19,6 +19,9 @@ type metrics struct {
 	fanout        prometheus.Histogram
 	rooms         prometheus.GaugeFunc
 	breakerOpen   prometheus.Counter
+	// presenceEvents counts presence_update events by outcome.
+	presenceEvents    *prometheus.CounterVec
+	heartbeatsDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, subscribedRooms func() float64) *metrics {
@@ -52,8 +55,19 @@ func newMetrics(reg prometheus.Registerer, subscribedRooms func() float64) *metr
 		breakerOpen: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gateway_produce_breaker_open_total", Help: "Times the Kafka produce breaker opened.",
 		}),
+		presenceEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_presence_events_total",
+			Help: "presence_update events received, by outcome: delivered, no_recipients, dropped (routing queue full), error (room lookup failed), invalid.",
+		}, []string{"result"}),
+		heartbeatsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_presence_heartbeats_dropped_total", Help: "Heartbeat commands not sent (presence publisher queue full or closed).",
+		}),
 	}
-	reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.errors, m.slowConsumers, m.sendAck, m.fanout, m.rooms, m.breakerOpen)
+	reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.errors, m.slowConsumers, m.sendAck, m.fanout, m.rooms, m.breakerOpen,
+		m.presenceEvents, m.heartbeatsDropped)
+	for _, r := range []string{"delivered", "no_recipients", "dropped", "error", "invalid"} {
+		m.presenceEvents.WithLabelValues(r)
+	}
 	// Pre-create the series so dashboards see zeros rather than gaps.
 	for _, e := range clientEvents {
 		m.framesIn.WithLabelValues(e)

@@ -29,6 +29,7 @@ import (
 	"relay/pkg/chat"
 	"relay/pkg/events"
 	"relay/pkg/kafka"
+	"relay/pkg/presence"
 	"relay/pkg/protocol"
 	"relay/pkg/redis"
 	"relay/pkg/store"
@@ -69,6 +70,16 @@ type Service struct {
 	metrics *metrics
 	bufs    bufferPool
 	routes  map[string]handler
+
+	// gatewayID names this instance in presence commands.
+	gatewayID string
+	// pub sends connects, disconnects, heartbeats and typing to presence.
+	pub *presence.Publisher
+	// users indexes the local connections by user, for presence_update.
+	users  *userIndex
+	router *presenceRouter
+	// connSeq numbers connections for their presence ids.
+	connSeq atomic.Uint64
 
 	// active counts open connections (MAX_CONNECTIONS).
 	active    atomic.Int64
@@ -112,7 +123,16 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 		keys:    redis.Keys{Prefix: cfg.Redis.Prefix},
 		roles:   expirable.NewLRU[memberKey, chat.Role](cfg.MembershipCacheSize, nil, cfg.MembershipTTL),
 		api:     &http.Client{Timeout: cfg.APITimeout},
-		clients: make(map[*client]struct{}),
+		clients:   make(map[*client]struct{}),
+		gatewayID: cfg.InstanceID,
+		users:     newUserIndex(),
+	}
+	if s.gatewayID == "" {
+		s.gatewayID = defaultInstanceID()
+	}
+	if cfg.PongTimeout > cfg.PresenceTimeout {
+		tel.Log.Warn("WS_PONG_TIMEOUT exceeds PRESENCE_TIMEOUT: a pulled cable keeps its user online until the pong timeout",
+			"pong_timeout", cfg.PongTimeout, "presence_timeout", cfg.PresenceTimeout)
 	}
 	s.base, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
@@ -151,9 +171,14 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 			}
 		},
 	})
-	s.broker = newRoomBroker(s)
-	s.hub = hub.New(s.broker, hub.Options{MaxBuffered: cfg.QueueSize})
 	s.metrics = newMetrics(tel.Registry, func() float64 { return float64(len(s.hub.Rooms())) })
+	pkeys := presence.NewKeys(cfg.Redis.Prefix)
+	if s.pub, err = presence.NewPublisher(s.rdb, pkeys, s.gatewayID, presence.PublisherOptions{Registerer: tel.Registry, Log: tel.Log}); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	s.router = newPresenceRouter(s)
+	s.broker = newRoomBroker(s, pkeys.Events())
+	s.hub = hub.New(s.broker, hub.Options{MaxBuffered: cfg.QueueSize})
 	s.routes = s.handlers()
 	s.app = s.newApp()
 	return s, nil
@@ -249,7 +274,7 @@ func (s *Service) serveConn(ws *websocket.Conn) {
 		_ = ws.Close()
 		return
 	}
-	defer s.unregister(c)
+	defer s.release(c)
 	s.metrics.connections.Inc()
 	defer s.metrics.connections.Dec()
 
@@ -260,11 +285,11 @@ func (s *Service) serveConn(ws *websocket.Conn) {
 	expiry.Stop()
 	c.close(0, "")
 	<-c.done
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.base), 5*time.Second)
-	defer cancel()
-	c.leaveAll(ctx)
 }
 
+// register adds c to the instance and tells presence (in the same
+// critical section as the heartbeat snapshot, so no heartbeat of c
+// precedes its connect).
 func (s *Service) register(c *client) bool {
 	s.clientsMu.Lock()
 	defer s.clientsMu.Unlock()
@@ -273,14 +298,27 @@ func (s *Service) register(c *client) bool {
 	}
 	s.clients[c] = struct{}{}
 	s.conns.Add(1)
+	s.users.add(c)
+	s.hello(s.base, c)
 	return true
 }
 
-func (s *Service) unregister(c *client) {
+// release undoes register once c's socket closed: it leaves c's rooms,
+// ends its typing and tells presence it is gone. It runs on c's reader
+// goroutine.
+func (s *Service) release(c *client) {
+	defer s.conns.Done()
 	s.clientsMu.Lock()
 	delete(s.clients, c)
 	s.clientsMu.Unlock()
-	s.conns.Done()
+	s.users.remove(c)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.base), 5*time.Second)
+	defer cancel()
+	c.leaveAll(ctx)
+	for room := range c.typing {
+		s.stopTyping(ctx, c, room)
+	}
+	s.goodbye(ctx, c)
 }
 
 // Run serves the HTTP app (WebSocket, /health, /ready, /metrics) on ln and
@@ -292,6 +330,19 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	go func() {
 		defer close(brokerDone)
 		s.broker.run(s.base)
+	}()
+	routerDone := make(chan struct{})
+	go func() {
+		defer close(routerDone)
+		s.router.run(s.base)
+	}()
+	s.awaitPresenceEvents(ctx)
+	hbCtx, stopHeartbeats := context.WithCancel(s.base)
+	defer stopHeartbeats()
+	heartbeatsDone := make(chan struct{})
+	go func() {
+		defer close(heartbeatsDone)
+		s.heartbeatLoop(hbCtx)
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- s.app.Listener(ln) }()
@@ -305,6 +356,10 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	}
 	s.log.Info("gateway shutting down")
 	deadline := time.Now().Add(s.cfg.HTTP.ShutdownTimeout)
+	// Part of the budget is kept for sending the presence disconnects.
+	flushBy := deadline.Add(-min(2*time.Second, s.cfg.HTTP.ShutdownTimeout/4))
+	stopHeartbeats()
+	<-heartbeatsDone
 
 	s.clientsMu.Lock()
 	s.draining = true
@@ -329,12 +384,51 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	}()
 	select {
 	case <-waited:
-	case <-time.After(time.Until(deadline)):
+	case <-time.After(time.Until(flushBy)):
 		s.log.Warn("connections still open at shutdown deadline")
 	}
+	s.sayGoodbyeToAll()
+	pctx, cancel := context.WithDeadline(context.WithoutCancel(s.base), deadline)
+	if err := s.pub.Close(pctx); err != nil {
+		s.log.Warn("presence commands lost at shutdown; those users go offline by timeout", "err", err)
+	}
+	cancel()
 	_ = s.broker.close()
 	<-brokerDone
+	<-routerDone
 	return serveErr
+}
+
+// awaitPresenceEvents subscribes to the presence events channel and waits
+// (bounded) for the confirmation, so connections accepted from now on get
+// every presence_update. Without it, go-redis keeps trying on its own.
+func (s *Service) awaitPresenceEvents(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+	defer cancel()
+	ready, err := s.broker.subscribeEvents(ctx)
+	if err == nil {
+		select {
+		case <-ready:
+			return
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	s.log.Warn("presence events subscription not confirmed yet; presence_update may be missed until it is", "err", err)
+}
+
+// sayGoodbyeToAll disconnects, towards presence, the connections still
+// open at the end of a shutdown (their readers have not finished).
+func (s *Service) sayGoodbyeToAll() {
+	s.clientsMu.Lock()
+	left := make([]*client, 0, len(s.clients))
+	for c := range s.clients {
+		left = append(left, c)
+	}
+	s.clientsMu.Unlock()
+	for _, c := range left {
+		s.goodbye(s.base, c)
+	}
 }
 
 // Close flushes and closes the producer and every connection pool. It is
@@ -347,6 +441,14 @@ func (s *Service) Close() error {
 		var errs []error
 		if s.broker != nil {
 			_ = s.broker.close()
+		}
+		if s.pub != nil {
+			// Run closed it already when it ran; otherwise flush briefly.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := s.pub.Close(ctx); err != nil {
+				errs = append(errs, err)
+			}
+			cancel()
 		}
 		if s.prod != nil {
 			errs = append(errs, s.prod.Close())
