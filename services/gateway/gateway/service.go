@@ -120,9 +120,9 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 	}
 	s = &Service{
 		cfg: cfg, tel: tel, log: tel.Log, tokens: tokens,
-		keys:    redis.Keys{Prefix: cfg.Redis.Prefix},
-		roles:   expirable.NewLRU[memberKey, chat.Role](cfg.MembershipCacheSize, nil, cfg.MembershipTTL),
-		api:     &http.Client{Timeout: cfg.APITimeout},
+		keys:      redis.Keys{Prefix: cfg.Redis.Prefix},
+		roles:     expirable.NewLRU[memberKey, chat.Role](cfg.MembershipCacheSize, nil, cfg.MembershipTTL),
+		api:       &http.Client{Timeout: cfg.APITimeout},
 		clients:   make(map[*client]struct{}),
 		gatewayID: cfg.InstanceID,
 		users:     newUserIndex(),
