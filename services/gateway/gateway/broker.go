@@ -188,18 +188,20 @@ func (b *roomBroker) fanout(payload []byte) {
 		ctx = s.tel.Propagator.Extract(ctx, propagation.MapCarrier(p.Trace))
 	}
 	_, span := s.tel.Tracer.Start(ctx, "gateway.fanout", trace.WithSpanKind(trace.SpanKindConsumer))
+	event := frameEvent(p.Frame)
+	if event == protocol.EventUserJoined || event == protocol.EventUserLeft {
+		// Before the members see it, so presence routing is never staler
+		// than what they were told.
+		s.router.membershipChanged(p.RoomID, p.Frame)
+	}
 	n := s.hub.Publish(p)
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int64("room.id", p.RoomID), attribute.Int64("seq", p.Seq), attribute.Int("recipients", n))
 	}
 	span.End()
 	s.metrics.fanout.Observe(time.Since(start).Seconds())
-	event := frameEvent(p.Frame)
 	if n > 0 {
 		s.metrics.framesOut.WithLabelValues(event).Add(float64(n))
-	}
-	if event == protocol.EventUserJoined || event == protocol.EventUserLeft {
-		s.router.membershipChanged(p.RoomID, p.Frame)
 	}
 }
 

@@ -5,14 +5,18 @@ import (
 	"encoding/json"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"relay/pkg/chat"
 	"relay/pkg/config"
+	"relay/pkg/events"
 	"relay/pkg/presence"
 	"relay/pkg/protocol"
+	"relay/pkg/redis"
+	"relay/pkg/store"
 	presencesvc "relay/services/presence/presence"
 )
 
@@ -458,4 +462,99 @@ func TestTypingOfANonMemberIsForbidden(t *testing.T) {
 	m.fail(protocol.EventTypingStop, protocol.TypingRequest{RoomID: rid(room)}, chat.CodeForbidden)
 	m.fail(protocol.EventTypingStart, protocol.TypingRequest{RoomID: "x"}, chat.CodeBadRequest)
 	m.fail(protocol.EventTypingStart, protocol.TypingRequest{RoomID: strconv.Itoa(1 << 30)}, chat.CodeNotFound)
+}
+
+func TestPresenceFollowsMembershipChanges(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.startPresence(nil)
+	// A cache TTL far beyond the test: only the user_joined publication
+	// can make the gateway see carol's new membership.
+	g := e.start(func(c *Config) { presenceTimings(c); c.PresenceCacheTTL = time.Hour })
+	alice, at := e.user("alice")
+	bob, bt := e.user("bob")
+	carol, ct := e.user("carol")
+	room := e.room(chat.RoomGroup, alice, bob)
+	b := e.dial(g, bt)
+	b.join(room, nil)
+	c := e.dial(g, ct)
+	a := e.dial(g, at)
+	b.expectPresence(alice, presence.StatusOnline) // the room's members are cached now
+	_ = a.conn.Close()
+	b.expectPresence(alice, presence.StatusOffline)
+
+	// carol joins the room (the api's row and event, as the delivery
+	// worker publishes it on the room channel bob's gateway receives).
+	if err := e.db.Create(&store.RoomMember{RoomID: room, UserID: carol, Role: "member", LastReadSeq: -1, JoinedAt: time.Now()}).Error; err != nil {
+		t.Fatal(err)
+	}
+	frame, err := protocol.RenderEvent(&events.Event{Type: events.MemberJoined, RoomID: room, UserID: carol, Username: "carol", At: time.Now()}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(redis.Publication{RoomID: room, Seq: 1, Frame: frame})
+	if res, _, err := redis.Publish(context.Background(), e.rdb, e.keys, room, 1, nil, payload, 1000); err != nil || res != redis.Published {
+		t.Fatalf("publish user_joined: %v %v", res, err)
+	}
+	b.until("user_joined", func(f protocol.Frame) bool { return f.Event == protocol.EventUserJoined })
+
+	e.dial(g, at)
+	c.expectPresence(alice, presence.StatusOnline)
+}
+
+func TestConfigPresenceValidation(t *testing.T) {
+	t.Parallel()
+	base := Config{}.withDefaults()
+	if err := base.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	if base.PongTimeout > base.PresenceTimeout {
+		t.Fatalf("default pong timeout %v exceeds the presence timeout %v: a pulled cable would stay online", base.PongTimeout, base.PresenceTimeout)
+	}
+	for name, mod := range map[string]func(*Config){
+		"timeout not above heartbeat": func(c *Config) { c.PresenceTimeout = c.HeartbeatInterval },
+		"instance id with slash":      func(c *Config) { c.InstanceID = "a/b" },
+		"instance id with space":      func(c *Config) { c.InstanceID = "a b" },
+		"instance id too long":        func(c *Config) { c.InstanceID = strings.Repeat("x", 101) },
+		"negative heartbeat":          func(c *Config) { c.HeartbeatInterval = -time.Second },
+		"negative cache size":         func(c *Config) { c.PresenceCacheSize = -1 },
+	} {
+		c := base
+		mod(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if id := defaultInstanceID(); id == "" || len(id) > maxInstanceIDLen || id == defaultInstanceID() {
+		t.Fatalf("default instance ids %q not unique per process or too long", id)
+	}
+}
+
+func TestUserIndex(t *testing.T) {
+	t.Parallel()
+	x := newUserIndex()
+	a1, a2, b := &client{userID: 1}, &client{userID: 1}, &client{userID: 65} // 65 shares 1's shard
+	x.add(a1)
+	x.add(b)
+	x.add(a2)
+	if got := x.conns(1); len(got) != 2 || x.len() != 2 {
+		t.Fatalf("conns %v, users %d", got, x.len())
+	}
+	held := x.conns(1)
+	x.remove(a1)
+	if len(held) != 2 || held[0] != a1 {
+		t.Fatal("a slice handed out was changed in place")
+	}
+	x.remove(a1) // twice: no effect
+	if got := x.conns(1); len(got) != 1 || got[0] != a2 || x.len() != 2 {
+		t.Fatalf("after remove: %v, users %d", got, x.len())
+	}
+	x.remove(a2)
+	x.remove(b)
+	if x.len() != 0 || x.conns(1) != nil || x.conns(65) != nil {
+		t.Fatalf("not empty: users %d", x.len())
+	}
+	if got := truncateUTF8("héllo", 2); got != "h" {
+		t.Fatalf("truncateUTF8 cut a rune: %q", got)
+	}
 }
