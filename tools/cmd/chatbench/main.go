@@ -1,0 +1,75 @@
+// Command chatbench load-tests a running relay stack: it registers (or
+// reuses) users, creates rooms, connects them over WebSocket and sends
+// messages at a set rate, measuring send→ack, send→delivery and
+// send→persisted latency, loss, duplicates, order, and the CPU and memory
+// of the stack's processes. `make bench` runs the chat scenario;
+// docs/performance.md records the results. Run with -h for the flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"relay/tools/cmd/chatbench/bench"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main with its outputs as arguments: 0 done, 1 failed, 2 bad
+// parameters.
+func run(args []string, stdout, stderr io.Writer) int {
+	p, err := bench.ParseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue *bench.UsageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "chatbench: %v\n(run chatbench -h for the flags)\n", err)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatbench: %v\n", err)
+		return 1
+	}
+	if p.GatewaysDefaulted {
+		fmt.Fprintf(stderr, "chatbench: connecting directly to the gateways %v (round robin), bypassing devproxy\n", p.Gateways)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Run(ctx, p, stderr)
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "chatbench: %v\n(run chatbench -h for the flags)\n", err)
+		return 2
+	}
+	code := 0
+	if err != nil {
+		code = 1
+		if res != nil {
+			res.Error = err.Error()
+		}
+	}
+	if res != nil {
+		bench.PrintTable(stdout, res)
+		if p.JSON != "" {
+			if jerr := bench.WriteJSON(p.JSON, res); jerr != nil {
+				fmt.Fprintf(stderr, "chatbench: %v\n", jerr)
+				code = 1
+			} else {
+				fmt.Fprintf(stderr, "chatbench: results written to %s\n", p.JSON)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatbench: %v\n", err)
+	}
+	return code
+}
