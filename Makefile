@@ -48,3 +48,16 @@ tidy: ## go mod tidy in each module
 clean-data: ## stop everything and delete all local state (.data, /var/lib/relay-dev/<hash>)
 	@scripts/run.sh stop
 	@scripts/deps.sh clean
+
+# Load test (tools/cmd/chatbench; results and method in docs/performance.md).
+# Starts the stack when it is not running (scripts/run.sh --detach is a no-op
+# when everything already runs) with AUTH_RATE_LIMIT raised, because the
+# bench signs in up to 1,000 users through /api/auth/* (tokens are then
+# cached in .data/bench/). A stack already running with the default limit
+# makes the first run fail with a 429 message saying so.
+BENCH_SCENARIO ?= chat
+BENCH_ARGS ?=
+.PHONY: bench
+bench: ## load-test the stack with chatbench (starts it if needed); BENCH_SCENARIO=chat|fanout|idle|max|artillery BENCH_ARGS="--duration 30s ..."
+	@. scripts/env.sh && AUTH_RATE_LIMIT="$${AUTH_RATE_LIMIT:-100000}" scripts/run.sh --detach
+	@. scripts/env.sh && go run ./tools/cmd/chatbench --scenario $(BENCH_SCENARIO) $(BENCH_ARGS)
