@@ -321,10 +321,11 @@ func (s *Service) release(c *client) {
 	s.goodbye(ctx, c)
 }
 
-// Run serves the HTTP app (WebSocket, /health, /ready, /metrics) on ln and
-// fans out room publications until ctx is cancelled. Then it stops
-// accepting, closes every client with 1012 after flushing its queue, and
-// returns within cfg.HTTP.ShutdownTimeout.
+// Run serves the HTTP app (WebSocket, /health, /ready, /metrics) on ln,
+// fans out room publications and presence_update events, and heartbeats
+// the live connections to presence until ctx is cancelled. Then it stops
+// accepting, closes every client with 1012 after flushing its queue, tells
+// presence each one is gone, and returns within cfg.HTTP.ShutdownTimeout.
 func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	brokerDone := make(chan struct{})
 	go func() {
