@@ -8,6 +8,7 @@ require (
 	github.com/fasthttp/websocket v1.5.8
 	github.com/jackc/pgx/v5 v5.13.0
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
+	github.com/valyala/fastjson v1.6.10
 	golang.org/x/sync v0.25.0
 	relay/pkg v0.0.0
 )

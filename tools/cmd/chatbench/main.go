@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"relay/tools/cmd/chatbench/bench"
@@ -41,6 +42,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if p.GatewaysDefaulted {
 		fmt.Fprintf(stderr, "chatbench: connecting directly to the gateways %v (round robin), bypassing devproxy\n", p.Gateways)
+	}
+
+	if p.CPUProfile != "" {
+		f, err := os.Create(p.CPUProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "chatbench: --cpuprofile: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "chatbench: --cpuprofile: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

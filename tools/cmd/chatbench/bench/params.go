@@ -158,6 +158,9 @@ type Params struct {
 	JSON string `json:"-"`
 	// DataDir holds the token cache (<DataDir>/bench/tokens.json).
 	DataDir string `json:"-"`
+	// CPUProfile, when set, is where chatbench writes its own CPU profile
+	// (to check that the tool is not the bottleneck).
+	CPUProfile string `json:"-"`
 }
 
 // Scenario returns the defaults of a named scenario.
@@ -253,6 +256,7 @@ func ParseArgs(args []string, out io.Writer) (Params, error) {
 		seed       = fs.Int64("seed", 0, "seed for room sizes")
 		jsonOut    = fs.String("json", "", "write the results as JSON to this file")
 		dataDir    = fs.String("data-dir", "", "where the token cache lives (default <repo>/.data)")
+		cpuProf    = fs.String("cpuprofile", "", "write chatbench's own CPU profile to this file")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "usage: chatbench [--scenario NAME] [flags]\n\n"+
@@ -343,6 +347,8 @@ func ParseArgs(args []string, out io.Writer) (Params, error) {
 			p.JSON = *jsonOut
 		case "data-dir":
 			p.DataDir = *dataDir
+		case "cpuprofile":
+			p.CPUProfile = *cpuProf
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("--%s: %w", f.Name, err))

@@ -218,16 +218,16 @@ type seqTrack struct {
 
 // base applies a join ack's lastSeq when no event arrived yet: pushes may
 // come before the ack, and then they are the better base.
-func (t *seqTrack) base(lastSeq *int64) {
-	if t.seen || lastSeq == nil {
+func (t *seqTrack) base(lastSeq int64) {
+	if t.seen {
 		return
 	}
-	t.known, t.last = true, *lastSeq
+	t.known, t.last = true, lastSeq
 }
 
-// observe classifies seq and reports a gap: prevSeq given, a last seq
-// known, and the two differ.
-func (t *seqTrack) observe(seq int64, prevSeq *int64) (v verdict, gap bool) {
+// observe classifies seq and reports a gap: prevSeq given (hasPrev), a
+// last seq known, and the two differ.
+func (t *seqTrack) observe(seq, prevSeq int64, hasPrev bool) (v verdict, gap bool) {
 	if t.known && seq <= t.last {
 		if t.has(seq) {
 			return duplicate, false
@@ -238,7 +238,7 @@ func (t *seqTrack) observe(seq int64, prevSeq *int64) (v verdict, gap bool) {
 		t.late[seq] = struct{}{}
 		return outOfOrder, false
 	}
-	gap = prevSeq != nil && t.known && *prevSeq != t.last
+	gap = hasPrev && t.known && prevSeq != t.last
 	t.inOrder = append(t.inOrder, seq)
 	t.known, t.seen, t.last = true, true, seq
 	return inOrder, gap

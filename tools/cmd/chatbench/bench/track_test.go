@@ -9,10 +9,17 @@ import (
 
 func ptr(v int64) *int64 { return &v }
 
+func derefOr(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
 func TestSeqTrackVerdicts(t *testing.T) {
 	t.Parallel()
 	var tr seqTrack
-	tr.base(ptr(100)) // join ack: the room's last seq was 100
+	tr.base(100) // join ack: the room's last seq was 100
 	steps := []struct {
 		seq     int64
 		prev    *int64
@@ -30,7 +37,7 @@ func TestSeqTrackVerdicts(t *testing.T) {
 		{120, nil, inOrder, false},    // no prevSeq: no gap judgement
 	}
 	for i, s := range steps {
-		v, gap := tr.observe(s.seq, s.prev)
+		v, gap := tr.observe(s.seq, derefOr(s.prev), s.prev != nil)
 		if v != s.verdict || gap != s.gap {
 			t.Errorf("step %d (seq %d): got %v gap=%v, want %v gap=%v", i, s.seq, v, gap, s.verdict, s.gap)
 		}
@@ -40,11 +47,11 @@ func TestSeqTrackVerdicts(t *testing.T) {
 func TestSeqTrackPushBeforeJoinAck(t *testing.T) {
 	t.Parallel()
 	var tr seqTrack
-	if v, gap := tr.observe(50, ptr(40)); v != inOrder || gap {
+	if v, gap := tr.observe(50, 40, true); v != inOrder || gap {
 		t.Fatalf("first event: %v gap=%v", v, gap)
 	}
-	tr.base(ptr(40)) // the ack came after the push: it must not rewind
-	if v, gap := tr.observe(51, ptr(50)); v != inOrder || gap {
+	tr.base(40) // the ack came after the push: it must not rewind
+	if v, gap := tr.observe(51, 50, true); v != inOrder || gap {
 		t.Errorf("got %v gap=%v, want in order without gap", v, gap)
 	}
 }
@@ -78,7 +85,6 @@ func TestAccountingFromFrames(t *testing.T) {
 	// One room, three connections joined; sender 0 sends three messages.
 	r, cs, st := fakeRun(t, 1, 3, []int{3})
 	for _, c := range cs {
-		c.in.Ref = ""
 		c.handle([]byte(`{"event":"ack","ref":"j0","data":{"roomId":"40","lastSeq":9}}`))
 	}
 	if got := r.joined[0].Load(); got != 3 {
@@ -161,5 +167,43 @@ func TestAccountingUnackedAndLateJoiner(t *testing.T) {
 	}
 	if st.settled(0) {
 		t.Error("a step with an unanswered send is not settled")
+	}
+}
+
+func TestParseSendRef(t *testing.T) {
+	t.Parallel()
+	r, _, st := fakeRun(t, 1, 1, []int{3})
+	if got, rec := r.parseSendRef([]byte("0.0.2")); got != st || rec != &st.msgs[0][2] {
+		t.Errorf("0.0.2: got %p %p", got, rec)
+	}
+	for _, bad := range []string{"", "0", "0.0", "0.0.3", "0.1.0", "1.0.0", "a.b.c", "0.0.2.1", "-1.0.0", "0..1", "99999999999999999999.0.0"} {
+		if _, rec := r.parseSendRef([]byte(bad)); rec != nil {
+			t.Errorf("%q: found a record", bad)
+		}
+	}
+}
+
+func TestMalformedFramesAreCounted(t *testing.T) {
+	t.Parallel()
+	r, cs, st := fakeRun(t, 1, 1, []int{1})
+	for _, f := range []string{
+		`[]`, `"x"`, `{"event":"message","data":{"roomId":"40","seq":"12"}}`, `{"event":"message","data":{"roomId":"40"}}`,
+		`{"event":"message"}`,
+	} {
+		cs[0].handle([]byte(f))
+	}
+	if got := r.undecodable.Load(); got != 5 {
+		t.Errorf("undecodable %d, want 5", got)
+	}
+	// Replies with refs chatbench never sends are ignored; an error reply
+	// without a code is still counted.
+	cs[0].handle([]byte(`{"event":"ack","ref":"zzz","data":{}}`))
+	cs[0].handle([]byte(`{"event":"ack","ref":"j7","data":{}}`))
+	cs[0].handle([]byte(`{"event":"error","data":{"message":"?"}}`))
+	if e := st.errors.Snapshot(); e["UNKNOWN (no ref)"] != 1 || len(e) != 1 {
+		t.Errorf("errors %v", e)
+	}
+	if r.joinsOK.Load() != 0 {
+		t.Error("a join ack for a room that does not exist was counted")
 	}
 }
