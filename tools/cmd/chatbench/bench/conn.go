@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -433,14 +434,17 @@ func (c *conn) onReply(now time.Time, ref []byte, d *fastjson.Value, code string
 	}
 }
 
-// parseInt reads a non-negative decimal without allocating.
+// parseInt reads a non-negative decimal int64 without allocating.
 func parseInt(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 18 {
+	if len(b) == 0 || len(b) > 19 {
 		return 0, false
 	}
 	var n int64
 	for _, ch := range b {
 		if ch < '0' || ch > '9' {
+			return 0, false
+		}
+		if n > (math.MaxInt64-int64(ch-'0'))/10 {
 			return 0, false
 		}
 		n = n*10 + int64(ch-'0')

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"math"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -205,5 +206,29 @@ func TestMalformedFramesAreCounted(t *testing.T) {
 	}
 	if r.joinsOK.Load() != 0 {
 		t.Error("a join ack for a room that does not exist was counted")
+	}
+}
+
+func TestParseInt(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"0": 0, "42": 42, "1780000000123456789": 1780000000123456789, "9223372036854775807": math.MaxInt64} {
+		if got, ok := parseInt([]byte(in)); !ok || got != want {
+			t.Errorf("%q: got %d %v", in, got, ok)
+		}
+	}
+	for _, in := range []string{"", "-1", "1a", "9223372036854775808", "99999999999999999999"} {
+		if _, ok := parseInt([]byte(in)); ok {
+			t.Errorf("%q: accepted", in)
+		}
+	}
+}
+
+func TestPingAckIsTimed(t *testing.T) {
+	t.Parallel()
+	_, cs, st := fakeRun(t, 1, 1, []int{1})
+	sent := time.Now().Add(-3 * time.Millisecond).UnixNano()
+	cs[0].handle(fmt.Appendf(nil, `{"event":"ack","ref":"p%d","data":{}}`, sent))
+	if s := st.ping.Total(); s.Count != 1 || s.P50 < 3 {
+		t.Errorf("ping latency %+v", s)
 	}
 }
