@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"relay/tools/cmd/chatbench/bench"
@@ -41,7 +42,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if p.GatewaysDefaulted {
-		fmt.Fprintf(stderr, "chatbench: connecting directly to the gateways %v (round robin), bypassing devproxy\n", p.Gateways)
+		fmt.Fprintf(stderr, "chatbench: connecting directly to %s, bypassing devproxy (--gateways to change)\n", strings.Join(p.Gateways, ", "))
 	}
 
 	if p.CPUProfile != "" {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,14 +67,18 @@ type sampler struct {
 	groups []procGroup
 	mu     sync.Mutex
 	marks  map[string][]procSample // mark name → sample per group
-	cpuMax []float64
-	rssMax []int64
-	last   []procSample
+	// machine is /proc/stat's busy and total ticks at each mark: what all
+	// processes used, including the ones not in the table (other work on
+	// a shared machine).
+	machine map[string][2]int64
+	cpuMax  []float64
+	rssMax  []int64
+	last    []procSample
 }
 
 func newSampler(groups []procGroup) *sampler {
 	return &sampler{
-		groups: groups, marks: map[string][]procSample{},
+		groups: groups, marks: map[string][]procSample{}, machine: map[string][2]int64{},
 		cpuMax: make([]float64, len(groups)), rssMax: make([]int64, len(groups)),
 	}
 }
@@ -89,8 +94,10 @@ func (s *sampler) sampleAll() []procSample {
 // Mark records a sample of every group under name, now.
 func (s *sampler) Mark(name string) {
 	smp := s.sampleAll()
+	busy, total, _ := readMachineTicks()
 	s.mu.Lock()
 	s.marks[name] = smp
+	s.machine[name] = [2]int64{busy, total}
 	s.observe(smp)
 	s.mu.Unlock()
 }
@@ -141,6 +148,45 @@ func (s *sampler) cpuBetween(from, to string) []float64 {
 		}
 	}
 	return out
+}
+
+// machineBusy is the whole machine's average CPU between two marks, in %
+// of one core (so 200% is two busy cores); -1 when unknown.
+func (s *sampler) machineBusy(from, to string) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, okA := s.machine[from]
+	b, okB := s.machine[to]
+	if !okA || !okB || b[1] <= a[1] {
+		return -1
+	}
+	return float64(b[0]-a[0]) / float64(b[1]-a[1]) * 100 * float64(runtime.NumCPU())
+}
+
+// readMachineTicks sums /proc/stat's first line: busy (everything but idle
+// and iowait) and total ticks over all CPUs.
+func readMachineTicks() (busy, total int64, err error) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	line, _, _ := bytes.Cut(raw, []byte{'\n'})
+	f := strings.Fields(string(line))
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0, errors.New("malformed /proc/stat")
+	}
+	// user nice system idle iowait irq softirq steal (guest is in user).
+	for i, v := range f[1:min(len(f), 9)] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, 0, errors.New("malformed /proc/stat")
+		}
+		total += n
+		if i != 3 && i != 4 {
+			busy += n
+		}
+	}
+	return busy, total, nil
 }
 
 // Stats builds the report rows; load is the pair of marks averaged over.

@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -78,5 +79,23 @@ func TestDiscoverFromPidFiles(t *testing.T) {
 		if ps.RSSBaseline <= 0 || ps.CPUAvg < 0 {
 			t.Errorf("%s: %+v", ps.Label, ps)
 		}
+	}
+}
+
+func TestMachineTicks(t *testing.T) {
+	t.Parallel()
+	busy, total, err := readMachineTicks()
+	if err != nil || busy <= 0 || total <= busy {
+		t.Fatalf("busy %d total %d err %v", busy, total, err)
+	}
+	s := newSampler(nil)
+	if got := s.machineBusy("a", "b"); got != -1 {
+		t.Errorf("unknown marks: got %f, want -1", got)
+	}
+	s.Mark("a")
+	time.Sleep(200 * time.Millisecond) // /proc/stat counts in 10 ms ticks
+	s.Mark("b")
+	if got := s.machineBusy("a", "b"); got < 0 || got > 100*float64(runtime.NumCPU())+1 {
+		t.Errorf("machine busy %f out of range", got)
 	}
 }

@@ -41,6 +41,11 @@ type Result struct {
 	Lag         *LagStats        `json:"persisterLag,omitempty"`
 	PG          *PGStats         `json:"pg,omitempty"`
 	Procs       []ProcStats      `json:"procs"`
+	// MachineCPU is the whole machine's average CPU over the load phase, in
+	// % of one core (100 × CPUs = saturated); OtherCPU is the part of it
+	// not used by the processes in Procs (other work on the machine).
+	MachineCPU float64 `json:"machineCpuPct"`
+	OtherCPU   float64 `json:"otherCpuPct"`
 }
 
 // Machine describes where the run happened.
@@ -175,6 +180,12 @@ func (r *runner) finish(res *Result) {
 		}
 	}
 	res.Procs = r.sampler.Stats(markLoadStart, markLoadEnd)
+	res.MachineCPU = r.sampler.machineBusy(markLoadStart, markLoadEnd)
+	res.OtherCPU = res.MachineCPU
+	for _, ps := range res.Procs {
+		res.OtherCPU -= ps.CPUAvg
+	}
+	res.OtherCPU = max(res.OtherCPU, 0)
 	for i := range res.Procs {
 		ps := &res.Procs[i]
 		switch {
@@ -315,6 +326,10 @@ func PrintTable(w io.Writer, res *Result) {
 			bytesStr(ps.RSSBaseline), bytesStr(ps.RSSConnected), bytesStr(ps.RSSMax), bytesStr(ps.RSSEnd), per)
 	}
 	tw.Flush()
+	if res.MachineCPU >= 0 {
+		fmt.Fprintf(w, "  machine: %.0f%% busy of %d%% (%d CPUs); processes above %.0f%%, everything else %.0f%%\n",
+			res.MachineCPU, 100*res.Machine.CPUs, res.Machine.CPUs, res.MachineCPU-res.OtherCPU, res.OtherCPU)
+	}
 	if res.Scenario != ScenarioArtillery {
 		fmt.Fprintf(w, "  per conn = (RSS connected − RSS before) / connections held by that process\n")
 	}

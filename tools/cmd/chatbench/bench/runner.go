@@ -128,8 +128,11 @@ func Run(ctx context.Context, p Params, progress io.Writer) (*Result, error) {
 		Machine: readMachine(), Params: p,
 	}
 	if p.GatewaysDefaulted {
-		res.Note = "connected directly to the gateway instances " + strings.Join(p.Gateways, ", ") +
-			" (round robin), bypassing devproxy"
+		res.Note = "connected directly to the gateway instance " + p.Gateways[0] + ", bypassing devproxy"
+		if len(p.Gateways) > 1 {
+			res.Note = "connected directly to the gateway instances " + strings.Join(p.Gateways, ", ") +
+				" (round robin), bypassing devproxy"
+		}
 	}
 
 	if err := raiseFileLimit(p.Conns + 512); err != nil {
