@@ -78,8 +78,10 @@ func TestGatewayRestartResume(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rejoin with lastSeq %d: %v", lastSeen, err)
 	}
-	if ack.LastSeq == nil || *ack.LastSeq < missed[2].Seq {
-		t.Errorf("rejoin ack lastSeq %s, want at least %d", seqString(ack.LastSeq), missed[2].Seq)
+	// The ack's lastSeq is what the delivery worker has published so far,
+	// which may trail the acks of sends.
+	if ack.LastSeq == nil || *ack.LastSeq < lastSeen {
+		t.Errorf("rejoin ack lastSeq %s, want at least %d", seqString(ack.LastSeq), lastSeen)
 	}
 	live, err := ca.Send(ctx, room.ID, "seven", "")
 	if err != nil {
