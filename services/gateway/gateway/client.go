@@ -68,6 +68,12 @@ type client struct {
 	stop atomic.Bool
 	// done is closed once the socket was closed.
 	done chan struct{}
+
+	// pingMu serialises pings with stopPings: once the handler returns,
+	// fasthttp reuses the hijacked connection, and a ping timer firing
+	// then would write through a released one (a nil dereference).
+	pingMu   sync.Mutex
+	pingsOff bool
 }
 
 func newClient(s *Service, ws socket, claims auth.Claims, token string) *client {
@@ -79,7 +85,10 @@ func newClient(s *Service, ws socket, claims auth.Claims, token string) *client 
 		done:     make(chan struct{}),
 	}
 	c.lastAlive.Store(time.Now().UnixNano())
+	// Under pingMu: the first ping may fire before the assignment is done.
+	c.pingMu.Lock()
 	c.pinger = time.AfterFunc(s.cfg.PingInterval, c.ping)
+	c.pingMu.Unlock()
 	return c
 }
 
@@ -198,6 +207,11 @@ func (c *client) drain() {
 // ping sends a protocol ping and schedules the next one; it runs on a
 // timer, not on a goroutine of its own.
 func (c *client) ping() {
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	if c.pingsOff {
+		return
+	}
 	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
 		c.writeFailed(err)
 		return
@@ -208,6 +222,15 @@ func (c *client) ping() {
 	if !closing {
 		c.pinger.Reset(c.s.cfg.PingInterval)
 	}
+}
+
+// stopPings ends the pings for good, waiting for one in flight; the
+// connection's handler calls it before it returns.
+func (c *client) stopPings() {
+	c.pingMu.Lock()
+	defer c.pingMu.Unlock()
+	c.pingsOff = true
+	c.pinger.Stop()
 }
 
 func (c *client) write(frame []byte) error {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -224,4 +225,27 @@ func TestTokenExpiryClosesWith4001(t *testing.T) {
 	if code := c.closeCode(); code != protocol.CloseAuthExpired {
 		t.Fatalf("close code %d, want %d", code, protocol.CloseAuthExpired)
 	}
+}
+
+// TestPingsStopWithTheConnection: with pings every millisecond, many
+// connections closing (by the client, mid-ping) must never have a ping
+// written through a socket fasthttp already took back (that crashed the
+// process with a nil dereference).
+func TestPingsStopWithTheConnection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(func(c *Config) { c.PingInterval = time.Millisecond; c.PongTimeout = time.Second })
+	_, tok := e.user("alice")
+	for range 200 {
+		c, err := dialWS(g.url, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond)
+		_ = c.Close()
+	}
+	eventually(t, "connections closed", func() bool { return g.svc.active.Load() == 0 })
+	time.Sleep(50 * time.Millisecond) // timers of the last ones fire now, if any were left
+	c := e.dial(g, tok)
+	c.ack(protocol.EventPing, struct{}{}, nil)
 }

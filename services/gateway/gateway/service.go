@@ -269,6 +269,8 @@ func (s *Service) serveConn(ws *websocket.Conn) {
 	}
 	defer s.active.Add(-1)
 	c := newClient(s, ws.Conn, sess.claims, sess.token)
+	// Runs last: no ping may touch the socket after the handler returned.
+	defer c.stopPings()
 	if !s.register(c) {
 		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseServiceRestart, "server restarting"), time.Now().Add(time.Second))
 		_ = ws.Close()
