@@ -157,3 +157,74 @@ func status(err error) int {
 	}
 	return 0
 }
+
+// Leaving a room for good (POST /api/rooms/:id/leave) ends what one may do
+// and see there at once, on connections already open: the others are told
+// (user_left), the leaver's sends are refused and the room's messages are
+// no longer pushed to them.
+func TestLeaveEndsAccess(t *testing.T) {
+	knownBug(t, "after POST /leave the gateway still accepts the leaver's sends (membership cached 30 s) and pushes the room to their open connections")
+	s := newStack(t, stack.Options{Gateways: 2})
+	ctx := testCtx(t, 60*time.Second)
+	api := s.API()
+	alice := register(t, ctx, api, "alice")
+	bob := register(t, ctx, api, "bob")
+	room, err := api.CreateRoom(ctx, alice, "circle", "group", bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := dial(t, ctx, s, 0, alice)
+	cb := dial(t, ctx, s, 1, bob)
+	// A second connection of alice on bob's gateway: when it has a push,
+	// bob's gateway has fanned that publication out to all its members.
+	ca1 := dial(t, ctx, s, 1, alice)
+	join(t, ctx, ca, room.ID)
+	join(t, ctx, ca1, room.ID)
+	join(t, ctx, cb, room.ID)
+	// Bob has posted, so his gateway knows (and caches) his membership.
+	if _, err := cb.Send(ctx, room.ID, "bye soon", ""); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := api.Do(ctx, http.MethodPost, "/api/rooms/"+room.ID+"/leave", bob.Token, nil, nil); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	left, err := ca.WaitEvent(ctx, protocol.EventUserLeft, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ul protocol.UserLeft
+	if err := json.Unmarshal(left.Data, &ul); err != nil {
+		t.Fatal(err)
+	}
+	if ul.UserID != bob.ID {
+		t.Errorf("user_left %+v, want bob (%s)", ul, bob.ID)
+	}
+	// Bob's own connection saw his user_left too, so it is past it.
+	if _, err := cb.WaitEvent(ctx, protocol.EventUserLeft, nil); err != nil {
+		t.Error(err)
+	}
+
+	_, err = cb.Send(ctx, room.ID, "still here?", "")
+	wantCode(t, "send after leaving", err, "FORBIDDEN")
+	after, err := ca.Send(ctx, room.ID, "bob has gone", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Once alice's connection on gateway1 has the message, gateway1 has
+	// queued it for every member there; a ping bob sends after that is
+	// answered behind anything queued for him.
+	if _, err := ca1.WaitEvent(ctx, protocol.EventMessage, func(e stack.RoomEvent) bool { return e.Seq == after.Seq }); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Request(ctx, protocol.EventPing, struct{}{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range cb.Pushes() {
+		if e, err := stack.DecodeRoomEvent(f); err == nil && f.Event == protocol.EventMessage && e.Seq >= after.Seq {
+			t.Errorf("bob, no longer a member, was pushed %s %s", f.Event, f.Data)
+		}
+	}
+	_, err = api.History(ctx, bob, room.ID, nil)
+	wantCode(t, "history after leaving", err, "FORBIDDEN")
+}
