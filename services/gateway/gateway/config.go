@@ -128,13 +128,13 @@ type Config struct {
 	InstanceID string `env:"INSTANCE_ID"`
 	// HeartbeatInterval is the period of the presence heartbeat batch;
 	// zero means presence.DefaultHeartbeatInterval (15 s).
-	HeartbeatInterval time.Duration `env:"PRESENCE_HEARTBEAT_INTERVAL"`
+	HeartbeatInterval time.Duration `env:"PRESENCE_HEARTBEAT_INTERVAL" envDefault:"15s"`
 	// PresenceTimeout is the presence service's timeout, only validated
 	// against HeartbeatInterval; zero means presence.DefaultTimeout (30 s).
-	PresenceTimeout time.Duration `env:"PRESENCE_TIMEOUT"`
+	PresenceTimeout time.Duration `env:"PRESENCE_TIMEOUT" envDefault:"30s"`
 	// TypingTTL is the presence service's typing lifetime; zero means
 	// presence.DefaultTypingTTL (5 s).
-	TypingTTL time.Duration `env:"TYPING_TTL"`
+	TypingTTL time.Duration `env:"TYPING_TTL" envDefault:"5s"`
 	// PresenceCacheTTL bounds the staleness of the room data used to route
 	// presence_update; zero means 30 s.
 	PresenceCacheTTL time.Duration `env:"PRESENCE_CACHE_TTL" envDefault:"30s"`
