@@ -262,7 +262,10 @@ func PrintTable(w io.Writer, res *Result) {
 	fmt.Fprintf(w, "\nsetup\n")
 	fmt.Fprintf(w, "  users     %d (%d cached, %d signed in) in %.1fs\n", p.Users, res.Users.Cached, res.Users.SignedIn, res.Users.DurationS)
 	fmt.Fprintf(w, "  rooms     %d (members %s, %d memberships) in %.1fs\n", res.Rooms.Count, sizeRange(res.Rooms), res.Rooms.Members, res.Rooms.DurationS)
-	fmt.Fprintf(w, "  connect   %d ok, %d failed%s in %.1fs (ramp %g/s)", res.Connect.OK, res.Connect.Failed, counts(res.Connect.Failures), res.Connect.DurationS, p.Ramp)
+	fmt.Fprintf(w, "  connect   %d ok, %d failed%s in %.1fs", res.Connect.OK, res.Connect.Failed, counts(res.Connect.Failures), res.Connect.DurationS)
+	if res.Scenario != ScenarioArtillery {
+		fmt.Fprintf(w, " (ramp %g/s)", p.Ramp)
+	}
 	if len(res.Connect.PerGateway) > 1 {
 		fmt.Fprintf(w, "; per gateway %v", res.Connect.PerGateway)
 	}
@@ -298,16 +301,16 @@ func PrintTable(w io.Writer, res *Result) {
 		fmt.Fprintf(w, "send→persisted poll errors: %d (last: %s)\n", res.PG.Errors, res.PG.LastError)
 	}
 
-	load := "send phase"
+	load := "the send phase"
 	switch res.Scenario {
 	case ScenarioIdle:
-		load = "idle hold"
+		load = "the idle hold"
 	case ScenarioMax:
 		load = "all steps"
 	case ScenarioArtillery:
-		load = "arrival phases"
+		load = "the arrival phases"
 	}
-	fmt.Fprintf(w, "\nprocesses (CPU %% of one core, average over the %s / highest 1 s sample; RSS)\n", load)
+	fmt.Fprintf(w, "\nprocesses (CPU %% of one core, average over %s / highest 1 s sample; RSS)\n", load)
 	lw := len("process")
 	for _, ps := range res.Procs {
 		lw = max(lw, len(ps.Label))
@@ -387,7 +390,9 @@ func printStep(w io.Writer, res *Result, sr StepResult) {
 			row("send→persisted", sr.Persist)
 		}
 	}
-	row("ping→ack", sr.Ping)
+	if sr.Ping.Count > 0 || (p.Heartbeat > 0 && res.Scenario != ScenarioArtillery) {
+		row("ping→ack", sr.Ping)
+	}
 	tw.Flush()
 	if sr.NotPersisted >= 0 && res.Scenario != ScenarioIdle {
 		fmt.Fprintf(w, "  (send→persisted is found by polling PostgreSQL every %s: up to that much coarser)\n", pgPollInterval)
