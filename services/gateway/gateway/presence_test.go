@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -557,5 +558,23 @@ func TestUserIndex(t *testing.T) {
 	}
 	if got := truncateUTF8("héllo", 2); got != "h" {
 		t.Fatalf("truncateUTF8 cut a rune: %q", got)
+	}
+}
+
+// TestConfigLoadsFromAnEmptyEnvironment: config.Load validates before New
+// applies defaults, so every validated setting needs an envDefault.
+func TestConfigLoadsFromAnEmptyEnvironment(t *testing.T) {
+	for _, v := range []string{"PRESENCE_HEARTBEAT_INTERVAL", "PRESENCE_TIMEOUT", "TYPING_TTL", "INSTANCE_ID",
+		"PRESENCE_CACHE_TTL", "PRESENCE_CACHE_SIZE", "PRESENCE_QUEUE_SIZE", "WS_PING_INTERVAL", "WS_PONG_TIMEOUT"} {
+		t.Setenv(v, "")
+		os.Unsetenv(v)
+	}
+	cfg, err := config.Load[Config]()
+	if err != nil {
+		t.Fatalf("config.Load with no presence variables: %v", err)
+	}
+	if cfg.HeartbeatInterval != presence.DefaultHeartbeatInterval || cfg.PresenceTimeout != presence.DefaultTimeout ||
+		cfg.TypingTTL != presence.DefaultTypingTTL || cfg.PongTimeout != 30*time.Second || cfg.PingInterval != 10*time.Second {
+		t.Fatalf("loaded defaults differ from New's: %+v", cfg)
 	}
 }
