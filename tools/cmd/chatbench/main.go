@@ -67,6 +67,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	code := 0
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = errors.New("interrupted: the results cover the run until then")
+	}
 	if err != nil {
 		code = 1
 		if res != nil {
