@@ -5,49 +5,16 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"relay/pkg/config"
+	"relay/pkg/daemon"
 	"relay/pkg/telemetry"
 	"relay/services/delivery/delivery"
 )
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "delivery:", err)
-		os.Exit(1)
-	}
-}
-
-func run() error {
-	cfg, err := config.Load[delivery.Config]()
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	tel, err := telemetry.Setup(ctx, "delivery", cfg.Telemetry)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(ctx)
-	}()
-	svc, err := delivery.New(ctx, cfg, tel)
-	if err != nil {
-		return err
-	}
-	defer svc.Close()
-	ln, err := net.Listen("tcp", svc.Addr())
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	return svc.Run(ctx, ln)
+	daemon.Main("delivery", func(c delivery.Config) config.Telemetry { return c.Telemetry },
+		func(ctx context.Context, cfg delivery.Config, tel *telemetry.Telemetry) (daemon.Service, error) {
+			return delivery.New(ctx, cfg, tel)
+		})
 }
