@@ -137,6 +137,9 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 // App returns the HTTP app, for tests that inspect its routes.
 func (s *Service) App() *fiber.App { return s.app }
 
+// Addr is the address the service listens on, defaults applied.
+func (s *Service) Addr() string { return s.cfg.HTTP.Addr }
+
 // Close releases the connections; it is safe to call more than once.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {

@@ -434,6 +434,9 @@ func (s *Service) sayGoodbyeToAll() {
 	}
 }
 
+// Addr is the address the service listens on, defaults applied.
+func (s *Service) Addr() string { return s.cfg.HTTP.Addr }
+
 // Close flushes and closes the producer and every connection pool. It is
 // idempotent.
 func (s *Service) Close() error {
