@@ -262,7 +262,14 @@ func ParseArgs(args []string, out io.Writer) (Params, error) {
 		fmt.Fprintf(out, "usage: chatbench [--scenario NAME] [flags]\n\n"+
 			"Load-tests a running relay stack (make bench starts one) and prints latency,\n"+
 			"throughput, loss and per-process CPU/memory. Every scenario default can be\n"+
-			"overridden by the flags below. Exit status: 0 done, 1 run failed, 2 bad parameters.\n\nflags:\n")
+			"overridden by the flags below. Exit status: 0 done, 1 run failed, 2 bad parameters.\n\n"+
+			"scenarios:\n"+
+			"  chat       1,000 users in 100 rooms of 10, all sending, 1,000 msgs/s for 60 s\n"+
+			"  fanout     one room of 1,000, 50 senders, 50 msgs/s (50,000 deliveries/s) for 60 s\n"+
+			"  idle       10,000 connections (1,000 users x 10) on ONE gateway for 60 s, pings every 30 s\n"+
+			"  max        the chat shape at 500..3000 msgs/s, 20 s a step, until p99 send→deliver >= 50 ms or loss\n"+
+			"  artillery  virtual users arrive at 10/s then 50/s (30 s each): join, think 2 s, send, think 5 s, leave\n"+
+			"(docs/performance.md explains what is measured)\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,7 +136,13 @@ func Run(ctx context.Context, p Params, progress io.Writer) (*Result, error) {
 		}
 	}
 
-	if err := raiseFileLimit(p.Conns + 512); err != nil {
+	fds := p.Conns
+	if p.Scenario == ScenarioArtillery {
+		// Virtual users overlap for their lifetime at the highest arrival rate.
+		life := (p.ThinkBefore + p.ThinkAfter + vuLinger + vuJoinTimeout).Seconds()
+		fds = int(slices.Max(p.Arrivals) * life)
+	}
+	if err := raiseFileLimit(fds + 512); err != nil {
 		return nil, err
 	}
 	if err := r.setupDialer(); err != nil {
