@@ -1,0 +1,118 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"relay/pkg/chat"
+	"relay/pkg/config"
+	"relay/pkg/telemetry"
+)
+
+func newApp(t *testing.T, checks map[string]Check) *fiber.App {
+	t.Helper()
+	tel, err := telemetry.Setup(context.Background(), "test", config.Telemetry{LogLevel: "error", LogFormat: "json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := NewApp(Options{Service: "test", Telemetry: tel, Checks: checks, BodyLimit: 16})
+	app.Get("/chat-error", func(*fiber.Ctx) error { return chat.Errorf(chat.CodeForbidden, "not yours") })
+	app.Get("/plain-error", func(*fiber.Ctx) error { return errors.New("secret detail") })
+	app.Get("/panic", func(*fiber.Ctx) error { panic("boom") })
+	app.Post("/echo", func(c *fiber.Ctx) error { return c.Send(c.Body()) })
+	return app
+}
+
+func do(t *testing.T, app *fiber.App, method, path, body string) (int, ErrorBody, string) {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	resp, err := app.Test(req, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	var eb ErrorBody
+	_ = json.Unmarshal(b, &eb)
+	return resp.StatusCode, eb, string(b)
+}
+
+func TestErrorsBecomeCodedJSON(t *testing.T) {
+	app := newApp(t, nil)
+	cases := []struct {
+		path, method, body string
+		status             int
+		code               chat.Code
+	}{
+		{"/chat-error", "GET", "", 403, chat.CodeForbidden},
+		{"/plain-error", "GET", "", 500, chat.CodeInternal},
+		{"/panic", "GET", "", 500, chat.CodeInternal},
+		{"/nowhere", "GET", "", 404, chat.CodeNotFound},
+	}
+	for _, c := range cases {
+		status, eb, raw := do(t, app, c.method, c.path, c.body)
+		if status != c.status || eb.Error.Code != c.code {
+			t.Errorf("%s %s: %d %s, want %d %s (%s)", c.method, c.path, status, eb.Error.Code, c.status, c.code, raw)
+		}
+		if strings.Contains(raw, "secret detail") {
+			t.Errorf("%s leaks the internal error: %s", c.path, raw)
+		}
+	}
+}
+
+func TestBodyLimitOverTheWire(t *testing.T) {
+	app := newApp(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeListener(ctx, app, ln, time.Second) }()
+	defer func() { cancel(); <-done }()
+	resp, err := http.Post("http://"+ln.Addr().String()+"/echo", "text/plain", strings.NewReader(strings.Repeat("x", 64)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var eb ErrorBody
+	_ = json.NewDecoder(resp.Body).Decode(&eb)
+	if resp.StatusCode != 413 || eb.Error.Code != chat.CodeTooLarge {
+		t.Fatalf("oversized body: %d %+v", resp.StatusCode, eb)
+	}
+}
+
+func TestHealthReadyMetrics(t *testing.T) {
+	failing := false
+	app := newApp(t, map[string]Check{
+		"db": func(context.Context) error {
+			if failing {
+				return errors.New("down")
+			}
+			return nil
+		},
+	})
+	if status, _, _ := do(t, app, "GET", "/health", ""); status != 200 {
+		t.Fatalf("health %d", status)
+	}
+	if status, _, raw := do(t, app, "GET", "/ready", ""); status != 200 || !strings.Contains(raw, `"db":"ok"`) {
+		t.Fatalf("ready %d %s", status, raw)
+	}
+	failing = true
+	if status, _, raw := do(t, app, "GET", "/ready", ""); status != 503 || !strings.Contains(raw, "down") {
+		t.Fatalf("ready while failing %d %s", status, raw)
+	}
+	do(t, app, "GET", "/chat-error", "")
+	if status, _, raw := do(t, app, "GET", "/metrics", ""); status != 200 || !strings.Contains(raw, `http_requests_total{method="GET",route="/chat-error",status="403"} 1`) {
+		t.Fatalf("metrics %d %s", status, raw)
+	}
+}
