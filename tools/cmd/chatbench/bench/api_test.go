@@ -115,8 +115,10 @@ func TestEnsureUsersExplainsTheRateLimit(t *testing.T) {
 	if !errors.Is(err, errRateLimited) || !strings.Contains(err.Error(), "AUTH_RATE_LIMIT") {
 		t.Fatalf("got %v, want the rate-limit explanation", err)
 	}
-	if st.SignedIn != 2 {
-		t.Errorf("signed in %d before the limit, want 2", st.SignedIn)
+	// Sign-ins run 4 at a time and the first 429 cancels the others, so
+	// fewer than the 2 the server allowed may have completed.
+	if st.SignedIn > 2 {
+		t.Errorf("signed in %d, but the server allowed only 2", st.SignedIn)
 	}
 	// What was signed in before the 429 is cached for the next run.
 	c := loadTokenCache(dir)
@@ -124,7 +126,7 @@ func TestEnsureUsersExplainsTheRateLimit(t *testing.T) {
 	for range c.data[srv.URL] {
 		n++
 	}
-	if n != 2 {
-		t.Errorf("cache holds %d accounts, want 2", n)
+	if n != st.SignedIn {
+		t.Errorf("cache holds %d accounts, want the %d signed in", n, st.SignedIn)
 	}
 }
