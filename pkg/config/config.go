@@ -41,6 +41,10 @@ type Kafka struct {
 	// Partitions is used only when the topic must be created; an existing
 	// topic keeps its partition count (changing it re-homes rooms).
 	Partitions int32 `env:"KAFKA_PARTITIONS" envDefault:"12"`
+	// GroupInstanceID, when set, makes a consumer a static group member:
+	// restarted with the same id it resumes at once (see kafka.ConsumerConfig).
+	// Empty means a dynamic member. Each instance needs its own stable id.
+	GroupInstanceID string `env:"KAFKA_GROUP_INSTANCE_ID"`
 }
 
 // Telemetry configures logs, traces and metrics.

@@ -36,9 +36,13 @@ type Service struct {
 	group  sarama.ConsumerGroup
 	dlq    *kafka.DeadLetters
 	dlqP   sarama.SyncProducer
-	app    *fiber.App
-	m      *metrics
-	lag    *kafka.LagTracker
+	// dlqClient carries the dead-letter producer and the readiness check,
+	// apart from the group\'s client: a JoinGroup waiting for a rebalance
+	// would otherwise hold the metadata request behind it.
+	dlqClient sarama.Client
+	app       *fiber.App
+	m         *metrics
+	lag       *kafka.LagTracker
 
 	closeOnce sync.Once
 	closeErr  error
@@ -76,19 +80,22 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if err := kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.DLQTopic, 1); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
-	if s.client, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ConsumerConfig(clientID)); err != nil {
+	if s.client, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.GroupConfig(clientID, cfg.Kafka.GroupInstanceID)); err != nil {
 		return nil, fmt.Errorf("delivery: kafka client: %w", err)
 	}
 	if s.group, err = sarama.NewConsumerGroupFromClient(cfg.Group, s.client); err != nil {
 		return nil, fmt.Errorf("delivery: consumer group: %w", err)
 	}
-	if s.dlqP, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, kafka.ProducerConfig(clientID+"-dlq")); err != nil {
+	if s.dlqClient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ProducerConfig(clientID+"-dlq")); err != nil {
+		return nil, fmt.Errorf("delivery: kafka client: %w", err)
+	}
+	if s.dlqP, err = sarama.NewSyncProducerFromClient(s.dlqClient); err != nil {
 		return nil, fmt.Errorf("delivery: dead-letter producer: %w", err)
 	}
 	s.dlq = kafka.NewDeadLetters(s.dlqP, cfg.DLQTopic, cfg.Group)
 	s.app = web.NewApp(web.Options{Service: "delivery", Telemetry: tel, Checks: map[string]web.Check{
 		"redis": func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
-		"kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.client, cfg.Kafka.Topic) },
+		"kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.dlqClient, cfg.Kafka.Topic) },
 	}})
 	ok = true
 	return s, nil
@@ -141,6 +148,9 @@ func (s *Service) Close() error {
 		}
 		if s.dlqP != nil {
 			errs = append(errs, s.dlqP.Close())
+		}
+		if s.dlqClient != nil && !s.dlqClient.Closed() {
+			errs = append(errs, s.dlqClient.Close())
 		}
 		if s.rdb != nil {
 			errs = append(errs, s.rdb.Close())

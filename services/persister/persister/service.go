@@ -34,14 +34,18 @@ type Service struct {
 	log *slog.Logger
 	db  *gorm.DB
 
-	client  sarama.Client
-	group   sarama.ConsumerGroup
-	dlqP    sarama.SyncProducer
-	dlq     *kafka.DeadLetters
-	breaker *gobreaker.CircuitBreaker[store.BatchResult]
-	app     *fiber.App
-	m       *metrics
-	lag     *kafka.LagTracker
+	client sarama.Client
+	group  sarama.ConsumerGroup
+	dlqP   sarama.SyncProducer
+	// dlqClient carries the dead-letter producer and the readiness check,
+	// apart from the group\'s client: a JoinGroup waiting for a rebalance
+	// would otherwise hold the metadata request behind it.
+	dlqClient sarama.Client
+	dlq       *kafka.DeadLetters
+	breaker   *gobreaker.CircuitBreaker[store.BatchResult]
+	app       *fiber.App
+	m         *metrics
+	lag       *kafka.LagTracker
 
 	// in hands records from the claims to the batcher. Unbuffered: while
 	// the batcher is writing or retrying, the claims block and stop
@@ -86,13 +90,16 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if err := kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.DLQTopic, 1); err != nil {
 		return nil, fmt.Errorf("persister: %w", err)
 	}
-	if s.client, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ConsumerConfig(clientID)); err != nil {
+	if s.client, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.GroupConfig(clientID, cfg.Kafka.GroupInstanceID)); err != nil {
 		return nil, fmt.Errorf("persister: kafka client: %w", err)
 	}
 	if s.group, err = sarama.NewConsumerGroupFromClient(cfg.Group, s.client); err != nil {
 		return nil, fmt.Errorf("persister: consumer group: %w", err)
 	}
-	if s.dlqP, err = sarama.NewSyncProducer(cfg.Kafka.Brokers, kafka.ProducerConfig(clientID+"-dlq")); err != nil {
+	if s.dlqClient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ProducerConfig(clientID+"-dlq")); err != nil {
+		return nil, fmt.Errorf("persister: kafka client: %w", err)
+	}
+	if s.dlqP, err = sarama.NewSyncProducerFromClient(s.dlqClient); err != nil {
 		return nil, fmt.Errorf("persister: dead-letter producer: %w", err)
 	}
 	s.dlq = kafka.NewDeadLetters(s.dlqP, cfg.DLQTopic, cfg.Group)
@@ -119,7 +126,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 			}
 			return nil
 		},
-		"kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.client, cfg.Kafka.Topic) },
+		"kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.dlqClient, cfg.Kafka.Topic) },
 	}})
 	s.app.Get("/lag", s.handleLag)
 	ok = true
@@ -213,6 +220,9 @@ func (s *Service) Close() error {
 		}
 		if s.dlqP != nil {
 			errs = append(errs, s.dlqP.Close())
+		}
+		if s.dlqClient != nil && !s.dlqClient.Closed() {
+			errs = append(errs, s.dlqClient.Close())
 		}
 		if s.db != nil {
 			errs = append(errs, store.Close(s.db))
