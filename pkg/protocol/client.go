@@ -130,4 +130,29 @@ type ResyncRequired struct {
 	RoomID string `json:"roomId"`
 	// FromSeq is the last seq the client has: fetch REST history after it.
 	FromSeq int64 `json:"fromSeq"`
+	// Reason says why the server could not fill the gap itself (the
+	// Resync* constants); empty from servers that predate it.
+	Reason string `json:"reason,omitempty"`
+	// RetryAfterMs, when set, says that joining again with lastSeq FromSeq
+	// after this many milliseconds will likely replay the gap.
+	RetryAfterMs int64 `json:"retryAfterMs,omitempty"`
 }
+
+// Reasons of a resync_required push (docs/protocol.md).
+const (
+	// ResyncHistoryTrimmed: neither the recent history nor the server's
+	// copy of the log has the missed events; use REST history.
+	ResyncHistoryTrimmed = "history_trimmed"
+	// ResyncPersisterBehind: the events are past the recent history and
+	// not yet in the server's copy of the log; retry after RetryAfterMs.
+	ResyncPersisterBehind = "persister_behind"
+	// ResyncReplayLimit: more events were missed than one replay carries
+	// (the first ones were replayed); use REST history for the rest.
+	ResyncReplayLimit = "replay_limit"
+	// ResyncUnavailable: a store the replay needs did not answer; retry
+	// after RetryAfterMs.
+	ResyncUnavailable = "unavailable"
+	// ResyncOverflow: the server could not hold the room's live events
+	// while it repaired a gap; use REST history.
+	ResyncOverflow = "overflow"
+)

@@ -66,7 +66,7 @@ func benchService(b *testing.B) *Service {
 		log: log,
 	}
 	s.hub = hub.New(nopBroker{}, hub.Options{})
-	s.metrics = newMetrics(s.tel.Registry, func() float64 { return 0 })
+	s.metrics = newMetrics(s.tel.Registry, func() float64 { return 0 }, func() float64 { return 0 })
 	s.users = newUserIndex()
 	s.clients = make(map[*client]struct{})
 	s.router = newPresenceRouter(s)
@@ -103,6 +103,7 @@ func BenchmarkFanout100(b *testing.B) {
 		Username: "alice", Content: strings.Repeat("x", 120), Type: "text", Seq: 1, CreatedAt: time.Now().UTC()})
 	frame, _ := json.Marshal(protocol.Frame{Event: protocol.EventMessage, Data: data})
 	br := &roomBroker{s: s}
+	br.seq = newSequencer(br)
 	payloads := make([][]byte, 0, 1024)
 	b.ReportAllocs()
 	seq := int64(0)

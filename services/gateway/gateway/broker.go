@@ -33,22 +33,33 @@ type roomBroker struct {
 	// go-redis resubscribing after a reconnect.
 	expected map[string][]chan struct{}
 	closed   bool
+
+	// seq checks each room's publications for gaps and repairs them.
+	seq *sequencer
 }
 
 var _ hub.Broker = (*roomBroker)(nil)
 
 func newRoomBroker(s *Service, events string) *roomBroker {
-	return &roomBroker{
+	b := &roomBroker{
 		s:        s,
 		ps:       s.rdb.Subscribe(context.Background()),
 		events:   events,
 		expected: make(map[string][]chan struct{}),
 	}
+	b.seq = newSequencer(b)
+	return b
 }
 
 // Subscribe implements hub.Broker.
 func (b *roomBroker) Subscribe(ctx context.Context, roomID int64) (<-chan struct{}, error) {
-	return b.subscribe(ctx, b.s.keys.RoomChannel(roomID))
+	// Before the SUBSCRIBE, so the first publication finds the room.
+	b.seq.open(roomID)
+	ready, err := b.subscribe(ctx, b.s.keys.RoomChannel(roomID))
+	if err != nil {
+		b.seq.close(roomID)
+	}
+	return ready, err
 }
 
 // subscribeEvents subscribes to the presence events channel; the returned
@@ -83,6 +94,7 @@ func (b *roomBroker) subscribe(ctx context.Context, ch string) (<-chan struct{},
 // Unsubscribe implements hub.Broker.
 func (b *roomBroker) Unsubscribe(ctx context.Context, roomID int64) error {
 	ch := b.s.keys.RoomChannel(roomID)
+	b.seq.close(roomID)
 	b.mu.Lock()
 	b.expected[ch] = append(b.expected[ch], nil)
 	b.mu.Unlock()
@@ -123,11 +135,11 @@ func (b *roomBroker) confirmed(kind, ch string) (resubscribed bool) {
 
 // run receives from the room channels and the presence events channel
 // until close. go-redis reconnects and resubscribes by itself; rooms
-// resubscribed that way are recovered from the history, since publications
-// sent meanwhile were lost (presence events of that moment are lost: the
-// REST presence endpoints have the state). At the end it closes the
-// presence router's queue.
-func (b *roomBroker) run(ctx context.Context) {
+// resubscribed that way are recovered from the log by the sequencer, since
+// publications sent meanwhile were lost (presence events of that moment
+// are lost: the REST presence endpoints have the state). At the end it
+// closes the presence router's queue.
+func (b *roomBroker) run() {
 	defer close(b.s.router.events)
 	msgs := b.ps.ChannelWithSubscriptions(goredis.WithChannelSize(4096))
 	for msg := range msgs {
@@ -141,13 +153,14 @@ func (b *roomBroker) run(ctx context.Context) {
 		case *goredis.Subscription:
 			if b.confirmed(m.Kind, m.Channel) {
 				if room, ok := b.roomOf(m.Channel); ok {
-					b.recover(ctx, room)
+					b.seq.resubscribed(room)
 				}
 			}
 		}
 	}
 }
 
+// close ends the subscriptions and the gap repairs.
 func (b *roomBroker) close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -156,7 +169,9 @@ func (b *roomBroker) close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
-	return b.ps.Close()
+	err := b.ps.Close()
+	b.seq.stop()
+	return err
 }
 
 // roomOf parses the room id out of a room channel name.
@@ -173,15 +188,24 @@ func (b *roomBroker) roomOf(ch string) (int64, bool) {
 	return room, err == nil
 }
 
-// fanout delivers one publication to the local members of its room, as a
-// span that continues the trace of the event (sender → Kafka → delivery).
+// fanout delivers one live publication to the local members of its room,
+// unless the sequencer holds it behind a gap repair.
 func (b *roomBroker) fanout(payload []byte) {
-	s := b.s
 	p, err := redis.DecodePublication(payload)
 	if err != nil {
-		s.log.Warn("undecodable publication", "err", err)
+		b.s.log.Warn("undecodable publication", "err", err)
 		return
 	}
+	if !p.Ephemeral && !b.seq.admit(p) {
+		return
+	}
+	b.deliver(p)
+}
+
+// deliver queues one publication to the local members of its room, as a
+// span that continues the trace of the event (sender → Kafka → delivery).
+func (b *roomBroker) deliver(p *redis.Publication) {
+	s := b.s
 	start := time.Now()
 	ctx := context.Background()
 	if len(p.Trace) > 0 {
@@ -202,37 +226,5 @@ func (b *roomBroker) fanout(payload []byte) {
 	s.metrics.fanout.Observe(time.Since(start).Seconds())
 	if n > 0 {
 		s.metrics.framesOut.WithLabelValues(event).Add(float64(n))
-	}
-}
-
-// recover replays from the room history what the local members of room
-// may have missed while the subscription was down. It runs on the receive
-// goroutine, so live publications wait behind it and order is kept.
-func (b *roomBroker) recover(ctx context.Context, room int64) {
-	s := b.s
-	members := s.hub.Members(room)
-	if len(members) == 0 {
-		return
-	}
-	from := members[0].LastSeq()
-	for _, m := range members[1:] {
-		from = min(from, m.LastSeq())
-	}
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
-	defer cancel()
-	pubs, complete, err := redis.History(rctx, s.rdb, s.keys, room, from, int64(s.cfg.ReplayLimit))
-	if err != nil {
-		s.log.Warn("recover room after resubscribe", "room_id", room, "err", err)
-		complete = false
-	}
-	s.log.Info("room resubscribed; recovering", "room_id", room, "from_seq", from, "replayed", len(pubs), "complete", complete)
-	for _, m := range members {
-		if !complete || len(pubs) == int(s.cfg.ReplayLimit) {
-			m.Conn().Send(s.frame(protocol.EventResyncRequired, "",
-				mustJSON(protocol.ResyncRequired{RoomID: roomString(room), FromSeq: m.LastSeq()})))
-		}
-		for _, p := range pubs {
-			m.Deliver(p)
-		}
 	}
 }

@@ -57,8 +57,12 @@ type client struct {
 	// typing has surely expired; reader goroutine only.
 	typing map[int64]time.Time
 
-	mu        sync.Mutex
-	queue     [][]byte
+	mu    sync.Mutex
+	queue [][]byte
+	// bulk counts the frames of queue that came in a SendBulk burst (a
+	// replay): they do not count against QueueSize. The writer takes the
+	// whole queue at once, which resets it.
+	bulk      int
 	writing   bool
 	closing   bool
 	closeCode int
@@ -103,12 +107,35 @@ func (c *client) Send(frame []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if len(c.queue) >= c.s.cfg.QueueSize {
+	if len(c.queue)-c.bulk >= c.s.cfg.QueueSize {
 		c.mu.Unlock()
 		c.CloseSlow()
 		return false
 	}
 	c.queue = append(c.queue, frame)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.drain()
+	}
+	return true
+}
+
+var _ hub.BulkConn = (*client)(nil)
+
+// SendBulk implements hub.BulkConn: it queues a known burst (a replay, a
+// repaired gap: at most REPLAY_LIMIT events) in order. The burst is not held
+// against QueueSize, so a long replay does not look like a slow consumer;
+// live frames queued behind it are.
+func (c *client) SendBulk(frames [][]byte) bool {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return false
+	}
+	c.queue = append(c.queue, frames...)
+	c.bulk += len(frames)
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
@@ -142,7 +169,7 @@ func (c *client) closeWith(code int, text string, drop bool) bool {
 	c.closing, c.closeCode, c.closeText = true, code, text
 	if drop {
 		c.stop.Store(true)
-		c.queue = nil
+		c.queue, c.bulk = nil, 0
 	}
 	start := !c.writing
 	c.writing = true
@@ -164,6 +191,7 @@ func (c *client) take(batch [][]byte) (_ [][]byte, more, closing bool, code int,
 		return batch, false, false, 0, ""
 	}
 	batch, c.queue = c.queue, batch[:0]
+	c.bulk = 0
 	// An idle connection should not keep a big array from one burst.
 	if cap(c.queue) > 64 {
 		c.queue = nil

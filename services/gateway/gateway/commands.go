@@ -77,13 +77,14 @@ func (s *Service) joinRoom(ctx context.Context, c *client, data json.RawMessage,
 		return nil, chat.Wrap(chat.CodeUnavailable, err, "could not subscribe to the room; retry")
 	}
 	last, err := redis.LastSeq(ctx, s.rdb, s.keys, cmd.room)
-	var replay []*redis.Publication
-	complete := true
-	// Nothing to replay when the room has not moved past the client.
-	if err == nil && cmd.lastSeq != nil && (last == nil || *last > *cmd.lastSeq) {
-		replay, complete, err = redis.History(ctx, s.rdb, s.keys, cmd.room, *cmd.lastSeq, int64(s.cfg.ReplayLimit)+1)
-		if len(replay) > s.cfg.ReplayLimit {
-			replay, complete = nil, false
+	var replay logRead
+	if err == nil {
+		s.broker.seq.baseline(cmd.room, last)
+		// Nothing to replay when the room has not moved past the client.
+		if cmd.lastSeq != nil && (last == nil || *last > *cmd.lastSeq) {
+			rctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+			replay, err = s.readLog(rctx, cmd.room, *cmd.lastSeq, last, s.cfg.ReplayLimit)
+			cancel()
 		}
 	}
 	if err != nil {
@@ -95,23 +96,22 @@ func (s *Service) joinRoom(ctx context.Context, c *client, data json.RawMessage,
 	}
 	c.rooms[cmd.room] = m
 
-	var before [][]byte
+	r := hub.Resume{LastSeq: -1, Replay: replay.pubs}
 	if ref != "" {
-		before = append(before, s.frame(protocol.EventAck, ref, mustJSON(protocol.JoinAck{RoomID: roomString(cmd.room), LastSeq: last})))
+		r.Before = [][]byte{s.frame(protocol.EventAck, ref, mustJSON(protocol.JoinAck{RoomID: roomString(cmd.room), LastSeq: last}))}
 	}
-	from := int64(-1)
 	if last != nil {
-		from = *last
+		r.LastSeq = *last
 	}
 	if cmd.lastSeq != nil {
-		from = *cmd.lastSeq
-		if !complete {
-			before = append(before, s.frame(protocol.EventResyncRequired, "",
-				mustJSON(protocol.ResyncRequired{RoomID: roomString(cmd.room), FromSeq: *cmd.lastSeq})))
-			replay = nil
+		r.LastSeq = *cmd.lastSeq
+		if replay.gap != "" {
+			// What could be replayed was; the rest is the client's to fetch
+			// (or to retry), then live events follow.
+			r.After = [][]byte{s.resyncFrame(cmd.room, replay.last, replay.gap)}
 		}
 	}
-	m.Start(from, replay, before...)
+	m.Resume(r)
 	return sentReply, nil
 }
 

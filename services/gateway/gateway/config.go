@@ -29,8 +29,16 @@ package gateway
 //	DEDUPE_TTL             how long a clientMsgId's ack is kept     24h
 //	DEDUPE_PENDING_TTL     lifetime of the "send in progress" marker 30s
 //	AUTHOR_TTL             how long a message's author is kept in Redis 24h
-//	REPLAY_LIMIT           most events replayed on join_room with lastSeq;
-//	                       beyond it the client gets resync_required 1000
+//	REPLAY_LIMIT           most events replayed on join_room with lastSeq,
+//	                       or read by one gap repair; beyond it the client
+//	                       gets resync_required (replay_limit)     1000
+//	REPAIR_HOLD            live publications of a room held while a gap in
+//	                       it is repaired; beyond it they are dropped and
+//	                       the room's connections get resync_required 1024
+//	REPAIR_WAIT            how long a repair keeps retrying while PostgreSQL
+//	                       has not caught up (persister_behind)    2s
+//	RESYNC_RETRY_AFTER     retryAfterMs of a resync_required that a retry
+//	                       can cure (persister_behind, unavailable) 1s
 //	BREAKER_FAILURES       consecutive produce failures that open the breaker 5
 //	BREAKER_OPEN_TIMEOUT   how long the open breaker refuses before a trial 10s
 //	INSTANCE_ID            this instance's id towards the presence service
@@ -116,8 +124,18 @@ type Config struct {
 	DedupePendingTTL time.Duration `env:"DEDUPE_PENDING_TTL" envDefault:"30s"`
 	// AuthorTTL keeps a message's author in Redis; zero means 24 h.
 	AuthorTTL time.Duration `env:"AUTHOR_TTL" envDefault:"24h"`
-	// ReplayLimit bounds a join replay; zero means 1000.
+	// ReplayLimit bounds a join replay and one gap repair read; zero
+	// means 1000.
 	ReplayLimit int `env:"REPLAY_LIMIT" envDefault:"1000"`
+	// RepairHold bounds the live publications of a room held during a gap
+	// repair; zero means 1024.
+	RepairHold int `env:"REPAIR_HOLD" envDefault:"1024"`
+	// RepairWait is how long a gap repair retries while PostgreSQL has not
+	// caught up; zero means 2 s.
+	RepairWait time.Duration `env:"REPAIR_WAIT" envDefault:"2s"`
+	// ResyncRetryAfter is the retryAfterMs of a resync_required a retry can
+	// cure; zero means 1 s.
+	ResyncRetryAfter time.Duration `env:"RESYNC_RETRY_AFTER" envDefault:"1s"`
 	// BreakerFailures opens the produce breaker; zero means 5.
 	BreakerFailures uint32 `env:"BREAKER_FAILURES" envDefault:"5"`
 	// BreakerOpenTimeout is how long it stays open; zero means 10 s.
@@ -210,6 +228,9 @@ func (c Config) withDefaults() Config {
 	def(&c.DedupePendingTTL, 30*time.Second)
 	def(&c.AuthorTTL, 24*time.Hour)
 	defInt(&c.ReplayLimit, 1000)
+	defInt(&c.RepairHold, 1024)
+	def(&c.RepairWait, 2*time.Second)
+	def(&c.ResyncRetryAfter, time.Second)
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = 5
 	}
@@ -245,6 +266,8 @@ func (c Config) Validate() error {
 		"PRESENCE_HEARTBEAT_INTERVAL": float64(c.HeartbeatInterval), "TYPING_TTL": float64(c.TypingTTL),
 		"PRESENCE_CACHE_TTL": float64(c.PresenceCacheTTL), "PRESENCE_CACHE_SIZE": float64(c.PresenceCacheSize),
 		"PRESENCE_QUEUE_SIZE": float64(c.PresenceQueueSize),
+		"REPAIR_HOLD": float64(c.RepairHold), "REPAIR_WAIT": float64(c.RepairWait),
+		"RESYNC_RETRY_AFTER": float64(c.ResyncRetryAfter),
 	}
 	for name, v := range positive {
 		if v <= 0 {

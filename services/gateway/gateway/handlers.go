@@ -102,6 +102,11 @@ func (s *Service) handleFrame(c *client, raw []byte) {
 		c.reply(s.errorFrame(c, ref, chat.Errorf(chat.CodeUnknownEvent, "unknown event %q", truncate(event, 64))))
 		return
 	}
+	if !s.frames.begin() {
+		c.reply(s.errorFrame(c, ref, chat.Errorf(chat.CodeUnavailable, "server is restarting; reconnect and retry")))
+		return
+	}
+	defer s.frames.end()
 	ctx, span := s.tel.Tracer.Start(s.base, "gateway."+event, trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.Int64("user.id", c.userID)))
 	defer span.End()

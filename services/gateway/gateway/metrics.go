@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sony/gobreaker/v2"
 
 	"relay/pkg/chat"
 	"relay/pkg/protocol"
@@ -19,12 +20,24 @@ type metrics struct {
 	fanout        prometheus.Histogram
 	rooms         prometheus.GaugeFunc
 	breakerOpen   prometheus.Counter
+	// breakerState is 1 for the produce breaker's current state.
+	breakerState *prometheus.GaugeVec
+	// gaps counts live publications that did not follow a room's last
+	// fanned-out seq; repaired counts the events a repair fanned out;
+	// repairDropped the live publications dropped by a full repair hold;
+	// resyncs the resync_required pushes, by reason.
+	gaps          prometheus.Counter
+	repaired      prometheus.Counter
+	repairDropped prometheus.Counter
+	resyncs       *prometheus.CounterVec
+	// inflight is the number of client frames being handled.
+	inflight prometheus.GaugeFunc
 	// presenceEvents counts presence_update events by outcome.
 	presenceEvents    *prometheus.CounterVec
 	heartbeatsDropped prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, subscribedRooms func() float64) *metrics {
+func newMetrics(reg prometheus.Registerer, subscribedRooms, inflight func() float64) *metrics {
 	m := &metrics{
 		connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gateway_connections", Help: "Open WebSocket connections.",
@@ -55,6 +68,24 @@ func newMetrics(reg prometheus.Registerer, subscribedRooms func() float64) *metr
 		breakerOpen: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gateway_produce_breaker_open_total", Help: "Times the Kafka produce breaker opened.",
 		}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_breaker_state", Help: "1 for the current state (closed, half-open, open) of each breaker, 0 for the others.",
+		}, []string{"breaker", "state"}),
+		gaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_gaps_detected_total", Help: "Live publications whose prevSeq did not follow the room's last fanned-out seq (a gap repair started).",
+		}),
+		repaired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_events_repaired_total", Help: "Events fanned out by gap repairs (read from Redis history or PostgreSQL).",
+		}),
+		repairDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_repair_dropped_total", Help: "Live publications dropped because a room's repair hold (REPAIR_HOLD) was full.",
+		}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_resyncs_total", Help: "resync_required pushes sent, by reason.",
+		}, []string{"reason"}),
+		inflight: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gateway_frames_in_flight", Help: "Client frames being handled (shutdown waits for them).",
+		}, inflight),
 		presenceEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_presence_events_total",
 			Help: "presence_update events received, by outcome: delivered, no_recipients, dropped (routing queue full), error (room lookup failed), invalid.",
@@ -64,7 +95,11 @@ func newMetrics(reg prometheus.Registerer, subscribedRooms func() float64) *metr
 		}),
 	}
 	reg.MustRegister(m.connections, m.framesIn, m.framesOut, m.errors, m.slowConsumers, m.sendAck, m.fanout, m.rooms, m.breakerOpen,
-		m.presenceEvents, m.heartbeatsDropped)
+		m.presenceEvents, m.heartbeatsDropped, m.breakerState, m.gaps, m.repaired, m.repairDropped, m.resyncs, m.inflight)
+	for _, r := range []string{protocol.ResyncHistoryTrimmed, protocol.ResyncPersisterBehind, protocol.ResyncReplayLimit,
+		protocol.ResyncUnavailable, protocol.ResyncOverflow} {
+		m.resyncs.WithLabelValues(r)
+	}
 	for _, r := range []string{"delivered", "no_recipients", "dropped", "error", "invalid"} {
 		m.presenceEvents.WithLabelValues(r)
 	}
@@ -78,6 +113,17 @@ func newMetrics(reg prometheus.Registerer, subscribedRooms func() float64) *metr
 		m.errors.WithLabelValues(string(c))
 	}
 	return m
+}
+
+// setBreaker sets the breaker state gauge of breaker to state.
+func (m *metrics) setBreaker(breaker string, state gobreaker.State) {
+	for _, st := range []gobreaker.State{gobreaker.StateClosed, gobreaker.StateHalfOpen, gobreaker.StateOpen} {
+		v := 0.0
+		if st == state {
+			v = 1
+		}
+		m.breakerState.WithLabelValues(breaker, st.String()).Set(v)
+	}
 }
 
 // clientEvents are the events a client may send.

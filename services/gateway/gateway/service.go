@@ -88,6 +88,8 @@ type Service struct {
 	draining bool
 	clients  map[*client]struct{}
 	conns    sync.WaitGroup
+	// frames tracks client frames in flight for the shutdown.
+	frames flights
 
 	// base is cancelled by Close; connection work derives from it.
 	base      context.Context
@@ -165,13 +167,16 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 		Timeout:     cfg.BreakerOpenTimeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.BreakerFailures },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
-			tel.Log.Warn("produce breaker changed state", "from", from.String(), "to", to.String())
+			tel.Log.Warn("produce breaker changed state", "breaker", "kafka-produce", "from", from.String(), "to", to.String())
 			if to == gobreaker.StateOpen {
 				s.metrics.breakerOpen.Inc()
 			}
+			s.metrics.setBreaker("kafka-produce", to)
 		},
 	})
-	s.metrics = newMetrics(tel.Registry, func() float64 { return float64(len(s.hub.Rooms())) })
+	s.metrics = newMetrics(tel.Registry, func() float64 { return float64(len(s.hub.Rooms())) },
+		func() float64 { return float64(s.frames.count()) })
+	s.metrics.setBreaker("kafka-produce", gobreaker.StateClosed)
 	pkeys := presence.NewKeys(cfg.Redis.Prefix)
 	if s.pub, err = presence.NewPublisher(s.rdb, pkeys, s.gatewayID, presence.PublisherOptions{Registerer: tel.Registry, Log: tel.Log}); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -195,6 +200,15 @@ func (s *Service) newApp() *fiber.App {
 			"produce_breaker": func(context.Context) error {
 				if s.breaker.State() == gobreaker.StateOpen {
 					return errors.New("open")
+				}
+				return nil
+			},
+			// A draining instance takes no new connections.
+			"draining": func(context.Context) error {
+				s.clientsMu.Lock()
+				defer s.clientsMu.Unlock()
+				if s.draining {
+					return errors.New("shutting down")
 				}
 				return nil
 			},
@@ -332,7 +346,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	brokerDone := make(chan struct{})
 	go func() {
 		defer close(brokerDone)
-		s.broker.run(s.base)
+		s.broker.run()
 	}()
 	routerDone := make(chan struct{})
 	go func() {
@@ -366,6 +380,19 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 
 	s.clientsMu.Lock()
 	s.draining = true
+	s.clientsMu.Unlock()
+	// Frames being handled finish first, so a send Kafka stored gets its
+	// ack before the 1012; frames arriving from now on are refused.
+	drainBy := time.Now().Add(s.cfg.SendTimeout + time.Second)
+	if flushBy.Before(drainBy) {
+		drainBy = flushBy
+	}
+	select {
+	case <-s.frames.drain():
+	case <-time.After(time.Until(drainBy)):
+		s.log.Warn("client frames still in flight at the drain deadline", "in_flight", s.frames.count())
+	}
+	s.clientsMu.Lock()
 	clients := make([]*client, 0, len(s.clients))
 	for c := range s.clients {
 		clients = append(clients, c)

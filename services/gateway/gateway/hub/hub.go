@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -29,6 +30,15 @@ type Conn interface {
 	UserID() int64
 	// CloseSlow closes the connection as a slow consumer.
 	CloseSlow()
+}
+
+// BulkConn is a Conn that can queue a known burst at once (a replay or a
+// repaired gap) without counting it against the queue bound meant for live
+// traffic; the hub uses it when a connection implements it.
+type BulkConn interface {
+	Conn
+	// SendBulk queues frames in order, like Send for each.
+	SendBulk(frames [][]byte) bool
 }
 
 // Broker subscribes this instance to room channels.
@@ -264,25 +274,120 @@ func (m *Member) LastSeq() int64 {
 // (publications the member missed, in seq order) and then the live
 // publications held since Join, each only when newer than what was queued.
 func (m *Member) Start(lastSeq int64, replay []*redis.Publication, before ...[]byte) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, f := range before {
-		m.conn.Send(f)
-	}
-	m.lastSeq = max(m.lastSeq, lastSeq)
-	m.buffering = false
-	for _, p := range replay {
-		m.deliverLocked(p)
-	}
-	for _, p := range m.buf {
-		m.deliverLocked(p)
-	}
-	m.buf = nil
+	m.Resume(Resume{Before: before, LastSeq: lastSeq, Replay: replay})
 }
 
-// Deliver queues p to the member unless it already had it; it is how
-// recovered publications (after a broker reconnect) are handed over.
+// Resume says how a member leaves replay mode.
+type Resume struct {
+	// Before are frames queued first (the join ack).
+	Before [][]byte
+	// LastSeq is the seq the member already has; -1 for none.
+	LastSeq int64
+	// Replay are the publications after LastSeq, in seq order.
+	Replay []*redis.Publication
+	// After are frames queued after the replay and before the live
+	// publications held since Join (a resync_required when the replay
+	// could not reach the present).
+	After [][]byte
+}
+
+// Resume ends replay mode like Start, with frames after the replay too. It
+// is queued as one burst: the replay does not count against the
+// connection's queue bound when the connection is a BulkConn.
+func (m *Member) Resume(r Resume) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	frames := make([][]byte, 0, len(r.Before)+len(r.Replay)+len(r.After)+len(m.buf))
+	frames = append(frames, r.Before...)
+	m.lastSeq = max(m.lastSeq, r.LastSeq)
+	m.buffering = false
+	for _, p := range r.Replay {
+		frames = m.appendNew(frames, p)
+	}
+	frames = append(frames, r.After...)
+	// Held publications can come from the live channel and from a gap
+	// repair at once; seq order is what the member must see.
+	slices.SortStableFunc(m.buf, func(a, b *redis.Publication) int { return cmpSeq(a.Seq, b.Seq) })
+	for _, p := range m.buf {
+		frames = m.appendNew(frames, p)
+	}
+	m.buf = nil
+	m.sendAll(frames)
+}
+
+func cmpSeq(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// appendNew appends p's frame when p is newer than what the member had.
+// Callers hold m.mu.
+func (m *Member) appendNew(frames [][]byte, p *redis.Publication) [][]byte {
+	if p.Seq <= m.lastSeq {
+		return frames
+	}
+	m.lastSeq = p.Seq
+	return append(frames, p.Frame)
+}
+
+// sendAll queues frames in one burst when the connection supports it.
+// Callers hold m.mu, so bursts of one member never interleave.
+func (m *Member) sendAll(frames [][]byte) bool {
+	if len(frames) == 0 {
+		return true
+	}
+	if bc, ok := m.conn.(BulkConn); ok && len(frames) > 1 {
+		return bc.SendBulk(frames)
+	}
+	for _, f := range frames {
+		if !m.conn.Send(f) {
+			return false
+		}
+	}
+	return true
+}
+
+// Deliver queues p to the member unless it already had it.
 func (m *Member) Deliver(p *redis.Publication) bool { return m.deliver(p) }
+
+// PublishRun queues a run of publications of one room (in seq order, e.g.
+// a repaired gap) to every local member of the room, each member getting
+// the ones newer than what it had as one burst. It returns how many
+// members got at least one. Like Publish, one room's publications are
+// handed over from one goroutine at a time.
+func (h *Hub) PublishRun(roomID int64, run []*redis.Publication) int {
+	if len(run) == 0 {
+		return 0
+	}
+	n := 0
+	for _, m := range h.Members(roomID) {
+		if m.deliverRun(run) {
+			n++
+		}
+	}
+	return n
+}
+
+func (m *Member) deliverRun(run []*redis.Publication) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.buffering {
+		// Start sorts and filters the held publications; a known burst is
+		// not a slow consumer.
+		m.buf = append(m.buf, run...)
+		return true
+	}
+	var frames [][]byte
+	for _, p := range run {
+		frames = m.appendNew(frames, p)
+	}
+	return len(frames) > 0 && m.sendAll(frames)
+}
 
 func (m *Member) deliver(p *redis.Publication) bool {
 	if p.Ephemeral {
