@@ -274,6 +274,7 @@ up() {
 		printf '%s %s\n' "${INST[$i]}" "${BINS[$i]}" >>"$RUN_SERVICES_FILE"
 		start_bg "${INST[$i]}" env \
 			HTTP_ADDR="${ADDRS[$i]}" INSTANCE_ID="${INST[$i]}" SERVICE_NAME="${BINS[$i]}" \
+			KAFKA_GROUP_INSTANCE_ID="${KAFKA_GROUP_INSTANCE_ID:-${INST[$i]}}" \
 			DEVPROXY_ADDR="$DEVPROXY_ADDR" API_UPSTREAM="$api" GATEWAY_UPSTREAMS="$gws" \
 			"$RELAY_BIN/${BINS[$i]}"
 	done

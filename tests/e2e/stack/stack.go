@@ -154,6 +154,9 @@ func NewStack(t testing.TB, opts Options) *Stack {
 	add := func(name, service string) {
 		env := maps.Clone(base)
 		env["HTTP_ADDR"] = freeAddr(t)
+		// Static group members, as scripts/run.sh runs them: a consumer
+		// restarted after a SIGKILL takes its partitions back at once.
+		env["KAFKA_GROUP_INSTANCE_ID"] = testenv.RandomName(name + "-")
 		maps.Copy(env, opts.ServiceEnv[service])
 		s.procs[name] = &process{name: name, bin: opts.Binaries.Path(service), addr: env["HTTP_ADDR"], env: env}
 		s.order = append(s.order, name)
