@@ -32,10 +32,10 @@ func (s *Service) history(c *fiber.Ctx) error {
 		return err
 	}
 	q := store.HistoryQuery{}
-	if q.Before, err = querySeq(c, "before"); err != nil {
+	if q.Before, err = querySeq(c, "before", false); err != nil {
 		return err
 	}
-	if q.After, err = querySeq(c, "after"); err != nil {
+	if q.After, err = querySeq(c, "after", true); err != nil {
 		return err
 	}
 	if q.Before != nil && q.After != nil {

@@ -135,7 +135,7 @@ func TestHistory(t *testing.T) {
 	for _, q := range []string{
 		"?limit=0", "?limit=201", "?limit=-1", "?limit=abc", "?limit=", "?limit=1e3",
 		"?before=-1", "?before=x", "?before=", "?before=99999999999999999999",
-		"?after=1.5", "?after=%2B3", "?before=10&after=5",
+		"?after=1.5", "?after=%2B3", "?after=-2", "?before=10&after=5",
 	} {
 		e.do("GET", path+q, a.token, nil).expectError(t, 400, chat.CodeBadRequest)
 	}
@@ -143,6 +143,10 @@ func TestHistory(t *testing.T) {
 	h = get("?limit=200")
 	if len(h.Messages) != 11 {
 		t.Fatalf("limit 200: %d messages", len(h.Messages))
+	}
+	// after=-1 is "from the very first" (seq 0 is a valid offset).
+	if from := get("?after=-1&limit=3"); len(from.Messages) != 3 || from.Messages[0].Seq != h.Messages[0].Seq {
+		t.Fatalf("after=-1: %+v", from.Messages)
 	}
 }
 

@@ -304,10 +304,16 @@ func queryArg(c *fiber.Ctx, name string) (string, bool) {
 }
 
 // querySeq parses an optional seq query parameter (a non-negative integer).
-func querySeq(c *fiber.Ctx, name string) (*int64, error) {
+// With noneOK, -1 is accepted too: "nothing seen yet" (seq 0 is a valid
+// offset), what a client that got resync_required with fromSeq -1 asks for.
+func querySeq(c *fiber.Ctx, name string, noneOK bool) (*int64, error) {
 	s, ok := queryArg(c, name)
 	if !ok {
 		return nil, nil
+	}
+	if noneOK && s == "-1" {
+		v := int64(-1)
+		return &v, nil
 	}
 	v, err := parseUint(s)
 	if err != nil {
