@@ -54,6 +54,10 @@ package gateway
 //	PRESENCE_CACHE_SIZE    entries of each of those two caches      10000
 //	PRESENCE_QUEUE_SIZE    presence events waiting to be routed before
 //	                       new ones are dropped (counted)           1024
+//	SOCKETIO_PING_INTERVAL Engine.IO heartbeat period at /socket.io/ 25s
+//	SOCKETIO_PING_TIMEOUT  a Socket.IO session whose pong is this late is closed 20s
+//	SOCKETIO_MAX_PAYLOAD   largest Socket.IO polling body / WebSocket message 1000000
+//	SOCKETIO_CONNECT_TIMEOUT  a Socket.IO session without CONNECT is closed 45s
 
 import (
 	"errors"
@@ -161,6 +165,9 @@ type Config struct {
 	// PresenceQueueSize bounds the presence events waiting to be routed;
 	// zero means 1024.
 	PresenceQueueSize int `env:"PRESENCE_QUEUE_SIZE" envDefault:"1024"`
+
+	// SocketIO configures the Socket.IO endpoint (socketio.go).
+	SocketIO SocketIOConfig
 }
 
 // withDefaults returns c with every zero value replaced by its default.

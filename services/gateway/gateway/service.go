@@ -36,6 +36,7 @@ import (
 	"relay/pkg/telemetry"
 	"relay/pkg/web"
 	"relay/services/gateway/gateway/hub"
+	"relay/services/gateway/socketio"
 )
 
 // producer is the Kafka side the gateway needs; *kafka.Producer is it.
@@ -70,6 +71,8 @@ type Service struct {
 	metrics *metrics
 	bufs    bufferPool
 	routes  map[string]handler
+	// sio serves Socket.IO clients at /socket.io/ (socketio.go).
+	sio *socketio.Server
 
 	// gatewayID names this instance in presence commands.
 	gatewayID string
@@ -185,6 +188,9 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 	s.broker = newRoomBroker(s, pkeys.Events())
 	s.hub = hub.New(s.broker, hub.Options{MaxBuffered: cfg.QueueSize})
 	s.routes = s.handlers()
+	if s.sio, err = s.newSocketIO(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	s.app = s.newApp()
 	return s, nil
 }
@@ -193,6 +199,7 @@ func (s *Service) newApp() *fiber.App {
 	app := web.NewApp(web.Options{
 		Service:   "gateway",
 		Telemetry: s.tel,
+		BodyLimit: s.bodyLimit(),
 		Checks: map[string]web.Check{
 			"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
 			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
@@ -231,6 +238,7 @@ func (s *Service) newApp() *fiber.App {
 			}
 		},
 	}))
+	s.sio.Mount(app, "/socket.io")
 	return app
 }
 
@@ -401,6 +409,9 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	for _, c := range clients {
 		c.close(protocol.CloseServiceRestart, "server restarting")
 	}
+	// Ends Socket.IO long-polls of sessions without a client, so the app's
+	// shutdown does not wait for them.
+	s.sio.Shutdown()
 	if err := s.app.ShutdownWithTimeout(time.Until(deadline)); err != nil && serveErr == nil {
 		serveErr = fmt.Errorf("gateway: shutdown: %w", err)
 	}
@@ -417,6 +428,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	case <-time.After(time.Until(flushBy)):
 		s.log.Warn("connections still open at shutdown deadline")
 	}
+	s.sio.Close()
 	s.sayGoodbyeToAll()
 	pctx, cancel := context.WithDeadline(context.WithoutCancel(s.base), deadline)
 	if err := s.pub.Close(pctx); err != nil {

@@ -1,0 +1,727 @@
+package socketio
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"relay/pkg/chat"
+	"relay/pkg/protocol"
+)
+
+// ErrClosed is returned by a Session's methods once it is closing.
+var ErrClosed = errors.New("socketio: session closed")
+
+// closeGrace is how long a polling session that closes gracefully waits for
+// the client's next poll to take its last packets.
+const closeGrace = 5 * time.Second
+
+// upgradePollWait is how long a poll waits during an upgrade before it
+// returns a noop, so the client can pause polling (the reference server
+// checks every 100 ms too).
+const upgradePollWait = 100 * time.Millisecond
+
+type transportKind int
+
+const (
+	transportPolling transportKind = iota
+	transportWebSocket
+)
+
+func (t transportKind) String() string {
+	if t == transportWebSocket {
+		return "websocket"
+	}
+	return "polling"
+}
+
+// Handshake is what the opening HTTP request of a session carried.
+type Handshake struct {
+	// Token is the `token` query parameter ("" when absent).
+	Token string
+	// Authorization is the Authorization header ("" when absent).
+	Authorization string
+	// RemoteIP is the client's address as the server saw it.
+	RemoteIP string
+}
+
+// Event is one client event, handed out by Next in the order sent.
+type Event struct {
+	// Name is the event name, the first element of the EVENT array.
+	Name string
+	// Data is the event's first argument as raw JSON; nil when it had none.
+	Data json.RawMessage
+	// ID is the client's ack id; -1 when it passed no acknowledgement
+	// callback.
+	ID int64
+	// Err, when set, is a chat error to answer instead of an event
+	// (malformed packet, binary data, another namespace).
+	Err error
+}
+
+// inbound is one Engine.IO message from the client, on its way to the
+// session's goroutine.
+type inbound struct {
+	data   []byte
+	binary bool
+}
+
+// Session is one Engine.IO connection carrying one Socket.IO socket on the
+// main namespace. Transports (polling requests, a WebSocket) feed it; its
+// own goroutine decodes Socket.IO packets in order and runs the Handler.
+type Session struct {
+	srv    *Server
+	id     string
+	sockID string
+	hs     Handshake
+
+	// inbox carries client messages to the session goroutine in order.
+	inbox chan inbound
+	// closed is closed once the session starts closing.
+	closed chan struct{}
+	// wake tells a waiting poll that packets are pending or the state
+	// changed; space tells a blocked writer that a poll took packets.
+	wake, space chan struct{}
+	alive       atomic.Pointer[func()]
+
+	mu           sync.Mutex
+	transport    transportKind
+	upgrading    bool
+	getting      bool
+	posting      bool
+	pending      [][]byte
+	closing      bool
+	accepted     bool
+	awaitingPong bool
+	hb           *time.Timer
+	finalOnce    sync.Once
+
+	// wmu serialises writes to ws; ws is nil while polling and once the
+	// WebSocket is closed or its handler returned (fasthttp reuses the
+	// connection then, so nothing may touch it).
+	wmu sync.Mutex
+	ws  *websocket.Conn
+
+	// Session goroutine only.
+	skip    int
+	scratch []byte
+	// closeCode is the close code given by the writer before Close.
+	closeCode atomic.Int32
+}
+
+func newID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// ID returns the Engine.IO session id.
+func (s *Session) ID() string { return s.id }
+
+// Handshake returns what the session's opening request carried.
+func (s *Session) Handshake() Handshake { return s.hs }
+
+// OnAlive sets f to be called on every packet the client sends, pongs
+// included (f must be quick and safe for concurrent use).
+func (s *Session) OnAlive(f func()) { s.alive.Store(&f) }
+
+// Transport names the current transport: "polling" or "websocket".
+func (s *Session) Transport() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.transport.String()
+}
+
+// start runs the heartbeat and the session goroutine.
+func (s *Session) start() {
+	s.mu.Lock()
+	s.hb = time.AfterFunc(s.srv.opts.PingInterval, s.heartbeat)
+	s.mu.Unlock()
+	go s.run()
+}
+
+// run is the session goroutine: it waits for the CONNECT packet, then
+// hands the socket to the handler.
+func (s *Session) run() {
+	defer s.close("socket ended", true)
+	auth, ok := s.awaitConnect()
+	if !ok {
+		return
+	}
+	err := s.srv.opts.Handler.ServeSocket(s, auth)
+	s.mu.Lock()
+	accepted := s.accepted
+	s.mu.Unlock()
+	if err != nil && !accepted {
+		_ = s.writePacket(connectErrorPacket(mainNamespace, chat.ErrorCode(err), chat.ErrorMessage(err)), time.Time{})
+	}
+}
+
+// awaitConnect reads packets until the CONNECT of the main namespace and
+// returns its auth payload ("null" when the client sent none).
+func (s *Session) awaitConnect() (json.RawMessage, bool) {
+	timer := time.NewTimer(s.srv.opts.ConnectTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case in := <-s.inbox:
+			if in.binary {
+				continue
+			}
+			p, err := decodePacket(in.data)
+			if err != nil {
+				s.srv.log.Debug("socket.io: bad packet before CONNECT", "sid", s.id, "err", err)
+				s.close("parse error", false)
+				return nil, false
+			}
+			if p.typ != packetConnect {
+				// As the reference server does: nothing happens before CONNECT.
+				continue
+			}
+			if p.nsp != mainNamespace {
+				_ = s.writePacket(connectErrorPacket(p.nsp, chat.CodeBadRequest, "Invalid namespace"), time.Time{})
+				continue
+			}
+			if p.data == nil {
+				return json.RawMessage("null"), true
+			}
+			return p.data, true
+		case <-s.closed:
+			return nil, false
+		case <-timer.C:
+			s.close("connect timeout", false)
+			return nil, false
+		}
+	}
+}
+
+// Accept connects the socket: the client gets its CONNECT reply (and
+// socket.io-client its `connect` event). Call it once, from the Handler.
+func (s *Session) Accept() error {
+	s.mu.Lock()
+	s.accepted = true
+	s.mu.Unlock()
+	return s.writePacket(connectPacket(s.sockID), time.Time{})
+}
+
+// Next returns the client's next event. It fails with ErrClosed once the
+// session closed or the client disconnected the socket. Only the Handler's
+// goroutine may call it.
+func (s *Session) Next() (Event, error) {
+	for {
+		var in inbound
+		// Messages that arrived before the close are still handled.
+		select {
+		case in = <-s.inbox:
+		default:
+			select {
+			case in = <-s.inbox:
+			case <-s.closed:
+				return Event{}, ErrClosed
+			}
+		}
+		if in.binary {
+			if s.skip > 0 {
+				s.skip--
+				continue
+			}
+			return Event{ID: -1, Err: chat.Errorf(chat.CodeBadRequest, "binary data is not supported; send JSON")}, nil
+		}
+		p, err := decodePacket(in.data)
+		if err != nil {
+			return Event{ID: -1, Err: err}, nil
+		}
+		if p.nsp != mainNamespace {
+			switch p.typ {
+			case packetConnect:
+				_ = s.writePacket(connectErrorPacket(p.nsp, chat.CodeBadRequest, "Invalid namespace"), time.Time{})
+			case packetEvent, packetBinaryEvent:
+				s.skip = p.attachments
+				// Its ack id belongs to the other namespace's socket.
+				return Event{ID: -1, Err: chat.Errorf(chat.CodeBadRequest, "namespace %q is not served; use the main namespace", truncate(p.nsp, 64))}, nil
+			}
+			continue
+		}
+		switch p.typ {
+		case packetEvent:
+			name, data, err := eventArgs(p.data)
+			if err != nil {
+				return Event{ID: p.id, Err: err}, nil
+			}
+			return Event{Name: name, Data: data, ID: p.id}, nil
+		case packetBinaryEvent, packetBinaryAck:
+			s.skip = p.attachments
+			id := p.id
+			if p.typ == packetBinaryAck {
+				id = -1
+			}
+			return Event{ID: id, Err: chat.Errorf(chat.CodeBadRequest, "binary attachments are not supported; send JSON (e.g. base64 in a string field)")}, nil
+		case packetDisconnect:
+			s.close("client disconnect", true)
+			return Event{}, ErrClosed
+		}
+		// CONNECT again, or an ACK (the server asks for none): nothing to do.
+	}
+}
+
+// SendNative sends a native server frame (docs/protocol.md) as its
+// Socket.IO equivalent, waiting at most until deadline (zero: the server's
+// write timeout) for the transport. A timeout is a net.Error with
+// Timeout() true. One goroutine at a time may call it.
+func (s *Session) SendNative(frame []byte, deadline time.Time) error {
+	pkt, ok := AppendFromNative(s.scratch[:0], frame)
+	if !ok {
+		return errors.New("socketio: not a native frame")
+	}
+	err := s.writePacket(pkt, deadline)
+	if cap(pkt) <= 64<<10 {
+		s.scratch = pkt[:0]
+	}
+	return err
+}
+
+// SetCloseCode records the native close code (docs/protocol.md) the next
+// Close stands for.
+func (s *Session) SetCloseCode(code int) { s.closeCode.Store(int32(code)) }
+
+// Close ends the session for the reason recorded by SetCloseCode: for 4001
+// (token expired) the client gets an `error` event and a DISCONNECT, so it
+// does not reconnect by itself; for other codes the transport closes after
+// what was sent, so socket.io-client reconnects; without a code the session
+// just ends. It is idempotent.
+func (s *Session) Close() error {
+	code := int(s.closeCode.Load())
+	switch code {
+	case 0:
+		s.close("server close", false)
+	case protocol.CloseAuthExpired:
+		data, _ := json.Marshal(protocol.ErrorData{Code: chat.CodeUnauthorized, Message: "token expired"})
+		_ = s.writePacket(appendEvent(nil, []byte(`"`+protocol.EventError+`"`), data), time.Now().Add(time.Second))
+		_ = s.writePacket(disconnectPacket, time.Now().Add(time.Second))
+		s.closeWith("token expired", true, code)
+	default:
+		s.closeWith("server close", true, code)
+	}
+	return nil
+}
+
+// writePacket sends one Engine.IO packet on the current transport. While
+// polling it is queued for the next poll; a full queue waits for a poll
+// until deadline.
+func (s *Session) writePacket(p []byte, deadline time.Time) error {
+	if deadline.IsZero() {
+		deadline = time.Now().Add(s.srv.opts.WriteTimeout)
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			return ErrClosed
+		}
+		if s.transport == transportWebSocket {
+			s.mu.Unlock()
+			return s.writeWS(p, deadline)
+		}
+		if len(s.pending) < s.srv.opts.PollBuffer {
+			s.pending = append(s.pending, bytes.Clone(p))
+			s.mu.Unlock()
+			notify(s.wake)
+			return nil
+		}
+		s.mu.Unlock()
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return timeoutError{}
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-s.space:
+		case <-s.closed:
+			return ErrClosed
+		case <-timer.C:
+			return timeoutError{}
+		}
+	}
+}
+
+// writeWS writes one packet as a WebSocket text frame.
+func (s *Session) writeWS(p []byte, deadline time.Time) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.ws == nil {
+		return ErrClosed
+	}
+	if err := s.ws.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	return s.ws.WriteMessage(websocket.TextMessage, p)
+}
+
+// heartbeat sends the Engine.IO ping every PingInterval and closes the
+// session when a pong does not follow within PingTimeout. It runs on a
+// timer.
+func (s *Session) heartbeat() {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	if s.awaitingPong {
+		s.mu.Unlock()
+		s.close("ping timeout", false)
+		return
+	}
+	s.awaitingPong = true
+	s.hb.Reset(s.srv.opts.PingTimeout)
+	s.mu.Unlock()
+	if err := s.writePacket(pingPacket, time.Time{}); err != nil && !errors.Is(err, ErrClosed) {
+		s.close("transport error", false)
+	}
+}
+
+func (s *Session) onPong() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.awaitingPong && !s.closing {
+		s.awaitingPong = false
+		s.hb.Reset(s.srv.opts.PingInterval)
+	}
+}
+
+// receive handles one Engine.IO packet from the client (data is owned by
+// the session from now on). It reports false for a malformed packet, after
+// which the session must end.
+func (s *Session) receive(data []byte, isBinary bool) bool {
+	if f := s.alive.Load(); f != nil {
+		(*f)()
+	}
+	if isBinary {
+		return s.deliver(inbound{binary: true})
+	}
+	if len(data) == 0 {
+		return false
+	}
+	switch data[0] {
+	case engineMessage:
+		return s.deliver(inbound{data: data[1:]})
+	case engineBase64:
+		return s.deliver(inbound{binary: true})
+	case enginePong:
+		s.onPong()
+	case enginePing:
+		// Engine.IO 3 clients ping; answering costs nothing.
+		if err := s.writePacket(pongPacket, time.Time{}); err != nil && !errors.Is(err, ErrClosed) {
+			s.close("transport error", false)
+		}
+	case engineClose:
+		s.close("client close", false)
+	case engineNoop, engineUpgrade:
+	default:
+		return false
+	}
+	return true
+}
+
+// deliver hands a message to the session goroutine, waiting while its
+// inbox is full (backpressure on the client's transport).
+func (s *Session) deliver(in inbound) bool {
+	select {
+	case s.inbox <- in:
+	case <-s.closed:
+	}
+	return true
+}
+
+// close ends the session without a close code.
+func (s *Session) close(reason string, graceful bool) {
+	s.closeWith(reason, graceful, 0)
+}
+
+// closeWith ends the session. Graceful: a polling client gets the pending
+// packets and a close packet on its next poll, a WebSocket a close frame
+// with code (1000 when 0). Otherwise the transport just ends.
+func (s *Session) closeWith(reason string, graceful bool, code int) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.closing = true
+	if s.hb != nil {
+		s.hb.Stop()
+	}
+	polling := s.transport == transportPolling
+	if polling {
+		s.pending = append(s.pending, closePacket)
+	}
+	s.mu.Unlock()
+	close(s.closed)
+	s.srv.metrics.closed.WithLabelValues(reason).Inc()
+	s.srv.log.Debug("socket.io session closed", "sid", s.id, "reason", reason)
+
+	s.wmu.Lock()
+	if s.ws != nil {
+		if graceful {
+			if code == 0 {
+				code = websocket.CloseNormalClosure
+			}
+			_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		}
+		_ = s.ws.Close()
+		s.ws = nil
+	}
+	s.wmu.Unlock()
+	if polling && graceful {
+		time.AfterFunc(closeGrace, s.finalize)
+		return
+	}
+	s.finalize()
+}
+
+// finalize forgets the session: later requests with its id get
+// "Session ID unknown".
+func (s *Session) finalize() {
+	s.finalOnce.Do(func() {
+		s.srv.forget(s)
+	})
+}
+
+// poll answers a polling GET: it waits for packets and returns them as one
+// payload.
+func (s *Session) poll() ([]byte, int) {
+	s.mu.Lock()
+	if s.transport != transportPolling && !s.closing {
+		s.mu.Unlock()
+		return nil, errBadRequest
+	}
+	if s.getting {
+		s.mu.Unlock()
+		// Two polls at once: a broken client (the reference server ends it too).
+		s.close("poll overlap", false)
+		return nil, errBadRequest
+	}
+	s.getting = true
+	s.mu.Unlock()
+	// A bound for polls nobody answers (the heartbeat normally ends them).
+	limit := time.NewTimer(s.srv.opts.PingInterval + s.srv.opts.PingTimeout)
+	defer limit.Stop()
+	var upgradeWait *time.Timer
+	defer func() {
+		if upgradeWait != nil {
+			upgradeWait.Stop()
+		}
+	}()
+	for {
+		s.mu.Lock()
+		if len(s.pending) > 0 || s.closing || s.transport != transportPolling {
+			packets := s.pending
+			s.pending = nil
+			closing := s.closing
+			if closing && (len(packets) == 0 || !bytes.Equal(packets[len(packets)-1], closePacket)) {
+				packets = append(packets, closePacket)
+			}
+			s.getting = false
+			s.mu.Unlock()
+			notify(s.space)
+			if closing {
+				s.finalize()
+			}
+			if len(packets) == 0 {
+				return noopPacket, 0
+			}
+			n := len(packets) - 1
+			for _, p := range packets {
+				n += len(p)
+			}
+			return joinPayload(make([]byte, 0, n), packets), 0
+		}
+		upgrading := s.upgrading
+		s.mu.Unlock()
+		var upgradeC <-chan time.Time
+		if upgrading {
+			if upgradeWait == nil {
+				upgradeWait = time.NewTimer(upgradePollWait)
+			}
+			upgradeC = upgradeWait.C
+		}
+		select {
+		case <-s.wake:
+		case <-s.closed:
+		case <-upgradeC:
+			return s.endPoll(noopPacket)
+		case <-limit.C:
+			return s.endPoll(noopPacket)
+		}
+	}
+}
+
+func (s *Session) endPoll(body []byte) ([]byte, int) {
+	s.mu.Lock()
+	s.getting = false
+	s.mu.Unlock()
+	return body, 0
+}
+
+// post handles a polling POST body (copied by the caller).
+func (s *Session) post(body []byte) int {
+	s.mu.Lock()
+	if s.closing {
+		// The client will learn on its next poll.
+		s.mu.Unlock()
+		return 0
+	}
+	if s.transport != transportPolling {
+		s.mu.Unlock()
+		return errBadRequest
+	}
+	if s.posting {
+		s.mu.Unlock()
+		s.close("post overlap", false)
+		return errBadRequest
+	}
+	s.posting = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.posting = false
+		s.mu.Unlock()
+	}()
+	packets, ok := splitPayload(body)
+	if !ok {
+		s.close("parse error", false)
+		return errBadRequest
+	}
+	for _, p := range packets {
+		if !s.receive(p, false) {
+			s.close("parse error", false)
+			return errBadRequest
+		}
+	}
+	return 0
+}
+
+// beginUpgrade marks a probed WebSocket as upgrading the session; a
+// waiting poll then returns a noop so the client can pause polling.
+func (s *Session) beginUpgrade() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing || s.transport != transportPolling || s.upgrading {
+		return false
+	}
+	s.upgrading = true
+	notify(s.wake)
+	return true
+}
+
+func (s *Session) cancelUpgrade() {
+	s.mu.Lock()
+	s.upgrading = false
+	s.mu.Unlock()
+}
+
+// canUpgrade tells whether a WebSocket may start probing this session.
+func (s *Session) canUpgrade() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closing && s.transport == transportPolling && !s.upgrading
+}
+
+// completeUpgrade switches the session to ws and flushes the packets
+// queued for polling over it, before any other write.
+func (s *Session) completeUpgrade(ws *websocket.Conn) bool {
+	s.wmu.Lock()
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		s.wmu.Unlock()
+		return false
+	}
+	s.transport = transportWebSocket
+	s.upgrading = false
+	packets := s.pending
+	s.pending = nil
+	s.ws = ws
+	s.mu.Unlock()
+	notify(s.wake)
+	notify(s.space)
+	var err error
+	for _, p := range packets {
+		if err = ws.SetWriteDeadline(time.Now().Add(s.srv.opts.WriteTimeout)); err == nil {
+			err = ws.WriteMessage(websocket.TextMessage, p)
+		}
+		if err != nil {
+			break
+		}
+	}
+	s.wmu.Unlock()
+	s.srv.metrics.sessions.WithLabelValues(transportPolling.String()).Dec()
+	s.srv.metrics.sessions.WithLabelValues(transportWebSocket.String()).Inc()
+	s.srv.metrics.upgrades.Inc()
+	if err != nil {
+		s.close("transport error", false)
+		return false
+	}
+	return true
+}
+
+// readWS reads the client's packets from ws until it fails or the session
+// closes.
+func (s *Session) readWS(ws *websocket.Conn) {
+	for {
+		mt, data, err := ws.ReadMessage()
+		if err != nil {
+			reason := "transport close"
+			if errors.Is(err, websocket.ErrReadLimit) {
+				reason = "payload too large"
+			}
+			s.close(reason, false)
+			return
+		}
+		if !s.receive(data, mt == websocket.BinaryMessage) {
+			s.closeWith("parse error", true, websocket.CloseUnsupportedData)
+			return
+		}
+	}
+}
+
+// detach forgets ws once its handler is about to return.
+func (s *Session) detach(ws *websocket.Conn) {
+	s.wmu.Lock()
+	if s.ws == ws {
+		s.ws = nil
+	}
+	s.wmu.Unlock()
+}
+
+// notify signals c without blocking (c has room for one signal).
+func notify(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// timeoutError is a write that missed its deadline; it is a net.Error so
+// callers treat it like a socket timeout.
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "socketio: write timeout (client does not poll)" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
