@@ -135,7 +135,7 @@ func eventArgs(data json.RawMessage) (string, json.RawMessage, error) {
 		return "", nil, chat.Errorf(chat.CodeBadRequest, "EVENT payload must be [name, data]")
 	}
 	var name string
-	if err := json.Unmarshal(args[0], &name); err != nil {
+	if len(args[0]) == 0 || args[0][0] != '"' || json.Unmarshal(args[0], &name) != nil {
 		return "", nil, chat.Errorf(chat.CodeBadRequest, "event name must be a string")
 	}
 	if len(args) < 2 {

@@ -205,6 +205,9 @@ func (srv *Server) Close() {
 	})
 }
 
+// upgradeOf carries the session a WebSocket upgrades to the handler.
+type upgradeOf struct{ s *Session }
+
 const (
 	localSession   = "socketio.session"
 	localHandshake = "socketio.handshake"
@@ -267,7 +270,9 @@ func (srv *Server) handle(c *fiber.Ctx) error {
 			if !s.canUpgrade() {
 				return fail(c, errBadRequest)
 			}
-			c.Locals(localSession, s)
+			// Wrapped: fasthttp closes every io.Closer among a request's
+			// values when the request ends, and a Session is one.
+			c.Locals(localSession, upgradeOf{s})
 		} else {
 			if err := srv.admit(c); err != nil {
 				return err
@@ -351,13 +356,15 @@ func (srv *Server) forget(s *Session) {
 func (srv *Server) serveWS(conn *websocket.Conn) {
 	ws := conn.Conn
 	ws.SetReadLimit(int64(srv.opts.MaxPayload))
-	if s, ok := conn.Locals(localSession).(*Session); ok {
-		srv.upgrade(s, ws)
+	if u, ok := conn.Locals(localSession).(upgradeOf); ok {
+		srv.upgrade(u.s, ws)
 		return
 	}
 	hs, _ := conn.Locals(localHandshake).(Handshake)
 	s := srv.newSession(transportWebSocket, hs)
+	s.wmu.Lock()
 	s.ws = ws
+	s.wmu.Unlock()
 	defer s.detach(ws)
 	if err := s.writeWS(openPacket(s.id, []string{}, srv.opts), time.Now().Add(srv.opts.WriteTimeout)); err != nil {
 		s.close("transport error", false)

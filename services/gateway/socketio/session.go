@@ -484,6 +484,9 @@ func (s *Session) closeWith(reason string, graceful bool, code int) {
 			}
 			_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
 		}
+		// A hijacked fasthttp connection is only closed once its handler
+		// returns (Close does nothing): end the handler's read now.
+		_ = s.ws.SetReadDeadline(time.Now())
 		_ = s.ws.Close()
 		s.ws = nil
 	}
@@ -684,7 +687,18 @@ func (s *Session) completeUpgrade(ws *websocket.Conn) bool {
 // readWS reads the client's packets from ws until it fails or the session
 // closes.
 func (s *Session) readWS(ws *websocket.Conn) {
+	// The heartbeat closes silent sessions; the deadline is a backstop.
+	silence := s.srv.opts.PingInterval + s.srv.opts.PingTimeout + time.Second
 	for {
+		// Under wmu, so a close (which sets a past deadline) cannot come
+		// between the check and the new deadline.
+		s.wmu.Lock()
+		if s.ws != ws {
+			s.wmu.Unlock()
+			return
+		}
+		_ = ws.SetReadDeadline(time.Now().Add(silence))
+		s.wmu.Unlock()
 		mt, data, err := ws.ReadMessage()
 		if err != nil {
 			reason := "transport close"
