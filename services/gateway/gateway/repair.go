@@ -272,7 +272,13 @@ func (q *sequencer) fill(room int64, st *roomSeq, until *int64, p *redis.Publica
 			q.mu.Lock()
 			st.last = max(st.last, res.last)
 			q.mu.Unlock()
-			s.metrics.repaired.Add(float64(len(res.pubs)))
+			n := 0
+			for _, r := range res.pubs {
+				if p == nil || r.Seq < p.Seq {
+					n++
+				}
+			}
+			s.metrics.repaired.Add(float64(n))
 		}
 		if reason == "" && p == nil {
 			return
@@ -286,7 +292,11 @@ func (q *sequencer) fill(room int64, st *roomSeq, until *int64, p *redis.Publica
 			reason = protocol.ResyncPersisterBehind
 		}
 		retriable := reason == protocol.ResyncPersisterBehind || reason == protocol.ResyncUnavailable
-		if retriable && time.Now().Add(wait).Before(deadline) {
+		q.mu.Lock()
+		// Live events are being dropped already: waiting longer helps no one.
+		overflow := st.overflow
+		q.mu.Unlock()
+		if retriable && !overflow && time.Now().Add(wait).Before(deadline) {
 			t := time.NewTimer(wait)
 			select {
 			case <-q.ctx.Done():
