@@ -65,6 +65,9 @@ type HTTP struct {
 	Addr string `env:"HTTP_ADDR"`
 	// ShutdownTimeout bounds graceful shutdown after SIGTERM.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"15s"`
+	// Pprof serves net/http/pprof under /debug/pprof/ when true (profiling
+	// under load; keep it off on a public listener).
+	Pprof bool `env:"PPROF" envDefault:"false"`
 }
 
 // JWT configures token signing and verification (HS256).

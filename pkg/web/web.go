@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gofiber/contrib/otelfiber/v2"
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/pprof"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -51,6 +53,8 @@ type Options struct {
 	Checks map[string]Check
 	// ReadyTimeout bounds each check; zero means 2 s.
 	ReadyTimeout time.Duration
+	// Pprof serves the runtime profiles under /debug/pprof/ when true.
+	Pprof bool
 }
 
 // NewApp returns a Fiber app with the shared middleware and the /health,
@@ -80,6 +84,9 @@ func NewApp(o Options) *fiber.App {
 		otelfiber.WithNext(func(c *fiber.Ctx) bool { return isProbe(c.Path()) }),
 	))
 	app.Use(metricsMiddleware(o.Telemetry.Registry))
+	if o.Pprof {
+		app.Use(pprof.New())
+	}
 
 	app.Get("/health", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"status": "ok", "service": o.Service})
@@ -90,7 +97,7 @@ func NewApp(o Options) *fiber.App {
 }
 
 func isProbe(path string) bool {
-	return path == "/health" || path == "/ready" || path == "/metrics"
+	return path == "/health" || path == "/ready" || path == "/metrics" || strings.HasPrefix(path, "/debug/pprof")
 }
 
 // ErrorHandler maps errors to the JSON error body: *chat.Error by its code,

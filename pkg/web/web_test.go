@@ -116,3 +116,18 @@ func TestHealthReadyMetrics(t *testing.T) {
 		t.Fatalf("metrics %d %s", status, raw)
 	}
 }
+
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	off := newApp(t, nil)
+	if status, _, _ := do(t, off, "GET", "/debug/pprof/", ""); status != 404 {
+		t.Fatalf("pprof served without being asked: %d", status)
+	}
+	tel, err := telemetry.Setup(context.Background(), "test", config.Telemetry{LogLevel: "error", LogFormat: "json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := NewApp(Options{Service: "test", Telemetry: tel, Pprof: true})
+	if status, _, _ := do(t, on, "GET", "/debug/pprof/", ""); status != 200 {
+		t.Fatalf("pprof index: %d", status)
+	}
+}

@@ -93,7 +93,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 		return nil, fmt.Errorf("delivery: dead-letter producer: %w", err)
 	}
 	s.dlq = kafka.NewDeadLetters(s.dlqP, cfg.DLQTopic, cfg.Group)
-	s.app = web.NewApp(web.Options{Service: "delivery", Telemetry: tel, Checks: map[string]web.Check{
+	s.app = web.NewApp(web.Options{Service: "delivery", Telemetry: tel, Pprof: cfg.HTTP.Pprof, Checks: map[string]web.Check{
 		"redis": func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
 		"kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.dlqClient, cfg.Kafka.Topic) },
 	}})

@@ -118,7 +118,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 			s.m.setBreaker(to)
 		},
 	})
-	s.app = web.NewApp(web.Options{Service: "persister", Telemetry: tel, Checks: map[string]web.Check{
+	s.app = web.NewApp(web.Options{Service: "persister", Telemetry: tel, Pprof: cfg.HTTP.Pprof, Checks: map[string]web.Check{
 		"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
 		"breaker": func(context.Context) error {
 			if st := s.breaker.State(); st == gobreaker.StateOpen {

@@ -91,7 +91,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	}
 	s.state = NewState(s.rdb, keys, cfg.Timeout, cfg.TypingTTL)
 	s.reader = presence.NewReader(s.rdb, keys)
-	s.app = web.NewApp(web.Options{Service: "presence", Telemetry: tel, Checks: map[string]web.Check{
+	s.app = web.NewApp(web.Options{Service: "presence", Telemetry: tel, Pprof: cfg.HTTP.Pprof, Checks: map[string]web.Check{
 		"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
 		"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
 	}})
