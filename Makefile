@@ -27,8 +27,9 @@ deps: ## start (or reuse) PostgreSQL, Redis and the Kafka broker
 
 # -race=false keeps the suite inside CI's time budget on 2 cores; run
 # `go test -race` on a package when chasing a data race.
-test: deps ## all tests of every workspace module (needs deps; starts them)
+test: deps ## all tests of every workspace module, then test-socketio (needs deps; starts them)
 	@. scripts/env.sh && go test -count=1 -race=false -timeout 20m $(addsuffix /...,$(MODULE_DIRS))
+	@$(MAKE) test-socketio
 
 test-short: ## unit tests only (-short), no deps needed
 	@. scripts/env.sh && go test -count=1 -short -timeout 10m $(addsuffix /...,$(MODULE_DIRS))
@@ -61,3 +62,33 @@ BENCH_ARGS ?=
 bench: ## load-test the stack with chatbench (starts it if needed); BENCH_SCENARIO=chat|fanout|idle|max|artillery BENCH_ARGS="--duration 30s ..."
 	@. scripts/env.sh && AUTH_RATE_LIMIT="$${AUTH_RATE_LIMIT:-100000}" scripts/run.sh --detach
 	@. scripts/env.sh && go run ./tools/cmd/chatbench --scenario $(BENCH_SCENARIO) $(BENCH_ARGS)
+
+# Socket.IO compatibility (docs/protocol.md#socketio). The Node.js side runs
+# the real npm clients; tests/socketio/*_test.go starts a stack of its own
+# (tests/e2e/stack: fresh database, Redis prefix and Kafka topic) and runs
+# them against it. Needs Node.js >= 20 and npm (Debian: apt install nodejs
+# npm). Packages are installed from the committed lock files into
+# tests/*/node_modules when a lock file changed.
+NODE_CHECK = command -v node >/dev/null && command -v npm >/dev/null || \
+	{ echo "Node.js >= 20 and npm are required (Debian: apt install nodejs npm)" >&2; exit 1; }
+.PHONY: test-socketio artillery
+
+tests/socketio/node_modules/.relay-installed: tests/socketio/package-lock.json
+	@$(NODE_CHECK)
+	@cd tests/socketio && npm ci --no-audit --no-fund
+	@touch $@
+
+# Artillery 2.0.21 is the newest release that runs on Node.js 20; no browser
+# is downloaded (its Playwright engine is not used).
+tests/artillery/node_modules/.relay-installed: tests/artillery/package-lock.json
+	@$(NODE_CHECK)
+	@cd tests/artillery && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+test-socketio: deps tests/socketio/node_modules/.relay-installed ## socket.io-client 4 (both transports) and native clients against two gateways
+	@. scripts/env.sh && RELAY_SOCKETIO_IT=1 go test -count=1 -run '^TestSocketIOClients$$' -timeout 10m ./tests/socketio/
+
+# ARTILLERY_ENVIRONMENT=seed runs the seed's full phases (60 s + 300 s);
+# ARTILLERY_ARGS adds flags to `artillery run` (e.g. -s for one user).
+artillery: deps tests/artillery/node_modules/.relay-installed ## the seed's Artillery Socket.IO scenario (phases shortened to 10 s + 20 s) against a gateway; zero errors required
+	@. scripts/env.sh && RELAY_ARTILLERY_IT=1 go test -count=1 -v -run '^TestArtillery$$' -timeout 15m ./tests/socketio/
