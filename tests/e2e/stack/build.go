@@ -91,3 +91,21 @@ func WorkspaceRoot(ctx context.Context) (string, error) {
 	}
 	return filepath.Dir(work), nil
 }
+
+// BuildKafkabroker compiles tools/cmd/kafkabroker into dir and returns
+// the executable's path.
+func BuildKafkabroker(ctx context.Context, dir string) (string, error) {
+	root, err := WorkspaceRoot(ctx)
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "kafkabroker")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "relay/tools/cmd/kafkabroker")
+	cmd.Dir = root
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("stack: go build relay/tools/cmd/kafkabroker: %w\n%s", err, buf.String())
+	}
+	return out, nil
+}

@@ -42,11 +42,22 @@ type Conn struct {
 	readErr error
 
 	closed chan struct{}
+	// onPush, when set, gets every push instead of the log.
+	onPush func(protocol.Frame)
 }
 
 // Dial opens a WebSocket to wsURL (ws://host:port/ws) with token as the
 // ?token= query parameter. A refused upgrade is an *APIError.
 func Dial(ctx context.Context, wsURL, token string) (*Conn, error) {
+	return DialFunc(ctx, wsURL, token, nil)
+}
+
+// DialFunc is Dial that hands every push to onPush (when not nil) instead
+// of keeping it in the connection's log, for clients that run long and
+// process pushes as they come. onPush runs on the connection's read
+// goroutine, in arrival order, before Done is closed: it must not block
+// for long (the server closes a client that does not read).
+func DialFunc(ctx context.Context, wsURL, token string, onPush func(protocol.Frame)) (*Conn, error) {
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	ws, resp, err := d.DialContext(ctx, wsURL+"?token="+token, nil)
 	if err != nil {
@@ -71,7 +82,7 @@ func Dial(ctx context.Context, wsURL, token string) (*Conn, error) {
 		ws.Close()
 		return nil, fmt.Errorf("ws: dial %s: status %d", wsURL, resp.StatusCode)
 	}
-	c := &Conn{ws: ws, waiters: map[string]chan protocol.Frame{}, changed: make(chan struct{}), closed: make(chan struct{})}
+	c := &Conn{ws: ws, waiters: map[string]chan protocol.Frame{}, changed: make(chan struct{}), closed: make(chan struct{}), onPush: onPush}
 	go c.readLoop()
 	return c, nil
 }
@@ -102,6 +113,11 @@ func (c *Conn) readLoop() {
 			if ok {
 				w <- f // buffered: one reply per ref
 			}
+			continue
+		}
+		if c.onPush != nil {
+			c.mu.Unlock()
+			c.onPush(f)
 			continue
 		}
 		c.pushes = append(c.pushes, f)

@@ -1,0 +1,701 @@
+package fault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"relay/pkg/chat"
+	"relay/pkg/protocol"
+	"relay/tests/e2e/stack"
+)
+
+// Shape of the traffic: every client is a member of two neighbouring rooms
+// (so each room has 2*clients/rooms members) and sends to them in turn.
+type trafficConfig struct {
+	// Clients is the number of users, one connection each.
+	Clients int
+	// Rooms is the number of group rooms.
+	Rooms int
+	// Rate is the total sends per second over all clients.
+	Rate float64
+	// Gateways is how many gateways the clients are spread over.
+	Gateways int
+	// SendTimeout bounds the wait for one send's reply.
+	SendTimeout time.Duration
+	// GiveUp is how long after the traffic stopped a send still unacked
+	// keeps being retried.
+	GiveUp time.Duration
+}
+
+// traffic drives the clients of one stack and records everything they
+// see: the sends with their acks, and per client and room the events
+// integrated into the client's view.
+type traffic struct {
+	t     *testing.T
+	s     *stack.Stack
+	api   *stack.API
+	cfg   trafficConfig
+	rooms []*room
+
+	clients []*client
+	began   time.Time
+
+	stopSend chan struct{} // closed: senders start no new message
+	// giveUp ends GiveUp after stop: unacked sends are abandoned.
+	giveUp       context.Context
+	giveUpCancel context.CancelFunc
+	sendWG       sync.WaitGroup
+	cancel       context.CancelFunc // ends the clients' connection loops
+	procWG       sync.WaitGroup
+}
+
+// room is one group room of the traffic.
+type room struct {
+	id      string
+	members []*client
+}
+
+// sendRec is one message a client sent (one clientMsgId, maybe many
+// attempts).
+type sendRec struct {
+	cmid     string
+	room     string
+	userID   string
+	first    time.Time // first attempt
+	attempts int
+	codes    map[string]int // error codes (or "conn", "timeout") of failed attempts
+	ack      *protocol.SendAck
+	ackedAt  time.Time
+	gaveUp   bool
+	hardErr  error // a refusal no retry can cure
+}
+
+// client is one user with one connection at a time to some gateway.
+type client struct {
+	idx    int
+	user   *stack.User
+	rooms  []string
+	prefer int // the gateway it connects to first
+	tr     *traffic
+
+	connMu   sync.Mutex
+	conn     *stack.Conn // nil while (re)connecting
+	connCh   chan struct{}
+	gen      int
+	curGW    int
+	closedBy []string // why each connection ended
+
+	qmu    sync.Mutex
+	qcond  *sync.Cond
+	queue  []qitem
+	qclose bool
+
+	mu         sync.Mutex
+	views      map[string]*view
+	sends      []*sendRec
+	reconnects int
+	idle       bool     // the processor waits for the queue (nothing unprocessed)
+	misc       []string // violations outside any joined room
+}
+
+// qitem is a push of connection gen, or (closed) the end of it.
+type qitem struct {
+	gen    int
+	frame  protocol.Frame
+	closed bool
+	final  chan struct{} // a final-sync request
+}
+
+// view is what one client has of one room, in the order it integrated it.
+type view struct {
+	baseline int64 // last seq at the first join: events after it are expected
+	last     int64 // the highest seq integrated
+	connLast int64 // the last seq pushed on the current connection (order check)
+	restHigh int64 // the highest seq learnt through REST history
+	needFill bool  // resync_required told us to fetch what follows last
+	events   []viewEvent
+
+	pushes, restFilled, overlaps, resyncs, gaps int
+	violations                                  []string
+}
+
+// viewEvent is one integrated room event.
+type viewEvent struct {
+	seq    int64
+	event  string
+	id     string // message id, for message events
+	userID string
+	cmid   string
+	rest   bool      // came from REST history, not a push
+	at     time.Time // when the client integrated it
+}
+
+const password = "correct-horse-battery"
+
+// newTraffic registers the users, creates the rooms, waits until their
+// member_joined events were delivered, and connects every client (joining
+// its rooms); no message is sent yet.
+func newTraffic(t *testing.T, ctx context.Context, s *stack.Stack, cfg trafficConfig) *traffic {
+	t.Helper()
+	tr := &traffic{t: t, s: s, api: s.API(), cfg: cfg, stopSend: make(chan struct{})}
+	users := make([]*stack.User, cfg.Clients)
+	var wg sync.WaitGroup
+	errs := make([]error, cfg.Clients)
+	// bcrypt makes a registration cost tens of ms of CPU: a few at a time.
+	sem := make(chan struct{}, 4)
+	for i := range cfg.Clients {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			users[i], errs[i] = tr.api.Register(ctx, fmt.Sprintf("u%02d", i), password)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	for i := range cfg.Clients {
+		c := &client{idx: i, user: users[i], prefer: i % cfg.Gateways, tr: tr, views: map[string]*view{}}
+		c.qcond = sync.NewCond(&c.qmu)
+		c.connCh = make(chan struct{})
+		tr.clients = append(tr.clients, c)
+	}
+	// Client i is in rooms i%R and (i+1)%R.
+	for r := range cfg.Rooms {
+		var members []*client
+		for _, c := range tr.clients {
+			if c.idx%cfg.Rooms == r || (c.idx+1)%cfg.Rooms == r {
+				members = append(members, c)
+			}
+		}
+		others := make([]*stack.User, 0, len(members)-1)
+		for _, m := range members[1:] {
+			others = append(others, m.user)
+		}
+		rm, err := tr.api.CreateRoom(ctx, members[0].user, fmt.Sprintf("room%d", r), "group", others...)
+		if err != nil {
+			t.Fatalf("create room %d: %v", r, err)
+		}
+		tr.rooms = append(tr.rooms, &room{id: rm.ID, members: members})
+		for _, m := range members {
+			m.rooms = append(m.rooms, rm.ID)
+		}
+	}
+	// The join acks then carry the room's exact last seq, and every event
+	// after it is traffic.
+	waitCommitted(t, ctx, s, "delivery", 30*time.Second)
+
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	tr.cancel = cancel
+	for _, c := range tr.clients {
+		tr.procWG.Go(func() { c.process(pctx) })
+	}
+	err := stack.WaitFor(ctx, 30*time.Second, func(context.Context) (bool, error) {
+		for _, c := range tr.clients {
+			if c.current() == nil {
+				return false, fmt.Errorf("client %d not connected", c.idx)
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("connecting the clients: %v", err)
+	}
+	return tr
+}
+
+// start begins sending: each client at Rate/Clients per second, one
+// message at a time, each retried with its clientMsgId until acked.
+func (tr *traffic) start(ctx context.Context) {
+	tr.began = time.Now()
+	tr.giveUp, tr.giveUpCancel = context.WithCancel(ctx)
+	interval := time.Duration(float64(time.Second) * float64(len(tr.clients)) / tr.cfg.Rate)
+	for _, c := range tr.clients {
+		tr.sendWG.Go(func() { c.sendLoop(tr.giveUp, interval) })
+	}
+}
+
+// stop ends the sending and waits until every send was acked or given up.
+func (tr *traffic) stop() {
+	close(tr.stopSend)
+	t := time.AfterFunc(tr.cfg.GiveUp, tr.giveUpCancel)
+	tr.sendWG.Wait()
+	t.Stop()
+	tr.giveUpCancel()
+}
+
+// close ends the clients' connections and processors.
+func (tr *traffic) close() {
+	tr.cancel()
+	for _, c := range tr.clients {
+		c.qmu.Lock()
+		c.qclose = true
+		c.qcond.Broadcast()
+		c.qmu.Unlock()
+		if conn := c.current(); conn != nil {
+			_ = conn.Close()
+		}
+	}
+	tr.procWG.Wait()
+}
+
+// ----------------------------------------------------------------- sending
+
+func (c *client) sendLoop(ctx context.Context, interval time.Duration) {
+	// Spread the clients over the interval so the total rate is steady.
+	next := time.Now().Add(time.Duration(rand.Int64N(int64(interval))))
+	for n := 0; ; n++ {
+		select {
+		case <-c.tr.stopSend:
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		next = next.Add(interval)
+		if now := time.Now(); next.Before(now) {
+			next = now // behind after a stall: no burst to catch up
+		}
+		rec := &sendRec{
+			cmid: fmt.Sprintf("c%02d-%05d", c.idx, n), room: c.rooms[n%len(c.rooms)],
+			userID: c.user.ID, first: time.Now(), codes: map[string]int{},
+		}
+		c.mu.Lock()
+		c.sends = append(c.sends, rec)
+		c.mu.Unlock()
+		c.sendUntilAcked(ctx, rec, n)
+	}
+}
+
+// sendUntilAcked retries rec with the same clientMsgId, with backoff,
+// until it is acked, refused for good, or ctx ends (GiveUp after the
+// traffic stopped).
+func (c *client) sendUntilAcked(ctx context.Context, rec *sendRec, n int) {
+	backoff := 50 * time.Millisecond
+	content := fmt.Sprintf("message %d of client %d", n, c.idx)
+	gaveUp := func() {
+		c.mu.Lock()
+		rec.gaveUp = true
+		c.mu.Unlock()
+	}
+	for {
+		conn := c.waitConn(ctx)
+		if conn == nil {
+			gaveUp()
+			return
+		}
+		actx, cancel := context.WithTimeout(ctx, c.tr.cfg.SendTimeout)
+		ack, err := conn.Send(actx, rec.room, content, rec.cmid)
+		cancel()
+		c.mu.Lock()
+		rec.attempts++
+		if err == nil {
+			rec.ack, rec.ackedAt = &ack, time.Now()
+			c.mu.Unlock()
+			return
+		}
+		code := string(stack.ErrorCode(err))
+		switch {
+		case code == "":
+			if actx.Err() != nil {
+				code = "timeout"
+			} else {
+				code = "conn"
+			}
+		case code == string(chat.CodeUnavailable), code == string(chat.CodeConflict),
+			code == string(chat.CodeRateLimited), code == string(chat.CodeInternal):
+		default:
+			rec.hardErr = err
+			rec.codes[code]++
+			c.mu.Unlock()
+			return
+		}
+		rec.codes[code]++
+		c.mu.Unlock()
+		select {
+		case <-time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))):
+		case <-ctx.Done():
+			gaveUp()
+			return
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// current is the client's connection, nil while it reconnects.
+func (c *client) current() *stack.Conn {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	return c.conn
+}
+
+// waitConn waits for a connection; nil when ctx ends first.
+func (c *client) waitConn(ctx context.Context) *stack.Conn {
+	for {
+		c.connMu.Lock()
+		conn, ch := c.conn, c.connCh
+		c.connMu.Unlock()
+		if conn != nil {
+			return conn
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (c *client) setConn(conn *stack.Conn) {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	c.conn = conn
+	if conn != nil {
+		close(c.connCh)
+	} else {
+		c.connCh = make(chan struct{})
+	}
+}
+
+// ------------------------------------------------------------- connecting
+
+// enqueue is the push handler of connection gen: it only queues, so the
+// read goroutine never waits on the processing.
+func (c *client) enqueue(it qitem) {
+	c.qmu.Lock()
+	c.queue = append(c.queue, it)
+	c.qcond.Signal()
+	c.qmu.Unlock()
+}
+
+// next returns the next queued item; false when the client is closed.
+func (c *client) next() (qitem, bool) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	for len(c.queue) == 0 && !c.qclose {
+		c.mu.Lock()
+		c.idle = true
+		c.mu.Unlock()
+		c.qcond.Wait()
+	}
+	c.mu.Lock()
+	c.idle = false
+	c.mu.Unlock()
+	if c.qclose {
+		return qitem{}, false
+	}
+	it := c.queue[0]
+	c.queue = c.queue[1:]
+	return it, true
+}
+
+// process owns the client's views: it connects, integrates pushes in
+// arrival order, fills gaps from REST history and reconnects when the
+// connection ends.
+func (c *client) process(ctx context.Context) {
+	c.connect(ctx, false)
+	for {
+		it, ok := c.next()
+		if !ok {
+			return
+		}
+		switch {
+		case it.final != nil:
+			c.finalSync(ctx)
+			close(it.final)
+		case it.gen != c.gen:
+			// A connection given up during its joins.
+		case it.closed:
+			c.connMu.Lock()
+			c.conn = nil
+			c.connCh = make(chan struct{})
+			c.connMu.Unlock()
+			c.mu.Lock()
+			restart := len(c.closedBy) > 0 && c.closedBy[len(c.closedBy)-1] == "1012"
+			c.mu.Unlock()
+			c.connect(ctx, restart)
+		default:
+			c.handle(ctx, it.frame)
+		}
+	}
+}
+
+// connect dials a live gateway (the preferred one first, then the others)
+// with backoff and joins every room with the last seq the client has;
+// it returns once a connection joined all rooms, or ctx ended.
+func (c *client) connect(ctx context.Context, restart bool) {
+	first := len(c.views) == 0
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		// Docs/protocol.md, reconnecting: after 1012 at once with up to 1 s
+		// of jitter, otherwise full jitter on an exponential backoff.
+		var d time.Duration
+		switch {
+		case first && attempt == 0:
+		case restart && attempt == 0:
+			d = time.Duration(rand.Int64N(int64(time.Second)))
+		default:
+			d = time.Duration(rand.Int64N(int64(min(5*time.Second, (250*time.Millisecond)<<min(attempt, 5))) + 1))
+		}
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+		gw := (c.prefer + attempt) % c.tr.cfg.Gateways
+		c.gen++
+		gen := c.gen
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := stack.DialFunc(dctx, c.tr.s.GatewayURL(gw), c.user.Token, func(f protocol.Frame) {
+			c.enqueue(qitem{gen: gen, frame: f})
+		})
+		cancel()
+		if err != nil {
+			continue
+		}
+		go func() {
+			<-conn.Done()
+			c.mu.Lock()
+			c.closedBy = append(c.closedBy, closeReason(conn.Err()))
+			c.mu.Unlock()
+			c.enqueue(qitem{gen: gen, closed: true})
+		}()
+		if !c.joinAll(ctx, conn) {
+			_ = conn.Close()
+			continue
+		}
+		c.mu.Lock()
+		if !first {
+			c.reconnects++
+		}
+		c.curGW = gw
+		c.mu.Unlock()
+		c.setConn(conn)
+		return
+	}
+}
+
+// joinAll joins every room on conn: the first time without lastSeq (the
+// ack's lastSeq is the baseline), then with the last seq the view has. A
+// join refused with UNAVAILABLE is retried while the connection lives.
+func (c *client) joinAll(ctx context.Context, conn *stack.Conn) bool {
+	for _, r := range c.rooms {
+		v := c.views[r]
+		var last *int64
+		if v != nil {
+			last = &v.last
+		}
+		for attempt := 0; ; attempt++ {
+			jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			ack, err := conn.Join(jctx, r, last)
+			cancel()
+			if err == nil {
+				if v == nil {
+					if ack.LastSeq == nil {
+						c.tr.t.Errorf("client %d: first join of room %s: no lastSeq though the room has events", c.idx, r)
+						return false
+					}
+					v = &view{baseline: *ack.LastSeq, last: *ack.LastSeq, restHigh: -1}
+					c.mu.Lock()
+					c.views[r] = v
+					c.mu.Unlock()
+				}
+				v.connLast = v.last
+				break
+			}
+			select {
+			case <-conn.Done():
+				return false
+			default:
+			}
+			if stack.ErrorCode(err) != chat.CodeUnavailable || attempt >= 20 || ctx.Err() != nil {
+				return false
+			}
+			time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
+		}
+	}
+	return true
+}
+
+// closeReason names how a connection ended: the close code, or "drop".
+func closeReason(err error) string {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return strconv.Itoa(ce.Code)
+	}
+	return "drop"
+}
+
+// ---------------------------------------------------------------- pushes
+
+// roomEvent is what the view needs of a log push.
+type roomEvent struct {
+	RoomID      string `json:"roomId"`
+	Seq         *int64 `json:"seq"`
+	PrevSeq     *int64 `json:"prevSeq"`
+	ID          string `json:"id"`
+	UserID      string `json:"userId"`
+	ClientMsgID string `json:"clientMsgId"`
+}
+
+func (c *client) handle(ctx context.Context, f protocol.Frame) {
+	switch f.Event {
+	case protocol.EventResyncRequired:
+		var r protocol.ResyncRequired
+		if err := json.Unmarshal(f.Data, &r); err != nil {
+			c.violation("", "bad resync_required %s", f.Data)
+			return
+		}
+		v := c.views[r.RoomID]
+		if v == nil {
+			return
+		}
+		c.mu.Lock()
+		v.resyncs++
+		v.needFill = true
+		c.mu.Unlock()
+		return
+	case protocol.EventMessage, protocol.EventMessageEdited, protocol.EventMessageDeleted,
+		protocol.EventMessageRead, protocol.EventUserJoined, protocol.EventUserLeft:
+	case protocol.EventError:
+		c.violation("", "error push %s", f.Data)
+		return
+	default:
+		return // presence_update, typing
+	}
+	var e roomEvent
+	if err := json.Unmarshal(f.Data, &e); err != nil || e.Seq == nil {
+		c.violation("", "%s push without a seq: %s", f.Event, f.Data)
+		return
+	}
+	v := c.views[e.RoomID]
+	if v == nil {
+		c.violation(e.RoomID, "%s push of a room never joined: %s", f.Event, f.Data)
+		return
+	}
+	s := *e.Seq
+	if s <= v.connLast {
+		c.violation(e.RoomID, "%s seq %d pushed after seq %d on the same connection (duplicate or out of order)", f.Event, s, v.connLast)
+		return
+	}
+	v.connLast = s
+	c.mu.Lock()
+	v.pushes++
+	c.mu.Unlock()
+	if s <= v.last {
+		if s <= v.restHigh {
+			c.mu.Lock()
+			v.overlaps++ // already fetched over REST while it was in flight
+			c.mu.Unlock()
+			return
+		}
+		c.violation(e.RoomID, "%s seq %d pushed again on a new connection (had up to %d)", f.Event, s, v.last)
+		return
+	}
+	if v.needFill || e.PrevSeq == nil || *e.PrevSeq != v.last {
+		if !v.needFill {
+			c.mu.Lock()
+			v.gaps++
+			c.mu.Unlock()
+		}
+		c.fill(ctx, e.RoomID, v, s)
+	}
+	c.integrate(v, viewEvent{seq: s, event: f.Event, id: e.ID, userID: e.UserID, cmid: e.ClientMsgID, at: time.Now()})
+}
+
+func (c *client) integrate(v *view, e viewEvent) {
+	c.mu.Lock()
+	v.events = append(v.events, e)
+	v.last = e.seq
+	c.mu.Unlock()
+}
+
+func (c *client) violation(roomID, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v := c.views[roomID]; v != nil {
+		v.violations = append(v.violations, msg)
+		return
+	}
+	c.misc = append(c.misc, msg)
+}
+
+// fill fetches the messages after v.last and before upTo from REST
+// history (only messages are there: other events in the gap stay
+// missing) and integrates them. It retries, for up to 30 s, until the
+// history reached upTo (the persister may be behind, the api down); with
+// upTo < 0 it takes what the history has (the final sync).
+func (c *client) fill(ctx context.Context, roomID string, v *view, upTo int64) {
+	deadline := time.Now().Add(30 * time.Second)
+	after := v.last
+	for {
+		q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {"200"}}
+		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		h, err := c.tr.api.History(hctx, c.user, roomID, q)
+		cancel()
+		if err == nil {
+			reached := false
+			for _, m := range h.Messages {
+				if m.Seq <= after {
+					continue
+				}
+				if upTo >= 0 && m.Seq >= upTo {
+					reached = true
+					break
+				}
+				c.integrate(v, viewEvent{seq: m.Seq, event: protocol.EventMessage, id: m.ID, userID: m.UserID, cmid: m.ClientMsgID, rest: true, at: time.Now()})
+				c.mu.Lock()
+				v.restFilled++
+				v.restHigh = max(v.restHigh, m.Seq)
+				c.mu.Unlock()
+				after = m.Seq
+			}
+			if reached || (upTo < 0 && !h.HasMore && len(h.Messages) < 200) {
+				break
+			}
+			if len(h.Messages) > 0 && h.HasMore {
+				continue // next page at once
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			c.violation(roomID, "REST history did not reach seq %d after %d within 30 s (last error %v)", upTo, after, err)
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.mu.Lock()
+	v.needFill = false
+	c.mu.Unlock()
+}
+
+// finalSync fetches what a resync_required asked for when no push
+// followed it (so nothing triggered the fill).
+func (c *client) finalSync(ctx context.Context) {
+	for _, r := range c.rooms {
+		if v := c.views[r]; v != nil && v.needFill {
+			c.fill(ctx, r, v, -1)
+		}
+	}
+}
+
+// syncPending runs finalSync on the processor and waits for it.
+func (c *client) syncPending(ctx context.Context) error {
+	done := make(chan struct{})
+	c.enqueue(qitem{final: done})
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
