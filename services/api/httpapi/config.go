@@ -5,6 +5,11 @@ package httpapi
 //	DATABASE_URL        PostgreSQL URL [postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable]
 //	DATABASE_MAX_CONNS  connection pool size [20]
 //	DATABASE_MIGRATE    apply the embedded SQL migrations at start [true]
+//	DATABASE_BREAKER_FAILURES      consecutive statements that could not reach
+//	                    PostgreSQL before the breaker opens (503 UNAVAILABLE at once,
+//	                    /ready failing) [5]
+//	DATABASE_BREAKER_OPEN_TIMEOUT  how long the open breaker refuses before
+//	                    one trial statement [5s]
 //	REDIS_URL           Redis URL: presence reads and /ready [redis://127.0.0.1:6379/0]
 //	REDIS_PREFIX        key prefix, the presence service's [relay:]
 //	KAFKA_BROKERS       comma-separated seed brokers [127.0.0.1:9092]
@@ -57,6 +62,12 @@ type Config struct {
 	// Migrate applies pending database migrations in New; false leaves the
 	// schema to someone else.
 	Migrate bool `env:"DATABASE_MIGRATE" envDefault:"true"`
+	// DBBreakerFailures consecutive statements that could not reach the
+	// database open its breaker; zero means 5.
+	DBBreakerFailures uint32 `env:"DATABASE_BREAKER_FAILURES" envDefault:"5"`
+	// DBBreakerOpenTimeout is how long the open breaker refuses before a
+	// trial statement; zero means 5 s.
+	DBBreakerOpenTimeout time.Duration `env:"DATABASE_BREAKER_OPEN_TIMEOUT" envDefault:"5s"`
 }
 
 // WithDefaults returns c with every zero field that has a default set to it.
@@ -91,6 +102,12 @@ func (c Config) WithDefaults() Config {
 	if c.AuthRateLimit == 0 {
 		c.AuthRateLimit = 30
 	}
+	if c.DBBreakerFailures == 0 {
+		c.DBBreakerFailures = 5
+	}
+	if c.DBBreakerOpenTimeout == 0 {
+		c.DBBreakerOpenTimeout = 5 * time.Second
+	}
 	return c
 }
 
@@ -108,6 +125,9 @@ func (c *Config) Validate() error {
 	}
 	if d.Kafka.Partitions < 0 {
 		return errors.New("KAFKA_PARTITIONS must not be negative")
+	}
+	if d.DBBreakerOpenTimeout < 0 {
+		return errors.New("DATABASE_BREAKER_OPEN_TIMEOUT must not be negative")
 	}
 	if _, err := parsePrefixes(d.TrustedProxies); err != nil {
 		return err

@@ -49,6 +49,8 @@ type apiEnv struct {
 	redisURL string
 	prefix   string
 	rdb      *goredis.Client
+	// proxy is the cuttable path to PostgreSQL (envOptions.proxyDB).
+	proxy *pgProxy
 }
 
 type envOptions struct {
@@ -63,6 +65,11 @@ type envOptions struct {
 	// serial keeps the test from running in parallel with others (for
 	// tests that set OpenTelemetry's globals).
 	serial bool
+	// proxyDB puts a TCP proxy the test can cut (apiEnv.proxy) between
+	// the api and PostgreSQL.
+	proxyDB bool
+	// config adjusts the api's configuration.
+	config func(*httpapi.Config)
 }
 
 // newAPI starts the real service against the real servers, isolated for
@@ -82,8 +89,13 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 	if o.rateLimit == 0 {
 		o.rateLimit = 10000
 	}
+	apiDBURL := dbURL
+	var proxy *pgProxy
+	if o.proxyDB {
+		proxy, apiDBURL = newPGProxy(t, dbURL)
+	}
 	cfg := httpapi.Config{
-		Postgres:      config.Postgres{URL: dbURL, MaxConns: 10},
+		Postgres:      config.Postgres{URL: apiDBURL, MaxConns: 10},
 		Redis:         config.Redis{URL: rc.URL, Prefix: prefix},
 		Kafka:         config.Kafka{Brokers: brokers, Topic: topic, Partitions: 3},
 		HTTP:          config.HTTP{Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second},
@@ -92,6 +104,9 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 		// The test client connects from loopback; trusting it lets tests
 		// pose as different clients through X-Forwarded-For.
 		TrustedProxies: []string{"127.0.0.1", "::1"},
+	}
+	if o.config != nil {
+		o.config(&cfg)
 	}
 	tel := o.tel
 	if tel == nil {
@@ -141,7 +156,7 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 	return &apiEnv{
 		t: t, url: "http://" + ln.Addr().String(), db: db, svc: svc, brokers: brokers, topic: topic,
 		tokens: tokens, client: &http.Client{Timeout: 30 * time.Second},
-		dbURL: dbURL, redisURL: rc.URL, prefix: prefix, rdb: rdb,
+		dbURL: dbURL, redisURL: rc.URL, prefix: prefix, rdb: rdb, proxy: proxy,
 	}
 }
 

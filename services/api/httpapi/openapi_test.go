@@ -88,8 +88,8 @@ func TestProbes(t *testing.T) {
 		Checks map[string]string `json:"checks"`
 	}
 	e.do("GET", "/ready", "", nil).expect(t, 200, &ready)
-	want := map[string]string{"postgres": "ok", "redis": "ok", "kafka": "ok"}
-	if ready.Status != "ready" || len(ready.Checks) != 3 {
+	want := map[string]string{"postgres": "ok", "redis": "ok", "kafka": "ok", "database_breaker": "ok"}
+	if ready.Status != "ready" || len(ready.Checks) != len(want) {
 		t.Fatalf("ready %+v", ready)
 	}
 	for k, v := range want {

@@ -57,6 +57,8 @@ type Service struct {
 	events   EventPublisher
 	presence PresenceReader
 	tokens   *auth.Tokens
+	// breaker guards every database statement and request.
+	breaker  *dbBreaker
 	validate *validator.Validate
 	trusted  []netip.Prefix
 	// dummyHash is checked against when a login names no user, so the
@@ -97,6 +99,12 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 	}
 	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: true}); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
+	}
+	if s.breaker, err = newDBBreaker(cfg, tel.Log, tel.Registry); err != nil {
+		return nil, fmt.Errorf("api: breaker: %w", err)
+	}
+	if err := s.db.Use(s.breaker); err != nil {
+		return nil, fmt.Errorf("api: breaker: %w", err)
 	}
 	if cfg.Migrate {
 		sqlDB, err := s.db.DB()
@@ -170,6 +178,12 @@ func (s *Service) newApp() *fiber.App {
 			"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
 			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
 			"kafka":    func(ctx context.Context) error { return kafka.Ping(ctx, s.kclient, s.cfg.Kafka.Topic) },
+			"database_breaker": func(context.Context) error {
+				if s.breaker.open() {
+					return errors.New("open")
+				}
+				return nil
+			},
 		},
 	})
 	s.routes(app)
