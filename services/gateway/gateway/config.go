@@ -272,8 +272,8 @@ func (c Config) Validate() error {
 		"WS_WRITE_TIMEOUT": float64(c.WriteTimeout), "WS_PING_INTERVAL": float64(c.PingInterval),
 		"PRESENCE_HEARTBEAT_INTERVAL": float64(c.HeartbeatInterval), "TYPING_TTL": float64(c.TypingTTL),
 		"PRESENCE_CACHE_TTL": float64(c.PresenceCacheTTL), "PRESENCE_CACHE_SIZE": float64(c.PresenceCacheSize),
-		"PRESENCE_QUEUE_SIZE": float64(c.PresenceQueueSize),
-		"REPAIR_HOLD":         float64(c.RepairHold), "REPAIR_WAIT": float64(c.RepairWait),
+		"PRESENCE_QUEUE_SIZE": float64(c.PresenceQueueSize), "REPAIR_HOLD": float64(c.RepairHold),
+		"REPAIR_WAIT":        float64(c.RepairWait),
 		"RESYNC_RETRY_AFTER": float64(c.ResyncRetryAfter),
 	}
 	for name, v := range positive {
