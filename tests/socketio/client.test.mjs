@@ -5,7 +5,7 @@
 // upgrade to WebSocket) and once with transports: ['websocket'].
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { GATEWAYS, register, createRoom, connect, emit, disconnected } from './lib.mjs';
+import { GATEWAYS, register, createRoom, connect, emit, disconnected, mintToken } from './lib.mjs';
 
 const open = new Set();
 after(() => { for (const s of open) s.close(); });
@@ -206,6 +206,25 @@ describe('errors at connect', () => {
     assert.equal(err.message, 'Invalid namespace');
     socket.close();
   });
+});
+
+describe('token expiry', () => {
+  for (const [label, opts] of [['polling', { transports: ['polling'] }], ['websocket', { transports: ['websocket'] }]]) {
+    test(`an expiring token ends the socket with an error event and a server disconnect (${label})`, async () => {
+      const alice = await register('alice');
+      const a = await client(GATEWAYS[0], { token: mintToken(alice, 2) }, opts);
+      const reason = disconnected(a.socket, 15_000);
+      const err = await a.events.next('error', () => true, 15_000);
+      assert.deepEqual(err, { code: 'UNAUTHORIZED', message: 'token expired' });
+      assert.equal(await reason, 'io server disconnect');
+      // Not retried by itself: the client must bring a new token.
+      assert.equal(a.socket.active, false);
+      a.socket.auth.token = alice.token;
+      a.socket.connect();
+      await new Promise((resolve) => a.socket.once('connect', resolve));
+      a.socket.disconnect();
+    });
+  }
 });
 
 describe('binary data', () => {

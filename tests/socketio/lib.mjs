@@ -1,6 +1,6 @@
 // Helpers of the Socket.IO tests: REST setup through the api, socket.io-client
 // and native (/ws) clients, and waiting for events with a timeout.
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { io } from 'socket.io-client';
 import WebSocket from 'ws';
 
@@ -153,4 +153,17 @@ export function disconnected(socket, ms = WAIT_MS) {
     const timer = setTimeout(() => reject(new Error('no disconnect')), ms);
     socket.once('disconnect', (reason) => { clearTimeout(timer); resolve(reason); });
   });
+}
+
+// mintToken signs a token like the api's (HS256, issuer relay) for user,
+// expiring in ttlSeconds; it needs the stack's JWT secret.
+export function mintToken(user, ttlSeconds) {
+  const secret = process.env.RELAY_JWT_SECRET;
+  if (!secret) throw new Error('RELAY_JWT_SECRET is not set');
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const head = b64({ alg: 'HS256', typ: 'JWT' });
+  const body = b64({ username: user.username, iss: 'relay', sub: user.id, iat: now, exp: now + ttlSeconds });
+  const sig = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
 }

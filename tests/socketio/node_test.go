@@ -164,11 +164,16 @@ func TestSocketIOClients(t *testing.T) {
 		}},
 	})
 	args := []string{"--test", "--test-concurrency=1", "--test-reporter=spec"}
+	// RELAY_SOCKETIO_GREP runs only the tests whose name matches it.
+	if p := os.Getenv("RELAY_SOCKETIO_GREP"); p != "" {
+		args = append(args, "--test-name-pattern="+p)
+	}
 	for _, f := range files {
 		args = append(args, filepath.Base(f))
 	}
 	runNode(t, node, dir, map[string]string{
 		"RELAY_API_URL":      s.APIURL(),
 		"RELAY_GATEWAY_URLS": gatewayURLs(s, gateways),
+		"RELAY_JWT_SECRET":   stack.Secret,
 	}, 4*time.Minute, args...)
 }

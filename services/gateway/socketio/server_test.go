@@ -331,13 +331,12 @@ func TestConnectError(t *testing.T) {
 	srv, base := testServer(t, Options{Handler: h})
 	sid := handshake(t, base)
 	httpDo(t, http.MethodPost, pollURL(base, sid), `40{"token":"bad"}`)
-	code, body := httpDo(t, http.MethodGet, pollURL(base, sid), "")
-	if code != 200 || body != "44{\"message\":\"invalid token\",\"data\":{\"code\":\"UNAUTHORIZED\"}}\x1e1" {
-		t.Fatalf("poll: %d %q", code, body)
+	if got := pollUntilClose(t, base, sid); len(got) != 2 || got[0] != `44{"message":"invalid token","data":{"code":"UNAUTHORIZED"}}` {
+		t.Fatalf("polls: %q", got)
 	}
 	// Nothing half-open is left behind.
 	eventually(t, "session forgotten", func() bool { return srv.Sessions() == 0 })
-	code, body = httpDo(t, http.MethodGet, pollURL(base, sid), "")
+	code, body := httpDo(t, http.MethodGet, pollURL(base, sid), "")
 	wantEngineError(t, code, body, 400, errUnknownSID)
 
 	// Over WebSocket: CONNECT_ERROR, then the server closes.
@@ -360,6 +359,25 @@ func TestConnectTimeout(t *testing.T) {
 	eventually(t, "session closed", func() bool { return srv.Sessions() == 0 })
 	code, body := httpDo(t, http.MethodGet, pollURL(base, sid), "")
 	wantEngineError(t, code, body, 400, errUnknownSID)
+}
+
+// pollUntilClose polls until the close packet and returns every response,
+// which must be 200s.
+func pollUntilClose(t *testing.T, base, sid string) []string {
+	t.Helper()
+	var got []string
+	for range 20 {
+		code, body := httpDo(t, http.MethodGet, pollURL(base, sid), "")
+		if code != 200 {
+			t.Fatalf("poll after %q: %d %q", got, code, body)
+		}
+		got = append(got, body)
+		if body == "1" {
+			return got
+		}
+	}
+	t.Fatalf("no close packet in %q", got)
+	return nil
 }
 
 func dialWS(t *testing.T, base, sid string) *websocket.Conn {
@@ -598,9 +616,9 @@ func TestCloseCodes(t *testing.T) {
 		code int
 		want string // what the polling client gets after the CONNECT reply
 	}{
-		{protocol.CloseAuthExpired, "42[\"error\",{\"code\":\"UNAUTHORIZED\",\"message\":\"token expired\"}]\x1e41\x1e1"},
-		{protocol.CloseServiceRestart, "1"},
-		{protocol.CloseSlowConsumer, "1"},
+		{protocol.CloseAuthExpired, "42[\"error\",{\"code\":\"UNAUTHORIZED\",\"message\":\"token expired\"}]\x1e41"},
+		{protocol.CloseServiceRestart, ""},
+		{protocol.CloseSlowConsumer, ""},
 	} {
 		h := newEcho()
 		var once sync.Once
@@ -614,9 +632,15 @@ func TestCloseCodes(t *testing.T) {
 		sid := handshake(t, base)
 		httpDo(t, http.MethodPost, pollURL(base, sid), "40")
 		<-h.ended
-		_, body := httpDo(t, http.MethodGet, pollURL(base, sid), "")
-		if i := strings.IndexByte(body, 0x1e); i < 0 || body[i+1:] != c.want {
-			t.Errorf("close %d: got %q, want CONNECT reply then %q", c.code, body, c.want)
+		// The packets sent before the close come first, the close packet
+		// alone in the next response.
+		got := strings.Join(pollUntilClose(t, base, sid), "|")
+		want := "|1"
+		if c.want != "" {
+			want = "\x1e" + c.want + want
+		}
+		if !strings.HasPrefix(got, `40{"sid":"`) || !strings.HasSuffix(got, want) {
+			t.Errorf("close %d: got %q, want the CONNECT reply then %q", c.code, got, want)
 		}
 	}
 	// Over WebSocket the close frame carries the code.

@@ -98,6 +98,9 @@ type Session struct {
 	posting      bool
 	pending      [][]byte
 	closing      bool
+	// graceful is set with closing when the client is to get what was
+	// queued before the close packet.
+	graceful     bool
 	accepted     bool
 	awaitingPong bool
 	hb           *time.Timer
@@ -455,22 +458,21 @@ func (s *Session) close(reason string, graceful bool) {
 }
 
 // closeWith ends the session. Graceful: a polling client gets the pending
-// packets and a close packet on its next poll, a WebSocket a close frame
-// with code (1000 when 0). Otherwise the transport just ends.
+// packets on its next poll and the close packet on the one after (in one
+// payload socket.io-client would act on the close before the packets, which
+// it hands on a tick later), a WebSocket a close frame with code (1000 when
+// 0). Otherwise the transport just ends.
 func (s *Session) closeWith(reason string, graceful bool, code int) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return
 	}
-	s.closing = true
+	s.closing, s.graceful = true, graceful
 	if s.hb != nil {
 		s.hb.Stop()
 	}
 	polling := s.transport == transportPolling
-	if polling {
-		s.pending = append(s.pending, closePacket)
-	}
 	s.mu.Unlock()
 	close(s.closed)
 	s.srv.metrics.closed.WithLabelValues(reason).Inc()
@@ -536,14 +538,15 @@ func (s *Session) poll() ([]byte, int) {
 		if len(s.pending) > 0 || s.closing || s.transport != transportPolling {
 			packets := s.pending
 			s.pending = nil
-			closing := s.closing
-			if closing && (len(packets) == 0 || !bytes.Equal(packets[len(packets)-1], closePacket)) {
-				packets = append(packets, closePacket)
+			// The close packet goes alone, after the last packets.
+			last := s.closing && (len(packets) == 0 || !s.graceful)
+			if last {
+				packets = [][]byte{closePacket}
 			}
 			s.getting = false
 			s.mu.Unlock()
 			notify(s.space)
-			if closing {
+			if last {
 				s.finalize()
 			}
 			if len(packets) == 0 {
