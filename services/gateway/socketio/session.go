@@ -91,13 +91,13 @@ type Session struct {
 	wake, space chan struct{}
 	alive       atomic.Pointer[func()]
 
-	mu           sync.Mutex
-	transport    transportKind
-	upgrading    bool
-	getting      bool
-	posting      bool
-	pending      [][]byte
-	closing      bool
+	mu        sync.Mutex
+	transport transportKind
+	upgrading bool
+	getting   bool
+	posting   bool
+	pending   [][]byte
+	closing   bool
 	// graceful is set with closing when the client is to get what was
 	// queued before the close packet.
 	graceful     bool
