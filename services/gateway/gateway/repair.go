@@ -334,7 +334,7 @@ func (q *sequencer) deliverRun(room int64, run []*redis.Publication) {
 // missed after the last event it got.
 func (q *sequencer) resyncMembers(room int64, reason string) {
 	for _, m := range q.b.s.hub.Members(room) {
-		m.Conn().Send(q.b.s.resyncFrame(room, m.LastSeq(), reason))
+		m.Notify(func(last int64) []byte { return q.b.s.resyncFrame(room, last, reason) })
 	}
 }
 

@@ -250,6 +250,9 @@ type Member struct {
 	// buffering holds live publications in buf until Start.
 	buffering bool
 	buf       []*redis.Publication
+	// notes are frames built at Start, after the replay, for notices that
+	// came while buffering (a resync_required of a failed gap repair).
+	notes []func(lastSeq int64) []byte
 }
 
 // RoomID returns the member's room.
@@ -305,6 +308,10 @@ func (m *Member) Resume(r Resume) {
 		frames = m.appendNew(frames, p)
 	}
 	frames = append(frames, r.After...)
+	for _, build := range m.notes {
+		frames = append(frames, build(m.lastSeq))
+	}
+	m.notes = nil
 	// Held publications can come from the live channel and from a gap
 	// repair at once; seq order is what the member must see.
 	slices.SortStableFunc(m.buf, func(a, b *redis.Publication) int { return cmpSeq(a.Seq, b.Seq) })
@@ -350,6 +357,19 @@ func (m *Member) sendAll(frames [][]byte) bool {
 		}
 	}
 	return true
+}
+
+// Notify queues the frame build makes from the member's last delivered seq
+// (e.g. a resync_required), in order with the member's events: during the
+// join replay it waits for Start and follows the replay.
+func (m *Member) Notify(build func(lastSeq int64) []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.buffering {
+		m.notes = append(m.notes, build)
+		return
+	}
+	m.conn.Send(build(m.lastSeq))
 }
 
 // Deliver queues p to the member unless it already had it.

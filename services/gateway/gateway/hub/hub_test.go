@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 
@@ -227,5 +228,76 @@ func TestConcurrentJoinLeavePublish(t *testing.T) {
 		if b.unsubs[room] != n {
 			t.Fatalf("room %d: %d subscribes, %d unsubscribes", room, n, b.unsubs[room])
 		}
+	}
+}
+
+func TestNotifyWaitsForTheReplay(t *testing.T) {
+	h := New(newFakeBroker(), Options{})
+	c := &fakeConn{user: 1}
+	m, err := h.Join(context.Background(), 7, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Publish(pub(7, 4))
+	m.Notify(func(last int64) []byte { return []byte("n" + string(rune('0'+last))) })
+	if got := c.got(); len(got) != 0 {
+		t.Fatalf("sent %q while replaying", got)
+	}
+	m.Resume(Resume{Before: [][]byte{[]byte("ack")}, LastSeq: 1, Replay: []*redis.Publication{pub(7, 2)}})
+	m.Notify(func(last int64) []byte { return []byte("n" + string(rune('0'+last))) })
+	want := []string{"ack", "2", "n2", "4", "n4"}
+	if got := c.got(); len(got) != len(want) {
+		t.Fatalf("got %q, want %q", got, want)
+	} else {
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		}
+	}
+}
+
+// bulkConn records bursts separately.
+type bulkConn struct {
+	fakeConn
+	bursts [][]string
+}
+
+func (c *bulkConn) SendBulk(frames [][]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b []string
+	for _, f := range frames {
+		b = append(b, string(f))
+	}
+	c.bursts = append(c.bursts, b)
+	return true
+}
+
+func TestPublishRunAndResumeKeepSeqOrder(t *testing.T) {
+	h := New(newFakeBroker(), Options{})
+	c := &bulkConn{fakeConn: fakeConn{user: 1}}
+	m, err := h.Join(context.Background(), 7, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While replaying: a live publication, then a repaired run reaching
+	// behind it; Resume puts them in seq order, each once.
+	h.Publish(pub(7, 6))
+	h.PublishRun(7, []*redis.Publication{pub(7, 4), pub(7, 5), pub(7, 6)})
+	m.Resume(Resume{LastSeq: 2, Replay: []*redis.Publication{pub(7, 3)}})
+	// Started: a run goes out as one burst, without what was had.
+	h.PublishRun(7, []*redis.Publication{pub(7, 6), pub(7, 7), pub(7, 8)})
+	want := [][]string{{"3", "4", "5", "6"}, {"7", "8"}}
+	if len(c.bursts) != len(want) {
+		t.Fatalf("bursts %q, want %q", c.bursts, want)
+	}
+	for i := range want {
+		if strings.Join(c.bursts[i], ",") != strings.Join(want[i], ",") {
+			t.Fatalf("bursts %q, want %q", c.bursts, want)
+		}
+	}
+	if got := c.got(); len(got) != 0 {
+		t.Fatalf("single sends %q", got)
 	}
 }
