@@ -200,9 +200,12 @@ func metricsMiddleware(reg *prometheus.Registry) fiber.Handler {
 				status = fe.Code
 			}
 		}
-		route := c.Route().Path
-		requests.WithLabelValues(c.Method(), route, strconv.Itoa(status)).Inc()
-		latency.WithLabelValues(c.Method(), route).Observe(time.Since(start).Seconds())
+		// Copies: Fiber's strings point into the connection's request
+		// buffer, which the next request on it overwrites, and the
+		// metric keeps its label values.
+		method, route := strings.Clone(c.Method()), strings.Clone(c.Route().Path)
+		requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+		latency.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 		return err
 	}
 }

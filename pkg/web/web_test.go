@@ -131,3 +131,45 @@ func TestPprofOnlyWhenAsked(t *testing.T) {
 		t.Fatalf("pprof index: %d", status)
 	}
 }
+
+// TestMetricsLabelsSurviveKeepAlive: fasthttp reuses a connection's request
+// buffer, and Fiber's method string points into it, so a label stored
+// without a copy changed with the next request on the connection
+// (GET turned POS, and /metrics failed with duplicate series).
+func TestMetricsLabelsSurviveKeepAlive(t *testing.T) {
+	app := newApp(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeListener(ctx, app, ln, time.Second) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + ln.Addr().String()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1}}
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := client.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for range 3 {
+		get("/chat-error")
+		resp, err := client.Post(base+"/echo", "text/plain", strings.NewReader("hi"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}
+	status, raw := get("/metrics")
+	if status != 200 || !strings.Contains(raw, `http_requests_total{method="GET",route="/chat-error",status="403"} 3`) ||
+		!strings.Contains(raw, `http_requests_total{method="POST",route="/echo",status="200"} 3`) {
+		t.Fatalf("metrics %d %s", status, raw)
+	}
+}
