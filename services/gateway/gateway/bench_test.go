@@ -104,6 +104,8 @@ func BenchmarkFanout100(b *testing.B) {
 	frame, _ := json.Marshal(protocol.Frame{Event: protocol.EventMessage, Data: data})
 	br := &roomBroker{s: s}
 	br.seq = newSequencer(br)
+	// Subscribed, as in production: every publication passes the gap check.
+	br.seq.open(room)
 	payloads := make([][]byte, 0, 1024)
 	b.ReportAllocs()
 	seq := int64(0)
@@ -114,7 +116,8 @@ func BenchmarkFanout100(b *testing.B) {
 			// the Redis client hands the broker a fresh one each time.
 			b.StopTimer()
 			for i := range 1024 {
-				p, _ := json.Marshal(redis.Publication{RoomID: room, Seq: seq + int64(i), Frame: frame,
+				prev := seq + int64(i) - 1
+				p, _ := json.Marshal(redis.Publication{RoomID: room, Seq: seq + int64(i), PrevSeq: &prev, Frame: frame,
 					Trace: map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}})
 				payloads = append(payloads, p)
 			}
@@ -128,6 +131,9 @@ func BenchmarkFanout100(b *testing.B) {
 		if c.stop.Load() {
 			b.Fatal("a client was closed as slow during the benchmark")
 		}
+	}
+	if g := testutil.ToFloat64(s.metrics.gaps); g != 0 {
+		b.Fatalf("%v gaps detected in a gapless run", g)
 	}
 }
 

@@ -21,8 +21,6 @@ type logRead struct {
 	// gap is "" when pubs reach as far as required, otherwise why they
 	// stop short (a protocol.Resync* reason).
 	gap string
-	// fromPG counts the pubs rendered from PostgreSQL.
-	fromPG int
 }
 
 // readLog returns the room's events after seq after, at most limit, as a
@@ -105,8 +103,6 @@ func (s *Service) readLog(ctx context.Context, room, after int64, until *int64, 
 					// Not renderable, so the delivery worker published
 					// nothing for it either; it is still a link.
 					s.log.WarnContext(ctx, "skip room event", "room_id", room, "seq", row.Seq, "err", err)
-				} else {
-					out.fromPG++
 				}
 			}
 			if p != nil {
