@@ -33,6 +33,8 @@ type sequencer struct {
 
 	mu    sync.Mutex
 	rooms map[int64]*roomSeq
+	// stopped is set by stop; no repair starts after it.
+	stopped bool
 	// repairs tracks the repair goroutines, for shutdown.
 	repairs sync.WaitGroup
 	ctx     context.Context
@@ -184,7 +186,12 @@ func (q *sequencer) resubscribed(room int64) {
 	}
 }
 
+// startRepair starts the room's repair goroutine. Callers hold q.mu.
 func (q *sequencer) startRepair(room int64, st *roomSeq) {
+	if q.stopped {
+		st.repairing, st.held = false, nil
+		return
+	}
 	q.repairs.Add(1)
 	go func() {
 		defer q.repairs.Done()
@@ -340,6 +347,9 @@ func (q *sequencer) resyncMembers(room int64, reason string) {
 
 // stop ends the repairs and waits for them.
 func (q *sequencer) stop() {
+	q.mu.Lock()
+	q.stopped = true
+	q.mu.Unlock()
 	q.cancel()
 	q.repairs.Wait()
 }
