@@ -1,8 +1,10 @@
 package fault
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -34,10 +36,17 @@ type row struct {
 	recovery time.Duration
 	// ackPause: the longest time without any ack while the traffic ran.
 	ackPause time.Duration
+	// slowestAck: the longest time from a send's first attempt to its ack.
+	slowestAck time.Duration
 	// reconnects of clients, resync_required pushes, gaps seen (prevSeq
 	// not the last seq).
 	reconnects, resyncs, gaps int
-	failed                    bool
+	// churns: connections closed by the clients themselves (ChurnEvery).
+	churns int
+	// codes counts the failed send attempts by error code ("timeout":
+	// no reply in time, "conn": the connection ended first).
+	codes  map[string]int
+	failed bool
 }
 
 // problems collects failures by kind and reports a few examples of each.
@@ -80,6 +89,7 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 	var r row
 
 	// Sends and acks.
+	r.codes = map[string]int{}
 	sends := map[userMsg]*sendRec{}
 	acked := map[string]map[int64]*sendRec{} // room -> seq -> send
 	var ackTimes []time.Time
@@ -88,6 +98,15 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 		for _, rec := range c.sends {
 			r.sent++
 			sends[userMsg{rec.userID, rec.cmid}] = rec
+			for code, n := range rec.codes {
+				r.codes[code] += n
+			}
+			for _, a := range rec.tries {
+				if a.code == "timeout" || rec.ack == nil {
+					t.Logf("client %d %s (room %s, acked %v): attempt at +%v on gateway%d failed after %v: %s",
+						c.idx, rec.cmid, rec.room, ackOf(rec), a.at.Sub(tr.began).Round(time.Millisecond), a.gw, a.took.Round(time.Millisecond), a.err)
+				}
+			}
 			switch {
 			case rec.hardErr != nil:
 				p.add("sends refused for good", "client %d %s: %v", c.idx, rec.cmid, rec.hardErr)
@@ -96,6 +115,7 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 			default:
 				r.acked++
 				ackTimes = append(ackTimes, rec.ackedAt)
+				r.slowestAck = max(r.slowestAck, rec.ackedAt.Sub(rec.first))
 				if rec.ack.ClientMsgID != rec.cmid || rec.ack.RoomID != rec.room {
 					p.add("acks not matching their send", "%s in room %s acked as %+v", rec.cmid, rec.room, *rec.ack)
 				}
@@ -115,13 +135,13 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 	// The Kafka log: every acked send at its seq, once per clientMsgId.
 	logs := map[string]map[int64]stack.Record{}
 	inLog := map[userMsg][]int64{}
+	topic, err := s.TopicLog(ctx)
+	if err != nil {
+		t.Fatalf("topic log: %v", err)
+	}
 	for _, rm := range tr.rooms {
-		recs, err := s.RoomLog(ctx, rm.id)
-		if err != nil {
-			t.Fatalf("room log %s: %v", rm.id, err)
-		}
 		logs[rm.id] = map[int64]stack.Record{}
-		for _, rec := range recs {
+		for _, rec := range topic[rm.id] {
 			logs[rm.id][rec.Seq] = rec
 			if rec.Event.Type != events.MessageCreated {
 				continue
@@ -222,7 +242,6 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 
 	// The clients' views: every acked message of their rooms once, in seq
 	// order, each the log's message at that seq.
-	integrated := map[string]map[int64][]time.Time{} // room -> seq -> when each member had it
 	for _, c := range tr.clients {
 		c.mu.Lock()
 		if c.current() == nil {
@@ -232,6 +251,7 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 			p.add("protocol violations", "client %d: %s", c.idx, v)
 		}
 		r.reconnects += c.reconnects
+		r.churns += c.churns
 		for _, room := range c.rooms {
 			v := c.views[room]
 			if v == nil {
@@ -277,10 +297,6 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 					p.add("clientMsgIds delivered twice to one client", "client %d room %s: %s at seqs %d and %d", c.idx, room, e.cmid, first, e.seq)
 				}
 				seen[k] = e.seq
-				if integrated[room] == nil {
-					integrated[room] = map[int64][]time.Time{}
-				}
-				integrated[room][e.seq] = append(integrated[room][e.seq], e.at)
 			}
 			var missing []int64
 			for seq, rec := range acked[room] {
@@ -303,24 +319,30 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 	}
 
 	// Recovery: the first send begun after the fault's end that was acked
-	// and then with every member of its room.
+	// and pushed to every member connected when it was acked (a member
+	// whose connection ended before the push, or who was away, churning,
+	// gets it on resume: its absence is not the system's recovery).
 	r.recovery = -1
 	for _, rm := range tr.rooms {
 		for seq, rec := range acked[rm.id] {
 			if rec.first.Before(end) {
 				continue
 			}
-			ats := integrated[rm.id][seq]
-			if len(ats) < len(rm.members) {
-				continue
-			}
-			done := rec.ackedAt
-			for _, at := range ats {
+			done, ok := rec.ackedAt, true
+			for _, m := range rm.members {
+				at, need := pushedTo(m, rm.id, seq, rec.ackedAt)
+				if !need {
+					continue
+				}
+				if at.IsZero() {
+					ok = false
+					break
+				}
 				if at.After(done) {
 					done = at
 				}
 			}
-			if d := done.Sub(end); r.recovery < 0 || d < r.recovery {
+			if d := done.Sub(end); ok && (r.recovery < 0 || d < r.recovery) {
 				r.recovery = d
 			}
 		}
@@ -329,6 +351,32 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 		p.add("no recovery", "no message sent after the fault's end was acked and delivered to all its room's members (traffic stopped %v after it)", stopAt.Sub(end).Round(time.Millisecond))
 	}
 	return r
+}
+
+// pushedTo says whether m had a connection open when the message at seq
+// of room was acked (then it needs the push) and when m integrated it on
+// that connection (zero: not before it ended).
+func pushedTo(m *client, room string, seq int64, acked time.Time) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var sp *span
+	for i := range m.spans {
+		if !m.spans[i].from.After(acked) && (m.spans[i].to.IsZero() || m.spans[i].to.After(acked)) {
+			sp = &m.spans[i]
+		}
+	}
+	if sp == nil {
+		return time.Time{}, false
+	}
+	v := m.views[room]
+	if v == nil {
+		return time.Time{}, true
+	}
+	i, found := slices.BinarySearchFunc(v.events, seq, func(e viewEvent, seq int64) int { return cmp.Compare(e.seq, seq) })
+	if !found || (!sp.to.IsZero() && v.events[i].at.After(sp.to)) {
+		return time.Time{}, true
+	}
+	return v.events[i].at, true
 }
 
 func ackOf(rec *sendRec) string {
@@ -360,9 +408,28 @@ func longestPause(ts []time.Time, from, to time.Time) time.Duration {
 }
 
 func (r row) summary() string {
-	return fmt.Sprintf("%s: sent %d, acked %d (unacked %d), persisted %d (%d unacked), delivered %d of %d expected (%d over REST), duplicates %d, lost %d, recovery %s, longest ack pause %s, reconnects %d, resyncs %d, gaps %d",
+	return fmt.Sprintf("%s: sent %d, acked %d (unacked %d), persisted %d (%d unacked), delivered %d of %d expected (%d over REST), duplicates %d, lost %d, recovery %s, longest ack pause %s, slowest ack %s, reconnects %d (%d churn), resyncs %d, gaps %d, failed attempts: %s",
 		r.name, r.sent, r.acked, r.unacked, r.persisted, r.storedUnacked, r.delivered, r.expected, r.restFilled,
-		r.duplicates, r.lost, fmtDur(r.recovery), fmtDur(r.ackPause), r.reconnects, r.resyncs, r.gaps)
+		r.duplicates, r.lost, fmtDur(r.recovery), fmtDur(r.ackPause), fmtDur(r.slowestAck), r.reconnects, r.churns, r.resyncs, r.gaps, fmtCodes(r.codes))
+}
+
+// fmtCodes lists failed attempts by code, most frequent first.
+func fmtCodes(codes map[string]int) string {
+	if len(codes) == 0 {
+		return "none"
+	}
+	keys := slices.Collect(maps.Keys(codes))
+	slices.SortFunc(keys, func(a, b string) int {
+		if codes[a] != codes[b] {
+			return codes[b] - codes[a]
+		}
+		return strings.Compare(a, b)
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, codes[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 func fmtDur(d time.Duration) string {
@@ -379,16 +446,16 @@ func fmtDur(d time.Duration) string {
 // renderTable is the Markdown table of docs/reliability.md.
 func renderTable(rows []row) string {
 	var b strings.Builder
-	b.WriteString("| fault | sent | acked | persisted | delivered | duplicates | lost | recovery | longest ack pause | unacked (stored) | reconnects | resyncs (REST-filled) | result |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n")
+	b.WriteString("| fault | sent | acked | persisted | delivered | duplicates | lost | recovery | longest ack pause | slowest ack | unacked (stored) | reconnects (churn) | resyncs (REST-filled) | failed attempts | result |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n")
 	for _, r := range rows {
 		result := "pass"
 		if r.failed {
 			result = "FAIL"
 		}
-		fmt.Fprintf(&b, "| %s: %s | %d | %d | %d | %d / %d | %d | %d | %s | %s | %d (%d) | %d | %d (%d) | %s |\n",
+		fmt.Fprintf(&b, "| %s: %s | %d | %d | %d | %d / %d | %d | %d | %s | %s | %s | %d (%d) | %d (%d) | %d (%d) | %s | %s |\n",
 			r.name, r.what, r.sent, r.acked, r.persisted, r.delivered, r.expected, r.duplicates, r.lost,
-			fmtDur(r.recovery), fmtDur(r.ackPause), r.unacked, r.storedUnacked, r.reconnects, r.resyncs, r.restFilled, result)
+			fmtDur(r.recovery), fmtDur(r.ackPause), fmtDur(r.slowestAck), r.unacked, r.storedUnacked, r.reconnects, r.churns, r.resyncs, r.restFilled, fmtCodes(r.codes), result)
 	}
 	return b.String()
 }

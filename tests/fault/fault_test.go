@@ -22,7 +22,11 @@ var (
 		Rate:        240,
 		Gateways:    2,
 		SendTimeout: 8 * time.Second,
-		GiveUp:      20 * time.Second,
+		// Past the gateway's DEDUPE_PENDING_TTL (30 s): a send in flight on
+		// a killed gateway gets CONFLICT until its marker expires.
+		GiveUp:     40 * time.Second,
+		ChurnEvery: 500 * time.Millisecond,
+		ChurnAway:  [2]time.Duration{time.Second, 4 * time.Second},
 	}
 	warm  = 3 * time.Second
 	down  = 3 * time.Second
@@ -154,6 +158,14 @@ func runFault(t *testing.T, f fault) row {
 			// Seven processes on the private server's 100 connections.
 			"DATABASE_MAX_CONNS": "8",
 		},
+		ServiceEnv: map[string]map[string]string{
+			// A client back after more than 100 missed events of a room
+			// gets resync_required and fills the rest from REST history:
+			// with the churn's 1 to 4 s away (40 to 160 events a room), a
+			// good part of the resumes take that path, which the default
+			// (1000) would leave to much longer absences.
+			"gateway": {"REPLAY_LIMIT": "100"},
+		},
 	})
 	tr := newTraffic(t, ctx, s, shape)
 	t.Cleanup(tr.close)
@@ -172,8 +184,11 @@ func runFault(t *testing.T, f fault) row {
 		stopAt.Sub(tr.began).Round(time.Millisecond), faultAt.Sub(tr.began).Round(time.Millisecond),
 		end.Sub(tr.began).Round(time.Millisecond), time.Since(stopAt).Round(time.Millisecond))
 
+	drained := time.Now()
 	drain(t, ctx, s, tr)
+	checked := time.Now()
 	r := check(t, ctx, s, tr, faultAt, end, stopAt)
+	t.Logf("drained in %v, checked in %v", checked.Sub(drained).Round(time.Millisecond), time.Since(checked).Round(time.Millisecond))
 	r.name, r.what = f.name, f.what
 	t.Logf("%s", r.summary())
 	return r
@@ -197,6 +212,9 @@ func drain(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic) {
 	err := stack.WaitFor(ctx, 20*time.Second, func(context.Context) (bool, error) {
 		missing := 0
 		for _, c := range tr.clients {
+			if c.current() == nil {
+				return false, fmt.Errorf("client %d not connected", c.idx)
+			}
 			missing += c.missing()
 		}
 		if missing > 0 {

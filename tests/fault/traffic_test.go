@@ -35,6 +35,11 @@ type trafficConfig struct {
 	// GiveUp is how long after the traffic stopped a send still unacked
 	// keeps being retried.
 	GiveUp time.Duration
+	// ChurnEvery is how often one client (at random) closes its connection
+	// and stays away for ChurnAway (a random duration in [ChurnAway[0],
+	// ChurnAway[1]]) before it reconnects and resumes; zero: no churn.
+	ChurnEvery time.Duration
+	ChurnAway  [2]time.Duration
 }
 
 // traffic drives the clients of one stack and records everything they
@@ -55,6 +60,7 @@ type traffic struct {
 	giveUp       context.Context
 	giveUpCancel context.CancelFunc
 	sendWG       sync.WaitGroup
+	churnWG      sync.WaitGroup
 	cancel       context.CancelFunc // ends the clients' connection loops
 	procWG       sync.WaitGroup
 }
@@ -78,6 +84,16 @@ type sendRec struct {
 	ackedAt  time.Time
 	gaveUp   bool
 	hardErr  error // a refusal no retry can cure
+	tries    []try // the failed attempts
+}
+
+// try is one failed attempt of a send.
+type try struct {
+	at   time.Time
+	took time.Duration
+	gw   int
+	code string
+	err  string
 }
 
 // client is one user with one connection at a time to some gateway.
@@ -94,6 +110,7 @@ type client struct {
 	gen      int
 	curGW    int
 	closedBy []string // why each connection ended
+	spans    []span   // when each connection was usable
 
 	qmu    sync.Mutex
 	qcond  *sync.Cond
@@ -104,8 +121,17 @@ type client struct {
 	views      map[string]*view
 	sends      []*sendRec
 	reconnects int
-	idle       bool     // the processor waits for the queue (nothing unprocessed)
-	misc       []string // violations outside any joined room
+	churns     int       // connections it closed itself
+	awayUntil  time.Time // after a churn close: reconnect no earlier
+	idle       bool      // the processor waits for the queue (nothing unprocessed)
+	misc       []string  // violations outside any joined room
+}
+
+// span is the life of one connection, from the end of its joins to its
+// close (zero while open).
+type span struct {
+	gen      int
+	from, to time.Time
 }
 
 // qitem is a push of connection gen, or (closed) the end of it.
@@ -223,11 +249,41 @@ func (tr *traffic) start(ctx context.Context) {
 	for _, c := range tr.clients {
 		tr.sendWG.Go(func() { c.sendLoop(tr.giveUp, interval) })
 	}
+	if tr.cfg.ChurnEvery > 0 {
+		tr.churnWG.Go(tr.churn)
+	}
+}
+
+// churn closes one connected client's connection every ChurnEvery until
+// the traffic stops; the client comes back after ChurnAway and resumes
+// with the last seq of each room, like a phone losing its network.
+func (tr *traffic) churn() {
+	tick := time.NewTicker(tr.cfg.ChurnEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tr.stopSend:
+			return
+		case <-tick.C:
+		}
+		c := tr.clients[rand.IntN(len(tr.clients))]
+		conn := c.current()
+		if conn == nil {
+			continue // reconnecting already
+		}
+		lo, hi := tr.cfg.ChurnAway[0], tr.cfg.ChurnAway[1]
+		c.mu.Lock()
+		c.churns++
+		c.awayUntil = time.Now().Add(lo + time.Duration(rand.Int64N(int64(hi-lo)+1)))
+		c.mu.Unlock()
+		_ = conn.Close()
+	}
 }
 
 // stop ends the sending and waits until every send was acked or given up.
 func (tr *traffic) stop() {
 	close(tr.stopSend)
+	tr.churnWG.Wait()
 	t := time.AfterFunc(tr.cfg.GiveUp, tr.giveUpCancel)
 	tr.sendWG.Wait()
 	t.Stop()
@@ -294,6 +350,10 @@ func (c *client) sendUntilAcked(ctx context.Context, rec *sendRec, n int) {
 			gaveUp()
 			return
 		}
+		c.connMu.Lock()
+		gw := c.curGW
+		c.connMu.Unlock()
+		at := time.Now()
 		actx, cancel := context.WithTimeout(ctx, c.tr.cfg.SendTimeout)
 		ack, err := conn.Send(actx, rec.room, content, rec.cmid)
 		cancel()
@@ -307,7 +367,7 @@ func (c *client) sendUntilAcked(ctx context.Context, rec *sendRec, n int) {
 		code := string(stack.ErrorCode(err))
 		switch {
 		case code == "":
-			if actx.Err() != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
 				code = "timeout"
 			} else {
 				code = "conn"
@@ -321,6 +381,7 @@ func (c *client) sendUntilAcked(ctx context.Context, rec *sendRec, n int) {
 			return
 		}
 		rec.codes[code]++
+		rec.tries = append(rec.tries, try{at: at, took: time.Since(at), gw: gw, code: code, err: err.Error()})
 		c.mu.Unlock()
 		select {
 		case <-time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1))):
@@ -356,15 +417,18 @@ func (c *client) waitConn(ctx context.Context) *stack.Conn {
 	}
 }
 
+// setConn hands a joined connection to the sender, unless it already
+// ended (its close is then queued for the processor).
 func (c *client) setConn(conn *stack.Conn) {
 	c.connMu.Lock()
 	defer c.connMu.Unlock()
-	c.conn = conn
-	if conn != nil {
-		close(c.connCh)
-	} else {
-		c.connCh = make(chan struct{})
+	select {
+	case <-conn.Done():
+		return
+	default:
 	}
+	c.conn = conn
+	close(c.connCh)
 }
 
 // ------------------------------------------------------------- connecting
@@ -416,10 +480,6 @@ func (c *client) process(ctx context.Context) {
 		case it.gen != c.gen:
 			// A connection given up during its joins.
 		case it.closed:
-			c.connMu.Lock()
-			c.conn = nil
-			c.connCh = make(chan struct{})
-			c.connMu.Unlock()
 			c.mu.Lock()
 			restart := len(c.closedBy) > 0 && c.closedBy[len(c.closedBy)-1] == "1012"
 			c.mu.Unlock()
@@ -435,6 +495,16 @@ func (c *client) process(ctx context.Context) {
 // it returns once a connection joined all rooms, or ctx ended.
 func (c *client) connect(ctx context.Context, restart bool) {
 	first := len(c.views) == 0
+	c.mu.Lock()
+	away := time.Until(c.awayUntil)
+	c.mu.Unlock()
+	if away > 0 {
+		select {
+		case <-time.After(away):
+		case <-ctx.Done():
+			return
+		}
+	}
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		// Docs/protocol.md, reconnecting: after 1012 at once with up to 1 s
 		// of jitter, otherwise full jitter on an exponential backoff.
@@ -451,7 +521,14 @@ func (c *client) connect(ctx context.Context, restart bool) {
 		case <-ctx.Done():
 			return
 		}
+		// First the preferred gateway; after a close, the other one first
+		// (a load balancer routes away from an instance that went away).
 		gw := (c.prefer + attempt) % c.tr.cfg.Gateways
+		if !first {
+			c.connMu.Lock()
+			gw = (c.curGW + 1 + attempt) % c.tr.cfg.Gateways
+			c.connMu.Unlock()
+		}
 		c.gen++
 		gen := c.gen
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -464,9 +541,23 @@ func (c *client) connect(ctx context.Context, restart bool) {
 		}
 		go func() {
 			<-conn.Done()
+			closed := time.Now()
 			c.mu.Lock()
 			c.closedBy = append(c.closedBy, closeReason(conn.Err()))
+			for i := range c.spans {
+				if c.spans[i].gen == gen {
+					c.spans[i].to = closed
+				}
+			}
 			c.mu.Unlock()
+			// Senders stop using it at once; the processor reconnects
+			// once it has integrated what came before the close.
+			c.connMu.Lock()
+			if c.conn == conn {
+				c.conn = nil
+				c.connCh = make(chan struct{})
+			}
+			c.connMu.Unlock()
 			c.enqueue(qitem{gen: gen, closed: true})
 		}()
 		if !c.joinAll(ctx, conn) {
@@ -477,8 +568,11 @@ func (c *client) connect(ctx context.Context, restart bool) {
 		if !first {
 			c.reconnects++
 		}
-		c.curGW = gw
+		c.spans = append(c.spans, span{gen: gen, from: time.Now()})
 		c.mu.Unlock()
+		c.connMu.Lock()
+		c.curGW = gw
+		c.connMu.Unlock()
 		c.setConn(conn)
 		return
 	}

@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -24,8 +25,20 @@ type Record struct {
 // one partition): the ground truth
 // the pushes and rows are checked against.
 func (s *Stack) RoomLog(ctx context.Context, roomID string) ([]Record, error) {
+	logs, err := s.TopicLog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return logs[roomID], nil
+}
+
+// TopicLog reads the whole topic once, up to its current end, and returns
+// every room's records by room id (the record key), in offset order.
+func (s *Stack) TopicLog(ctx context.Context) (map[string][]Record, error) {
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V3_6_0_0
+	// Reading up to a known end: no reason to wait for more on a fetch.
+	cfg.Consumer.MaxWaitTime = 50 * time.Millisecond
 	client, err := sarama.NewClient(s.Brokers, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
@@ -40,7 +53,7 @@ func (s *Stack) RoomLog(ctx context.Context, roomID string) ([]Record, error) {
 		return nil, fmt.Errorf("consumer: %w", err)
 	}
 	defer consumer.Close()
-	var out []Record
+	out := map[string][]Record{}
 	for _, p := range parts {
 		end, err := client.GetOffset(s.Topic, p, sarama.OffsetNewest)
 		if err != nil {
@@ -56,14 +69,13 @@ func (s *Stack) RoomLog(ctx context.Context, roomID string) ([]Record, error) {
 		for done := false; !done; {
 			select {
 			case m := <-pc.Messages():
-				if string(m.Key) == roomID {
-					e, err := events.Unmarshal(m.Value)
-					if err != nil {
-						pc.Close()
-						return nil, fmt.Errorf("record %d/%d: %w", p, m.Offset, err)
-					}
-					out = append(out, Record{Partition: p, Seq: m.Offset, Event: e})
+				e, err := events.Unmarshal(m.Value)
+				if err != nil {
+					pc.Close()
+					return nil, fmt.Errorf("record %d/%d: %w", p, m.Offset, err)
 				}
+				key := string(m.Key)
+				out[key] = append(out[key], Record{Partition: p, Seq: m.Offset, Event: e})
 				done = m.Offset >= end-1
 			case <-ctx.Done():
 				pc.Close()
