@@ -174,6 +174,7 @@ func (s *Service) newApp() *fiber.App {
 		Service:   "api",
 		Telemetry: s.tel,
 		BodyLimit: 64 << 10,
+		Pprof:     s.cfg.HTTP.Pprof,
 		Checks: map[string]web.Check{
 			"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
 			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },

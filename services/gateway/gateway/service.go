@@ -200,6 +200,7 @@ func (s *Service) newApp() *fiber.App {
 		Service:   "gateway",
 		Telemetry: s.tel,
 		BodyLimit: s.bodyLimit(),
+		Pprof:     s.cfg.HTTP.Pprof,
 		Checks: map[string]web.Check{
 			"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
 			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
