@@ -16,11 +16,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,6 +131,55 @@ func runNode(t *testing.T, node, dir string, env map[string]string, timeout time
 	}
 }
 
+// startDevproxy runs tools/cmd/devproxy (the local single origin, sticky
+// per client) in front of the gateways and returns its base URL.
+func startDevproxy(t *testing.T, api, gateways string) string {
+	t.Helper()
+	dir, err := binDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := stack.WorkspaceRoot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "devproxy")
+	build := exec.Command("go", "build", "-o", bin, "relay/tools/cmd/devproxy")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build devproxy: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "DEVPROXY_ADDR="+addr, "API_UPSTREAM="+api, "GATEWAY_UPSTREAMS="+gateways)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	base := "http://" + addr
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		res, err := http.Get(base + "/health")
+		if err == nil {
+			_ = res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("devproxy not up at %s: %v", base, err)
+		}
+	}
+}
+
 // gatewayURLs lists the stack's gateways as http:// base URLs.
 func gatewayURLs(s *stack.Stack, n int) string {
 	urls := make([]string, n)
@@ -174,6 +226,7 @@ func TestSocketIOClients(t *testing.T) {
 	runNode(t, node, dir, map[string]string{
 		"RELAY_API_URL":      s.APIURL(),
 		"RELAY_GATEWAY_URLS": gatewayURLs(s, gateways),
+		"RELAY_PROXY_URL":    startDevproxy(t, s.APIURL(), gatewayURLs(s, gateways)),
 		"RELAY_JWT_SECRET":   stack.Secret,
 	}, 4*time.Minute, args...)
 }
