@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -700,5 +701,56 @@ func TestOptionsValidate(t *testing.T) {
 	}
 	if _, err := NewServer(Options{Handler: newEcho(), PingInterval: -time.Second}); err == nil {
 		t.Error("negative PingInterval accepted")
+	}
+}
+
+// TestBusyHandlerIsNotAPingTimeout: while the handler is slow with the
+// client's events (its inbox full), the client's pong waits behind them;
+// that is not silence.
+func TestBusyHandlerIsNotAPingTimeout(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	h := newEcho()
+	h.serve = func(s *Session) {
+		<-release // busy, e.g. waiting for Kafka
+		for {
+			ev, err := s.Next()
+			if err != nil {
+				return
+			}
+			h.events <- ev
+		}
+	}
+	srv, base := testServer(t, Options{Handler: h, PingInterval: 20 * time.Millisecond, PingTimeout: 40 * time.Millisecond})
+	ws := dialWS(t, base, "")
+	readWS(t, ws)
+	writeWS(t, ws, "40")
+	readWS(t, ws)
+	// More events than the inbox holds, then pongs to every ping.
+	for i := range 40 {
+		writeWS(t, ws, `42["e`+strconv.Itoa(i)+`"]`)
+	}
+	go func() {
+		for {
+			_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			if string(b) == "2" {
+				_ = ws.WriteMessage(websocket.TextMessage, []byte("3"))
+			}
+		}
+	}()
+	// Several ping timeouts' worth of a busy handler.
+	time.Sleep(300 * time.Millisecond)
+	if srv.Sessions() != 1 {
+		t.Fatal("session closed while its handler was busy")
+	}
+	close(release)
+	for i := range 40 {
+		if ev := recvEvent(t, h); ev.Name != "e"+strconv.Itoa(i) {
+			t.Fatalf("event %d: %+v", i, ev)
+		}
 	}
 }

@@ -90,6 +90,9 @@ type Session struct {
 	// changed; space tells a blocked writer that a poll took packets.
 	wake, space chan struct{}
 	alive       atomic.Pointer[func()]
+	// backlogged counts transports waiting for room in inbox: their
+	// client is alive even though its pong may be queued behind.
+	backlogged atomic.Int32
 
 	mu        sync.Mutex
 	transport transportKind
@@ -387,6 +390,13 @@ func (s *Session) heartbeat() {
 		return
 	}
 	if s.awaitingPong {
+		if s.backlogged.Load() > 0 {
+			// The pong may wait behind events the handler is still busy
+			// with (a slow Kafka): the client is not silent, it is ahead.
+			s.hb.Reset(s.srv.opts.PingTimeout)
+			s.mu.Unlock()
+			return
+		}
 		s.mu.Unlock()
 		s.close("ping timeout", false)
 		return
@@ -445,6 +455,13 @@ func (s *Session) receive(data []byte, isBinary bool) bool {
 // deliver hands a message to the session goroutine, waiting while its
 // inbox is full (backpressure on the client's transport).
 func (s *Session) deliver(in inbound) bool {
+	select {
+	case s.inbox <- in:
+		return true
+	default:
+	}
+	s.backlogged.Add(1)
+	defer s.backlogged.Add(-1)
 	select {
 	case s.inbox <- in:
 	case <-s.closed:
