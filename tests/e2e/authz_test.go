@@ -163,7 +163,6 @@ func status(err error) int {
 // (user_left), the leaver's sends are refused and the room's messages are
 // no longer pushed to them.
 func TestLeaveEndsAccess(t *testing.T) {
-	knownBug(t, "after POST /leave the gateway still accepts the leaver's sends (membership cached 30 s) and pushes the room to their open connections")
 	s := newStack(t, stack.Options{Gateways: 2})
 	ctx := testCtx(t, 60*time.Second)
 	api := s.API()

@@ -219,6 +219,9 @@ func (b *roomBroker) deliver(p *redis.Publication) {
 		s.router.membershipChanged(p.RoomID, p.Frame)
 	}
 	n := s.hub.Publish(p)
+	if event == protocol.EventUserLeft {
+		s.userLeft(p)
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int64("room.id", p.RoomID), attribute.Int64("seq", p.Seq), attribute.Int("recipients", n))
 	}

@@ -52,6 +52,14 @@ func (s *Service) joinRoom(ctx context.Context, c *client, data json.RawMessage,
 		return mustJSON(protocol.JoinAck{RoomID: roomString(cmd.room), LastSeq: last}), nil
 	}
 	if len(c.rooms) >= s.cfg.MaxRooms {
+		// Memberships ended by a user_left still have their entry.
+		for id, m := range c.rooms {
+			if m.Removed() {
+				delete(c.rooms, id)
+			}
+		}
+	}
+	if len(c.rooms) >= s.cfg.MaxRooms {
 		return nil, chat.Errorf(chat.CodeBadRequest, "at most %d rooms can be joined on one connection", s.cfg.MaxRooms)
 	}
 	if _, cached := s.roles.Get(memberKey{cmd.room, c.userID}); !cached {

@@ -330,6 +330,11 @@ func (q *sequencer) deliverRun(room int64, run []*redis.Publication) {
 		}
 	}
 	n := s.hub.PublishRun(room, run)
+	for _, p := range run {
+		if frameEvent(p.Frame) == protocol.EventUserLeft {
+			s.userLeft(p)
+		}
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int64("room.id", room), attribute.Int64("seq.first", run[0].Seq),
 			attribute.Int64("seq.last", run[len(run)-1].Seq), attribute.Int("recipients", n))

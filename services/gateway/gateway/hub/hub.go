@@ -242,6 +242,9 @@ type Member struct {
 	room    int64
 	conn    Conn
 	removed atomic.Bool
+	// evicted is set by Evict: the member gets nothing more, even before
+	// Leave took it out of the registry.
+	evicted atomic.Bool
 
 	mu sync.Mutex
 	// lastSeq is the seq of the last event queued to the connection; -1
@@ -261,8 +264,26 @@ func (m *Member) RoomID() int64 { return m.room }
 // Conn returns the member's connection.
 func (m *Member) Conn() Conn { return m.conn }
 
-// Removed reports whether the member left its room.
-func (m *Member) Removed() bool { return m.removed.Load() }
+// Removed reports whether the member left its room (or was evicted).
+func (m *Member) Removed() bool { return m.removed.Load() || m.evicted.Load() }
+
+// Evict ends the memberships of userID's connections in roomID (the user
+// left the room): from this call on they are queued nothing of the room.
+// It does no I/O; the caller takes the returned members out of the
+// registry with Leave, which may unsubscribe the room channel.
+func (h *Hub) Evict(roomID, userID int64) []*Member {
+	var out []*Member
+	for _, m := range h.Members(roomID) {
+		if m.conn.UserID() != userID || m.evicted.Swap(true) {
+			continue
+		}
+		m.mu.Lock()
+		m.buf, m.notes = nil, nil
+		m.mu.Unlock()
+		out = append(out, m)
+	}
+	return out
+}
 
 // LastSeq returns the seq of the last event queued to the connection, -1
 // before any.
@@ -300,6 +321,11 @@ type Resume struct {
 func (m *Member) Resume(r Resume) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.evicted.Load() {
+		m.buffering = false
+		m.sendAll(r.Before)
+		return
+	}
 	frames := make([][]byte, 0, len(r.Before)+len(r.Replay)+len(r.After)+len(m.buf))
 	frames = append(frames, r.Before...)
 	m.lastSeq = max(m.lastSeq, r.LastSeq)
@@ -365,6 +391,9 @@ func (m *Member) sendAll(frames [][]byte) bool {
 func (m *Member) Notify(build func(lastSeq int64) []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.evicted.Load() {
+		return
+	}
 	if m.buffering {
 		m.notes = append(m.notes, build)
 		return
@@ -396,6 +425,9 @@ func (h *Hub) PublishRun(roomID int64, run []*redis.Publication) int {
 func (m *Member) deliverRun(run []*redis.Publication) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.evicted.Load() {
+		return false
+	}
 	if m.buffering {
 		// Start sorts and filters the held publications; a known burst is
 		// not a slow consumer.
@@ -410,6 +442,9 @@ func (m *Member) deliverRun(run []*redis.Publication) bool {
 }
 
 func (m *Member) deliver(p *redis.Publication) bool {
+	if m.evicted.Load() {
+		return false
+	}
 	if p.Ephemeral {
 		// No position: no seq check and no replay ordering to keep.
 		if p.SkipUserID != 0 && p.SkipUserID == m.conn.UserID() {

@@ -301,3 +301,44 @@ func TestPublishRunAndResumeKeepSeqOrder(t *testing.T) {
 		t.Fatalf("single sends %q", got)
 	}
 }
+
+// Evict stops a user's members at once, before Leave, and Leave then
+// unsubscribes the room when they were its last members.
+func TestEvictStopsDeliveryBeforeLeave(t *testing.T) {
+	b := newFakeBroker()
+	h := New(b, Options{})
+	alice, bob := &fakeConn{user: 1}, &fakeConn{user: 2}
+	join(t, h, 7, alice, -1)
+	bm := join(t, h, 7, bob, -1)
+	bm2 := join(t, h, 8, bob, -1)
+	h.Publish(pub(7, 1))
+	evicted := h.Evict(7, 2)
+	if len(evicted) != 1 || evicted[0] != bm || !bm.Removed() || bm2.Removed() {
+		t.Fatalf("evicted %v; removed 7:%v 8:%v", evicted, bm.Removed(), bm2.Removed())
+	}
+	if again := h.Evict(7, 2); len(again) != 0 {
+		t.Fatalf("second evict returned %d members", len(again))
+	}
+	h.Publish(pub(7, 2))
+	h.PublishRun(7, []*redis.Publication{pub(7, 3)})
+	bm.Notify(func(int64) []byte { return []byte("note") })
+	h.Publish(pub(8, 1))
+	if got := strings.Join(bob.got(), ","); got != "1,1" {
+		t.Fatalf("bob got %q, want room 7's seq 1 and room 8's seq 1", got)
+	}
+	if got := strings.Join(alice.got(), ","); got != "1,2,3" {
+		t.Fatalf("alice got %q", got)
+	}
+	for _, m := range evicted {
+		if err := h.Leave(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.Size() != 2 || b.unsubs[7] != 0 {
+		t.Fatalf("size %d, unsubscribes of 7: %d", h.Size(), b.unsubs[7])
+	}
+	h.Evict(7, 1)
+	if len(h.Members(7)) != 1 {
+		t.Fatal("evict took the member out of the registry; Leave does")
+	}
+}
