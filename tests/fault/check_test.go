@@ -32,12 +32,17 @@ type row struct {
 	// message) pairs missing from the views.
 	duplicates, lost int
 	// recovery: fault end until the first message sent after it was acked
-	// and with every member; -1 when none was.
-	recovery time.Duration
+	// and with every member; -1 when none was. recoveryAll: until every
+	// steady client had such a message.
+	recovery, recoveryAll time.Duration
 	// ackPause: the longest time without any ack while the traffic ran.
 	ackPause time.Duration
 	// slowestAck: the longest time from a send's first attempt to its ack.
 	slowestAck time.Duration
+	// readsDelivered: (client, acked read event) pairs pushed;
+	// readsExcused: those missing inside a range the client filled over
+	// REST (which has messages only).
+	readsDelivered, readsExcused int
 	// reconnects of clients, resync_required pushes, gaps seen (prevSeq
 	// not the last seq).
 	reconnects, resyncs, gaps int
@@ -82,7 +87,7 @@ type userMsg struct{ user, cmid string }
 // check compares what the clients saw and were acked with the Kafka log
 // (the ground truth for seqs) and PostgreSQL, fails t on every broken
 // guarantee and returns the counts.
-func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, faultAt, end, stopAt time.Time) row {
+func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, f fault, end, stopAt time.Time) row {
 	t.Helper()
 	p := &problems{t: t}
 	defer p.report()
@@ -93,6 +98,7 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 	sends := map[userMsg]*sendRec{}
 	acked := map[string]map[int64]*sendRec{} // room -> seq -> send
 	var ackTimes []time.Time
+	var slowest *sendRec
 	for _, c := range tr.clients {
 		c.mu.Lock()
 		for _, rec := range c.sends {
@@ -115,7 +121,9 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 			default:
 				r.acked++
 				ackTimes = append(ackTimes, rec.ackedAt)
-				r.slowestAck = max(r.slowestAck, rec.ackedAt.Sub(rec.first))
+				if d := rec.ackedAt.Sub(rec.first); d > r.slowestAck {
+					r.slowestAck, slowest = d, rec
+				}
 				if rec.ack.ClientMsgID != rec.cmid || rec.ack.RoomID != rec.room {
 					p.add("acks not matching their send", "%s in room %s acked as %+v", rec.cmid, rec.room, *rec.ack)
 				}
@@ -131,6 +139,22 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 		c.mu.Unlock()
 	}
 	r.ackPause = longestPause(ackTimes, tr.began, stopAt)
+	if slowest != nil {
+		var b strings.Builder
+		for _, a := range slowest.tries {
+			fmt.Fprintf(&b, "\n  +%v gateway%d, %v: %s", a.at.Sub(tr.began).Round(time.Millisecond), a.gw, a.took.Round(time.Millisecond), a.err)
+		}
+		t.Logf("slowest ack: %s, first sent at +%v, acked %v later after %d attempts; failed ones:%s", slowest.cmid,
+			slowest.first.Sub(tr.began).Round(time.Millisecond), r.slowestAck.Round(time.Millisecond), slowest.attempts, b.String())
+	}
+	reads := map[string][]int64{} // room -> seqs of acked read events
+	for _, c := range tr.clients {
+		c.mu.Lock()
+		for _, rd := range c.reads {
+			reads[rd.room] = append(reads[rd.room], rd.seq)
+		}
+		c.mu.Unlock()
+	}
 
 	// The Kafka log: every acked send at its seq, once per clientMsgId.
 	logs := map[string]map[int64]stack.Record{}
@@ -280,6 +304,9 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 					continue
 				}
 				if e.event != "message" {
+					if lr.Event.Type == events.MessageCreated {
+						p.add("events delivered that differ from the log", "client %d room %s seq %d: %s, the log has %s", c.idx, room, e.seq, e.event, lr.Event.Type)
+					}
 					continue
 				}
 				if lr.Event.Type != events.MessageCreated || lr.Event.MessageID != e.id {
@@ -297,6 +324,28 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 					p.add("clientMsgIds delivered twice to one client", "client %d room %s: %s at seqs %d and %d", c.idx, room, e.cmid, first, e.seq)
 				}
 				seen[k] = e.seq
+			}
+			// Read events: exactly like messages, except inside the ranges
+			// the client fetched over REST, which has messages only.
+			for _, seq := range reads[room] {
+				lr, ok := logs[room][seq]
+				if !ok || lr.Event.Type != events.ReadMarked {
+					p.add("acked reads not in the log at their seq", "room %s seq %d", room, seq)
+					continue
+				}
+				if seq <= v.baseline {
+					continue
+				}
+				if _, found := slices.BinarySearchFunc(v.events, seq, func(e viewEvent, seq int64) int { return cmp.Compare(e.seq, seq) }); found {
+					r.readsDelivered++
+					continue
+				}
+				if inFill(v.fills, seq) {
+					r.readsExcused++
+					continue
+				}
+				r.lost++
+				p.add("acked read events a client never got (outside REST-filled ranges)", "client %d room %s seq %d", c.idx, room, seq)
 			}
 			var missing []int64
 			for seq, rec := range acked[room] {
@@ -321,8 +370,11 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 	// Recovery: the first send begun after the fault's end that was acked
 	// and pushed to every member connected when it was acked (a member
 	// whose connection ended before the push, or who was away, churning,
-	// gets it on resume: its absence is not the system's recovery).
-	r.recovery = -1
+	// gets it on resume: its absence is not the system's recovery). First:
+	// of any client; all: the last steady client's (one that never
+	// churns) first such send.
+	r.recovery, r.recoveryAll = -1, -1
+	firstOf := map[*client]time.Duration{}
 	for _, rm := range tr.rooms {
 		for seq, rec := range acked[rm.id] {
 			if rec.first.Before(end) {
@@ -342,13 +394,40 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, fault
 					done = at
 				}
 			}
-			if d := done.Sub(end); ok && (r.recovery < 0 || d < r.recovery) {
+			if !ok {
+				continue
+			}
+			d := done.Sub(end)
+			if r.recovery < 0 || d < r.recovery {
 				r.recovery = d
+			}
+			sender := tr.sender(rec)
+			if prev, seen := firstOf[sender]; !seen || d < prev {
+				firstOf[sender] = d
 			}
 		}
 	}
+	for _, c := range tr.clients {
+		if c.churner() {
+			continue
+		}
+		d, ok := firstOf[c]
+		if !ok {
+			p.add("steady clients that never sent again", "client %d: no send begun after the fault's end was acked and delivered", c.idx)
+			r.recoveryAll = -1
+			break
+		}
+		r.recoveryAll = max(r.recoveryAll, d)
+	}
 	if r.recovery < 0 {
 		p.add("no recovery", "no message sent after the fault's end was acked and delivered to all its room's members (traffic stopped %v after it)", stopAt.Sub(end).Round(time.Millisecond))
+	}
+	bound := cmp.Or(f.maxRecovery, maxRecovery)
+	if r.recovery > bound {
+		p.add("slow recovery", "the first message sent after the fault's end was acked and delivered %v after it; the bound is %v", r.recovery, bound)
+	}
+	if r.recoveryAll > bound {
+		p.add("slow recovery", "every steady client sent again (acked and delivered) only %v after the fault's end; the bound is %v", r.recoveryAll, bound)
 	}
 	return r
 }
@@ -377,6 +456,16 @@ func pushedTo(m *client, room string, seq int64, acked time.Time) (time.Time, bo
 		return time.Time{}, true
 	}
 	return v.events[i].at, true
+}
+
+// inFill reports whether seq lies inside one of the REST-filled ranges.
+func inFill(fills [][2]int64, seq int64) bool {
+	for _, f := range fills {
+		if seq > f[0] && seq < f[1] {
+			return true
+		}
+	}
+	return false
 }
 
 func ackOf(rec *sendRec) string {
@@ -408,9 +497,9 @@ func longestPause(ts []time.Time, from, to time.Time) time.Duration {
 }
 
 func (r row) summary() string {
-	return fmt.Sprintf("%s: sent %d, acked %d (unacked %d), persisted %d (%d unacked), delivered %d of %d expected (%d over REST), duplicates %d, lost %d, recovery %s, longest ack pause %s, slowest ack %s, reconnects %d (%d churn), resyncs %d, gaps %d, failed attempts: %s",
-		r.name, r.sent, r.acked, r.unacked, r.persisted, r.storedUnacked, r.delivered, r.expected, r.restFilled,
-		r.duplicates, r.lost, fmtDur(r.recovery), fmtDur(r.ackPause), fmtDur(r.slowestAck), r.reconnects, r.churns, r.resyncs, r.gaps, fmtCodes(r.codes))
+	return fmt.Sprintf("%s: sent %d, acked %d (unacked %d), persisted %d (%d unacked), delivered %d of %d expected (%d over REST), read events %d pushed + %d in REST gaps, duplicates %d, lost %d, recovery %s (every steady client %s), longest ack pause %s, slowest ack %s, reconnects %d (%d churn), resyncs %d, gaps %d, failed attempts: %s",
+		r.name, r.sent, r.acked, r.unacked, r.persisted, r.storedUnacked, r.delivered, r.expected, r.restFilled, r.readsDelivered, r.readsExcused,
+		r.duplicates, r.lost, fmtDur(r.recovery), fmtDur(r.recoveryAll), fmtDur(r.ackPause), fmtDur(r.slowestAck), r.reconnects, r.churns, r.resyncs, r.gaps, fmtCodes(r.codes))
 }
 
 // fmtCodes lists failed attempts by code, most frequent first.
@@ -446,16 +535,16 @@ func fmtDur(d time.Duration) string {
 // renderTable is the Markdown table of docs/reliability.md.
 func renderTable(rows []row) string {
 	var b strings.Builder
-	b.WriteString("| fault | sent | acked | persisted | delivered | duplicates | lost | recovery | longest ack pause | slowest ack | unacked (stored) | reconnects (churn) | resyncs (REST-filled) | failed attempts | result |\n")
+	b.WriteString("| fault | sent | acked | persisted | delivered | duplicates | lost | recovery: first / every client | longest ack pause | slowest ack | unacked (stored) | reconnects (churn) | resyncs (REST-filled) | failed attempts | result |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n")
 	for _, r := range rows {
 		result := "pass"
 		if r.failed {
 			result = "FAIL"
 		}
-		fmt.Fprintf(&b, "| %s: %s | %d | %d | %d | %d / %d | %d | %d | %s | %s | %s | %d (%d) | %d (%d) | %d (%d) | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s: %s | %d | %d | %d | %d / %d | %d | %d | %s / %s | %s | %s | %d (%d) | %d (%d) | %d (%d) | %s | %s |\n",
 			r.name, r.what, r.sent, r.acked, r.persisted, r.delivered, r.expected, r.duplicates, r.lost,
-			fmtDur(r.recovery), fmtDur(r.ackPause), fmtDur(r.slowestAck), r.unacked, r.storedUnacked, r.reconnects, r.churns, r.resyncs, r.restFilled, fmtCodes(r.codes), result)
+			fmtDur(r.recovery), fmtDur(r.recoveryAll), fmtDur(r.ackPause), fmtDur(r.slowestAck), r.unacked, r.storedUnacked, r.reconnects, r.churns, r.resyncs, r.restFilled, fmtCodes(r.codes), result)
 	}
 	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/url"
 	"strconv"
@@ -120,6 +121,7 @@ type client struct {
 	mu         sync.Mutex
 	views      map[string]*view
 	sends      []*sendRec
+	reads      []readRec
 	reconnects int
 	churns     int       // connections it closed itself
 	awayUntil  time.Time // after a churn close: reconnect no earlier
@@ -150,6 +152,9 @@ type view struct {
 	restHigh int64 // the highest seq learnt through REST history
 	needFill bool  // resync_required told us to fetch what follows last
 	events   []viewEvent
+	// fills are the seq ranges (from, to) fetched over REST: other
+	// events than messages in them are not to be had.
+	fills [][2]int64
 
 	pushes, restFilled, overlaps, resyncs, gaps int
 	violations                                  []string
@@ -254,6 +259,45 @@ func (tr *traffic) start(ctx context.Context) {
 	}
 }
 
+// churner says whether the churn may close c's connection: half the
+// clients, on both gateways (the others are the steady clients whose
+// recovery the suite measures).
+func (c *client) churner() bool { return c.idx%4 >= 2 }
+
+// steadySentSince reports whether every steady client had a send begun
+// at or after t acked.
+func (tr *traffic) steadySentSince(t time.Time) bool {
+	for _, c := range tr.clients {
+		if c.churner() {
+			continue
+		}
+		ok := false
+		c.mu.Lock()
+		for i := len(c.sends) - 1; i >= 0 && !ok; i-- {
+			rec := c.sends[i]
+			if rec.first.Before(t) {
+				break
+			}
+			ok = rec.ack != nil
+		}
+		c.mu.Unlock()
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// sender returns the client that sent rec.
+func (tr *traffic) sender(rec *sendRec) *client {
+	for _, c := range tr.clients {
+		if c.user.ID == rec.userID {
+			return c
+		}
+	}
+	return nil
+}
+
 // churn closes one connected client's connection every ChurnEvery until
 // the traffic stops; the client comes back after ChurnAway and resumes
 // with the last seq of each room, like a phone losing its network.
@@ -266,7 +310,13 @@ func (tr *traffic) churn() {
 			return
 		case <-tick.C:
 		}
-		c := tr.clients[rand.IntN(len(tr.clients))]
+		var churners []*client
+		for _, c := range tr.clients {
+			if c.churner() {
+				churners = append(churners, c)
+			}
+		}
+		c := churners[rand.IntN(len(churners))]
 		conn := c.current()
 		if conn == nil {
 			continue // reconnecting already
@@ -330,7 +380,48 @@ func (c *client) sendLoop(ctx context.Context, interval time.Duration) {
 		c.sends = append(c.sends, rec)
 		c.mu.Unlock()
 		c.sendUntilAcked(ctx, rec, n)
+		if n%readEvery == readEvery-1 {
+			c.markRead(ctx, rec.room)
+		}
 	}
+}
+
+// readEvery: a client marks a room read after every readEvery-th send, so
+// the log holds read_marked events (message_read pushes) besides messages.
+const readEvery = 10
+
+// readRec is an acked mark_read: its event is at seq in room.
+type readRec struct {
+	room string
+	seq  int64
+}
+
+// markRead marks room read up to the last seq the client has, once: a
+// failed attempt is not retried (a later mark covers it).
+func (c *client) markRead(ctx context.Context, room string) {
+	conn := c.current()
+	if conn == nil {
+		return
+	}
+	c.mu.Lock()
+	v := c.views[room]
+	var upTo int64
+	if v != nil {
+		upTo = v.last
+	}
+	c.mu.Unlock()
+	if v == nil {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, c.tr.cfg.SendTimeout)
+	ack, err := conn.MarkRead(actx, room, upTo)
+	cancel()
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	c.reads = append(c.reads, readRec{room: room, seq: ack.Seq})
+	c.mu.Unlock()
 }
 
 // sendUntilAcked retries rec with the same clientMsgId, with backoff,
@@ -732,6 +823,13 @@ func (c *client) violation(roomID, format string, args ...any) {
 func (c *client) fill(ctx context.Context, roomID string, v *view, upTo int64) {
 	deadline := time.Now().Add(30 * time.Second)
 	after := v.last
+	to := upTo
+	if to < 0 {
+		to = math.MaxInt64
+	}
+	c.mu.Lock()
+	v.fills = append(v.fills, [2]int64{after, to})
+	c.mu.Unlock()
 	for {
 		q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {"200"}}
 		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -449,6 +449,10 @@ func (s *Stack) waitReady(p *process) error {
 	return fmt.Errorf("%s not ready after %v: %s", p.name, s.opts.ReadyTimeout, last)
 }
 
+// Logf writes a harness line to the stack's log, to place a test's own
+// steps (a server stopped, ...) among the processes' lines.
+func (s *Stack) Logf(format string, args ...any) { s.logf(format, args...) }
+
 // logf writes a harness line to the shared log.
 func (s *Stack) logf(format string, args ...any) {
 	s.writeLine("harness", fmt.Sprintf(format, args...)+"\n")
