@@ -212,16 +212,17 @@ func (c *client) drain() {
 		if !more {
 			return
 		}
-		for i, f := range batch {
+		for i := 0; i < len(batch); {
 			if c.stop.Load() {
 				break
 			}
-			if err := c.write(f); err != nil {
+			n, err := c.writeFrames(batch[i:])
+			if err != nil {
 				c.writeFailed(err)
 				closing, code, text = c.closeState()
-				clear(batch[i:])
 				break
 			}
+			i += n
 		}
 		clear(batch)
 		if closing {
@@ -259,6 +260,15 @@ func (c *client) stopPings() {
 	defer c.pingMu.Unlock()
 	c.pingsOff = true
 	c.pinger.Stop()
+}
+
+// writeFrames writes the first of frames, or as many as one coalesced
+// write takes when the socket supports it, and returns how many it wrote.
+func (c *client) writeFrames(frames [][]byte) (int, error) {
+	if bw, ok := c.ws.(batchWriter); ok {
+		return bw.writeBatch(frames, time.Now().Add(c.s.cfg.WriteTimeout))
+	}
+	return 1, c.write(frames[0])
 }
 
 func (c *client) write(frame []byte) error {

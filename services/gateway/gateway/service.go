@@ -291,7 +291,7 @@ func (s *Service) serveConn(ws *websocket.Conn) {
 		return
 	}
 	defer s.active.Add(-1)
-	c := newClient(s, ws.Conn, sess.claims, sess.token)
+	c := newClient(s, &wsSocket{Conn: ws.Conn}, sess.claims, sess.token)
 	// Runs last: no ping may touch the socket after the handler returned.
 	defer c.stopPings()
 	if !s.register(c) {
