@@ -401,6 +401,7 @@ func (srv *Server) upgrade(s *Session, ws *fastws.Conn) {
 
 type metrics struct {
 	sessions *prometheus.GaugeVec
+	parked   prometheus.Gauge
 	closed   *prometheus.CounterVec
 	upgrades prometheus.Counter
 }
@@ -410,6 +411,9 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gateway_socketio_sessions", Help: "Open Socket.IO (Engine.IO) sessions by transport.",
 		}, []string{"transport"}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_socketio_polls_waiting", Help: "Socket.IO long-polling requests waiting for packets.",
+		}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_socketio_sessions_closed_total", Help: "Socket.IO sessions closed, by reason.",
 		}, []string{"reason"}),
@@ -418,7 +422,7 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.sessions, m.closed, m.upgrades} {
+		for _, c := range []prometheus.Collector{m.sessions, m.parked, m.closed, m.upgrades} {
 			if err := reg.Register(c); err != nil {
 				return m, fmt.Errorf("socketio: metrics: %w", err)
 			}

@@ -541,6 +541,8 @@ func (s *Session) poll() ([]byte, int) {
 	}
 	s.getting = true
 	s.mu.Unlock()
+	s.srv.metrics.parked.Inc()
+	defer s.srv.metrics.parked.Dec()
 	// A bound for polls nobody answers (the heartbeat normally ends them).
 	limit := time.NewTimer(s.srv.opts.PingInterval + s.srv.opts.PingTimeout)
 	defer limit.Stop()
