@@ -208,3 +208,23 @@ func TestConnectErrorPacket(t *testing.T) {
 		t.Errorf("admin: %s", got)
 	}
 }
+
+// BenchmarkAppendFromNative: the per-recipient cost of turning a pushed
+// message frame into its Socket.IO packet.
+func BenchmarkAppendFromNative(b *testing.B) {
+	frame, _ := json.Marshal(protocol.Frame{Event: "message", Data: json.RawMessage(
+		`{"id":"0190a7d2-6a10-7c3e-8d21-0b5f2c9e7a44","roomId":"42","userId":"7","username":"alice","content":"Hello, world!","type":"text","seq":1188,"prevSeq":1187,"createdAt":"2026-11-26T21:04:05.123456Z"}`)})
+	ack, _ := json.Marshal(protocol.Frame{Event: "ack", Ref: "sio:17", Data: json.RawMessage(`{"id":"0190a7d2-6a10-7c3e-8d21-0b5f2c9e7a44","roomId":"42","seq":1188,"createdAt":"2026-11-26T21:04:05.123456Z"}`)})
+	for _, c := range []struct {
+		name  string
+		frame []byte
+	}{{"push", frame}, {"ack", ack}} {
+		b.Run(c.name, func(b *testing.B) {
+			var buf []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				buf, _ = AppendFromNative(buf[:0], c.frame)
+			}
+		})
+	}
+}
