@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -46,6 +47,13 @@ func run(m *testing.M) int {
 	start := time.Now()
 	dir, err := stack.BinDir()
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "fault:", err)
+		return 1
+	}
+	// Its own directory: tests/e2e may be running the binaries of the
+	// shared one while this package builds.
+	dir = filepath.Join(dir, "fault")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "fault:", err)
 		return 1
 	}

@@ -78,7 +78,8 @@ type sendRec struct {
 	cmid     string
 	room     string
 	userID   string
-	first    time.Time // first attempt
+	first    time.Time // when the client began it (it may wait for a connection)
+	tried    time.Time // first attempt
 	attempts int
 	codes    map[string]int // error codes (or "conn", "timeout") of failed attempts
 	ack      *protocol.SendAck
@@ -368,6 +369,11 @@ func (c *client) sendLoop(ctx context.Context, interval time.Duration) {
 			return
 		case <-time.After(time.Until(next)):
 		}
+		select {
+		case <-c.tr.stopSend:
+			return // both were ready: stopping wins
+		default:
+		}
 		next = next.Add(interval)
 		if now := time.Now(); next.Before(now) {
 			next = now // behind after a stall: no burst to catch up
@@ -449,6 +455,9 @@ func (c *client) sendUntilAcked(ctx context.Context, rec *sendRec, n int) {
 		ack, err := conn.Send(actx, rec.room, content, rec.cmid)
 		cancel()
 		c.mu.Lock()
+		if rec.attempts == 0 {
+			rec.tried = at
+		}
 		rec.attempts++
 		if err == nil {
 			rec.ack, rec.ackedAt = &ack, time.Now()
@@ -748,6 +757,11 @@ func (c *client) handle(ctx context.Context, f protocol.Frame) {
 		v.resyncs++
 		v.needFill = true
 		c.mu.Unlock()
+		if r.FromSeq > v.last {
+			// A client fetching after fromSeq, as the protocol says, would
+			// skip what lies between its last seq and fromSeq.
+			c.violation(r.RoomID, "resync_required fromSeq %d is past the last seq the client has, %d", r.FromSeq, v.last)
+		}
 		return
 	case protocol.EventMessage, protocol.EventMessageEdited, protocol.EventMessageDeleted,
 		protocol.EventMessageRead, protocol.EventUserJoined, protocol.EventUserLeft:
