@@ -106,27 +106,29 @@ type client struct {
 	prefer int // the gateway it connects to first
 	tr     *traffic
 
-	connMu   sync.Mutex
-	conn     *stack.Conn // nil while (re)connecting
-	connCh   chan struct{}
-	gen      int
-	curGW    int
-	closedBy []string // why each connection ended
-	spans    []span   // when each connection was usable
+	// gen numbers the connections; only the processor touches it.
+	gen int
 
-	qmu    sync.Mutex
+	connMu sync.Mutex    // guards conn, connCh, curGW
+	conn   *stack.Conn   // nil while (re)connecting
+	connCh chan struct{} // closed when conn is set
+	curGW  int           // the gateway of the last connection
+
+	qmu    sync.Mutex // guards the queue of pushes for the processor
 	qcond  *sync.Cond
 	queue  []qitem
 	qclose bool
 
+	// mu guards the rest. The views are written by the processor only.
 	mu         sync.Mutex
+	closedBy   []string // why each connection ended
+	spans      []span   // when each connection was usable
 	views      map[string]*view
 	sends      []*sendRec
 	reads      []readRec
 	reconnects int
 	churns     int       // connections it closed itself
 	awayUntil  time.Time // after a churn close: reconnect no earlier
-	idle       bool      // the processor waits for the queue (nothing unprocessed)
 	misc       []string  // violations outside any joined room
 }
 
@@ -547,14 +549,8 @@ func (c *client) next() (qitem, bool) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	for len(c.queue) == 0 && !c.qclose {
-		c.mu.Lock()
-		c.idle = true
-		c.mu.Unlock()
 		c.qcond.Wait()
 	}
-	c.mu.Lock()
-	c.idle = false
-	c.mu.Unlock()
 	if c.qclose {
 		return qitem{}, false
 	}
