@@ -13,16 +13,18 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/gofiber/contrib/websocket"
+	"github.com/fasthttp/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/sony/gobreaker/v2"
+	"github.com/valyala/fasthttp"
 	"gorm.io/gorm"
 
 	"relay/pkg/auth"
@@ -99,14 +101,16 @@ type Service struct {
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
+
+	// upgrader upgrades /ws requests (built with the app).
+	upgrader *websocket.FastHTTPUpgrader
 }
 
+// session is who an upgraded connection belongs to.
 type session struct {
 	claims auth.Claims
 	token  string
 }
-
-const sessionKey = "gateway.session"
 
 // New applies defaults, validates cfg, and connects to PostgreSQL, Redis
 // and Kafka. It returns errors and never panics.
@@ -227,18 +231,15 @@ func (s *Service) newApp() *fiber.App {
 	// server mostly holds idle WebSockets, where memory per connection
 	// matters more than the CPU of plain HTTP requests.
 	app.Server().ReduceMemoryUsage = true
-	app.Get("/ws", s.upgrade, websocket.New(s.serveConn, websocket.Config{
+	s.upgrader = &websocket.FastHTTPUpgrader{
 		ReadBufferSize:  s.cfg.ReadBufferSize,
 		WriteBufferSize: s.cfg.WriteBufferSize,
 		// Pooled write buffers: an idle connection holds none.
 		WriteBufferPool: &sync.Pool{},
-		RecoverHandler: func(c *websocket.Conn) {
-			if r := recover(); r != nil {
-				s.log.Error("panic in connection handler", "panic", fmt.Sprint(r))
-				_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "internal error"), time.Now().Add(time.Second))
-			}
-		},
-	}))
+		// Browsers authenticate with a token, not cookies: any origin.
+		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
+	}
+	app.Get("/ws", s.upgrade)
 	s.sio.Mount(app, "/socket.io")
 	return app
 }
@@ -246,7 +247,7 @@ func (s *Service) newApp() *fiber.App {
 // upgrade authenticates a WebSocket upgrade before it happens: a missing,
 // invalid or expired token is refused with 401 and the JSON error body.
 func (s *Service) upgrade(c *fiber.Ctx) error {
-	if !websocket.IsWebSocketUpgrade(c) {
+	if !websocket.FastHTTPIsWebSocketUpgrade(c.Context()) {
 		return chat.Errorf(chat.CodeBadRequest, "WebSocket upgrade required")
 	}
 	token := c.Query("token")
@@ -268,21 +269,32 @@ func (s *Service) upgrade(c *fiber.Ctx) error {
 	if s.active.Load() >= int64(s.cfg.MaxConnections) {
 		return chat.Errorf(chat.CodeServerFull, "server is full; retry later or elsewhere")
 	}
-	c.Locals(sessionKey, &session{claims: claims, token: token})
-	// The websocket handler copies every local, this request's trace
-	// context included, into the connection for its whole life; frames
-	// get spans of their own, so drop it.
-	c.SetUserContext(context.Background())
-	return c.Next()
+	// The upgrade's buffers are dropped below: keep a copy of the token.
+	sess := &session{claims: claims, token: strings.Clone(token)}
+	fctx := c.Context()
+	// On a bad handshake the upgrader has written its 4xx response itself.
+	_ = s.upgrader.Upgrade(fctx, func(ws *websocket.Conn) {
+		// fasthttp keeps the request context of a hijacked connection
+		// until it closes; its request and response (headers, the query
+		// with the token, user values) are not used any more, so an idle
+		// connection should not hold them. The hijack runs after the HTTP
+		// handlers returned: nothing else reads them now.
+		fctx.Request = fasthttp.Request{}
+		fctx.Response = fasthttp.Response{}
+		fctx.ResetUserValues()
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("panic in connection handler", "panic", fmt.Sprint(r))
+				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "internal error"), time.Now().Add(time.Second))
+			}
+		}()
+		s.serveConn(ws, sess)
+	})
+	return nil
 }
 
 // serveConn runs one upgraded connection until it ends.
-func (s *Service) serveConn(ws *websocket.Conn) {
-	sess, _ := ws.Locals(sessionKey).(*session)
-	if sess == nil {
-		_ = ws.Close()
-		return
-	}
+func (s *Service) serveConn(ws *websocket.Conn, sess *session) {
 	// The upgrade check is racy under a burst; this one is exact.
 	if s.active.Add(1) > int64(s.cfg.MaxConnections) {
 		s.active.Add(-1)
@@ -291,7 +303,7 @@ func (s *Service) serveConn(ws *websocket.Conn) {
 		return
 	}
 	defer s.active.Add(-1)
-	c := newClient(s, &wsSocket{Conn: ws.Conn}, sess.claims, sess.token)
+	c := newClient(s, &wsSocket{Conn: ws}, sess.claims, sess.token)
 	// Runs last: no ping may touch the socket after the handler returned.
 	defer c.stopPings()
 	if !s.register(c) {
@@ -306,7 +318,7 @@ func (s *Service) serveConn(ws *websocket.Conn) {
 	expiry := time.AfterFunc(time.Until(sess.claims.ExpiresAt), func() {
 		c.close(protocol.CloseAuthExpired, "token expired")
 	})
-	s.readLoop(c, ws.Conn)
+	s.readLoop(c, ws)
 	expiry.Stop()
 	c.close(0, "")
 	<-c.done
