@@ -52,6 +52,12 @@ type fault struct {
 	maxFirst, maxAll time.Duration
 	// knownBug, when set, skips the fault unless E2E_KNOWN_BUGS is set.
 	knownBug string
+	// knownDuplicate, when set, names a known bug that may store a send
+	// twice when the fault hits it in flight (retries that met CONFLICT
+	// after their connection died): the problems about those sends are
+	// logged as known, not failed, unless E2E_KNOWN_BUGS is set. Every
+	// other check still applies to them and to the rest.
+	knownDuplicate string
 }
 
 // killRestart SIGKILLs a service process and starts it again after down.
@@ -127,6 +133,9 @@ var faults = []fault{
 		// pending marker: retries get CONFLICT until DEDUPE_PENDING_TTL
 		// (30 s) expires, and its client (one send at a time) waits.
 		maxAll: 35 * time.Second,
+		knownDuplicate: "a gateway killed after Kafka stored a send but before it recorded the ack leaves the " +
+			"clientMsgId pending; the retry after DEDUPE_PENDING_TTL stores the message a second time " +
+			"(docs/reliability.md, finding 3)",
 	},
 	{name: "presence", what: "SIGKILL presence, restart 3 s later", inject: killRestart("presence", down)},
 	{name: "api", what: "SIGKILL api, restart 3 s later", inject: killRestart("api", down)},
