@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	goredis "github.com/redis/go-redis/v9"
@@ -224,4 +225,30 @@ func History(ctx context.Context, c goredis.Cmdable, k Keys, roomID, afterSeq in
 		complete = false
 	}
 	return pubs, complete, nil
+}
+
+// DedupePending is the value of a dedupe key while its send is being
+// produced; the first ack replaces it.
+const DedupePending = "pending"
+
+// fillDedupeScript: KEYS = dedupe key; ARGV = ack, ttl ms. Records the ack
+// only where no ack is recorded yet (key missing or still pending).
+var fillDedupeScript = goredis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == false or v == '` + DedupePending + `' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// FillDedupe records ack as the answer to a user's clientMsgId unless an ack
+// is recorded already. The delivery worker calls it for every message it
+// publishes, so a sender whose gateway died between Kafka's ack and
+// recording it gets the first ack back on retry instead of a second message.
+func FillDedupe(ctx context.Context, c goredis.Scripter, k Keys, userID int64, clientMsgID string, ack []byte, ttl time.Duration) error {
+	if err := fillDedupeScript.Run(ctx, c, []string{k.Dedupe(userID, clientMsgID)}, ack, ttl.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("redis: fill dedupe: %w", err)
+	}
+	return nil
 }

@@ -7,6 +7,7 @@
 //	DELIVERY_GROUP             Kafka consumer group id (default delivery)
 //	DELIVERY_DLQ_TOPIC         dead-letter topic for undecodable records (default <KAFKA_TOPIC>.dlq)
 //	DELIVERY_HISTORY_CAP       approximate length of each room's recent-history stream (default 1000)
+//	DEDUPE_TTL                 how long a clientMsgId's ack recorded by the worker is kept (default 24h)
 //	DELIVERY_SEQ_CACHE_ROOMS   rooms per partition whose last seq is cached in memory (default 10000)
 //	DELIVERY_RETRY_MIN         first wait after a failed Redis or Kafka call (default 50ms)
 //	DELIVERY_RETRY_MAX         longest wait between retries (default 5s)
@@ -48,6 +49,10 @@ type Config struct {
 	DLQTopic string `env:"DELIVERY_DLQ_TOPIC"`
 	// HistoryCap is the approximate number of publications kept per room.
 	HistoryCap int `env:"DELIVERY_HISTORY_CAP"`
+	// DedupeTTL is how long a clientMsgId's ack is kept when the worker
+	// records it for a sender whose gateway could not; zero means 24 h, the
+	// gateway's default (the same variable, DEDUPE_TTL).
+	DedupeTTL time.Duration `env:"DEDUPE_TTL"`
 	// SeqCacheRooms bounds the per-partition cache of rooms' last seqs.
 	SeqCacheRooms int `env:"DELIVERY_SEQ_CACHE_ROOMS"`
 	// RetryMin is the first backoff after a failed Redis or Kafka call.
@@ -69,6 +74,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DLQTopic == "" {
 		c.DLQTopic = c.Kafka.Topic + ".dlq"
+	}
+	if c.DedupeTTL == 0 {
+		c.DedupeTTL = 24 * time.Hour
 	}
 	if c.HistoryCap == 0 {
 		c.HistoryCap = DefaultHistoryCap

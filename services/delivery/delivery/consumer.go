@@ -2,6 +2,9 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -13,6 +16,7 @@ import (
 
 	"relay/pkg/events"
 	"relay/pkg/kafka"
+	"relay/pkg/protocol"
 	"relay/pkg/redis"
 )
 
@@ -129,6 +133,12 @@ func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessag
 			span.SetStatus(codes.Error, err.Error())
 			return err
 		}
+		if res != redis.Stale {
+			if err := s.fillDedupe(ctx, e, seq); err != nil {
+				span.SetStatus(codes.Error, err.Error())
+				return err
+			}
+		}
 		switch res {
 		case redis.Published:
 			w.cache.Add(e.RoomID, seq)
@@ -153,6 +163,27 @@ func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessag
 			}
 		}
 	}
+}
+
+// fillDedupe records the ack of a message sent with a clientMsgId, unless its
+// gateway already did: a gateway that died between Kafka's ack and writing
+// the ack leaves only a pending marker, and the sender's retry must get this
+// message's ack rather than produce a second one.
+func (s *Service) fillDedupe(ctx context.Context, e *events.Event, seq int64) error {
+	if e.Type != events.MessageCreated || e.ClientMsgID == "" {
+		return nil
+	}
+	ack, err := json.Marshal(protocol.SendAck{ID: e.MessageID, RoomID: strconv.FormatInt(e.RoomID, 10), Seq: seq, ClientMsgID: e.ClientMsgID, CreatedAt: e.At})
+	if err != nil {
+		return fmt.Errorf("delivery: ack: %w", err)
+	}
+	return s.retry(ctx, "fill dedupe", func() error {
+		err := redis.FillDedupe(ctx, s.rdb, s.keys, e.UserID, e.ClientMsgID, ack, s.cfg.DedupeTTL)
+		if err != nil {
+			s.m.redisErrors.Inc()
+		}
+		return err
+	})
 }
 
 // lastSeq returns the room's last published seq from the cache, or from

@@ -24,7 +24,12 @@ import (
 )
 
 // dedupePending marks a clientMsgId whose send is in flight.
-const dedupePending = "pending"
+const dedupePending = redis.DedupePending
+
+// pendingWait bounds how long a repeated clientMsgId waits for the first
+// send's ack (from its gateway, or from the delivery worker when that
+// gateway died) before it is told to retry.
+const pendingWait = 2 * time.Second
 
 // joinRoom: a member (or anyone, for a channel, which makes them a member
 // through the api) starts receiving the room on this connection. With
@@ -197,9 +202,26 @@ func (s *Service) sendMessage(ctx context.Context, c *client, data json.RawMessa
 }
 
 // claimClientMsgID sets the pending marker of a clientMsgId. It returns the
-// first ack when the id was already used, CONFLICT while that send is still
-// in flight, and (nil, nil) when this send may go ahead.
+// first ack when the id was already used, and (nil, nil) when this send may
+// go ahead. While the first send is in flight it waits up to pendingWait for
+// its ack, then answers CONFLICT (retry).
 func (s *Service) claimClientMsgID(ctx context.Context, key string) (json.RawMessage, error) {
+	deadline := time.Now().Add(pendingWait)
+	for {
+		ack, err := s.tryClaim(ctx, key)
+		if err == nil || chat.ErrorCode(err) != chat.CodeConflict || time.Now().After(deadline) {
+			return ack, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// tryClaim is one attempt of claimClientMsgID.
+func (s *Service) tryClaim(ctx context.Context, key string) (json.RawMessage, error) {
 	for range 3 {
 		ok, err := s.rdb.SetNX(ctx, key, dedupePending, s.cfg.DedupePendingTTL).Result()
 		if err != nil {

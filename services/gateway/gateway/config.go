@@ -27,7 +27,7 @@ package gateway
 //	MEMBERSHIP_CACHE_TTL   how long a positive membership check is cached   30s
 //	MEMBERSHIP_CACHE_SIZE  entries of that cache                    100000
 //	DEDUPE_TTL             how long a clientMsgId's ack is kept     24h
-//	DEDUPE_PENDING_TTL     lifetime of the "send in progress" marker 30s
+//	DEDUPE_PENDING_TTL     lifetime of the "send in progress" marker 10s
 //	AUTHOR_TTL             how long a message's author is kept in Redis 24h
 //	REPLAY_LIMIT           most events replayed on join_room with lastSeq,
 //	                       or read by one gap repair; beyond it the client
@@ -124,8 +124,11 @@ type Config struct {
 	MembershipCacheSize int `env:"MEMBERSHIP_CACHE_SIZE" envDefault:"100000"`
 	// DedupeTTL keeps a clientMsgId's first ack; zero means 24 h.
 	DedupeTTL time.Duration `env:"DEDUPE_TTL" envDefault:"24h"`
-	// DedupePendingTTL bounds the in-progress marker; zero means 30 s.
-	DedupePendingTTL time.Duration `env:"DEDUPE_PENDING_TTL" envDefault:"30s"`
+	// DedupePendingTTL bounds the in-progress marker; zero means 10 s. It
+	// only matters when a gateway died before Kafka stored the send (when
+	// Kafka stored it, the delivery worker records the ack at once), so it
+	// just has to outlast one produce (SEND_TIMEOUT).
+	DedupePendingTTL time.Duration `env:"DEDUPE_PENDING_TTL" envDefault:"10s"`
 	// AuthorTTL keeps a message's author in Redis; zero means 24 h.
 	AuthorTTL time.Duration `env:"AUTHOR_TTL" envDefault:"24h"`
 	// ReplayLimit bounds a join replay and one gap repair read; zero
@@ -232,7 +235,7 @@ func (c Config) withDefaults() Config {
 	def(&c.MembershipTTL, 30*time.Second)
 	defInt(&c.MembershipCacheSize, 100000)
 	def(&c.DedupeTTL, 24*time.Hour)
-	def(&c.DedupePendingTTL, 30*time.Second)
+	def(&c.DedupePendingTTL, 10*time.Second)
 	def(&c.AuthorTTL, 24*time.Hour)
 	defInt(&c.ReplayLimit, 1000)
 	defInt(&c.RepairHold, 1024)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"relay/pkg/events"
 	"relay/pkg/kafka"
 	"relay/pkg/protocol"
+	"relay/pkg/redis"
 	"relay/pkg/store"
 	"relay/pkg/web"
 )
@@ -176,6 +178,26 @@ func TestClientMsgIDDedupe(t *testing.T) {
 	ed := c.fail(protocol.EventSendMessage, protocol.SendMessage{RoomID: rid(room), Content: "x", ClientMsgID: "c-2"}, chat.CodeConflict)
 	if !strings.Contains(ed.Message, "retry") {
 		t.Errorf("conflict message %q", ed.Message)
+	}
+
+	// A duplicate arriving while the first send is in flight waits for its
+	// ack: here the delivery worker records it, as it does for a send whose
+	// gateway died between Kafka's ack and its own.
+	if err := e.rdb.Set(t.Context(), e.keys.Dedupe(alice, "c-3"), dedupePending, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	late := protocol.SendAck{ID: "0195f0e0-0000-7000-8000-000000000003", RoomID: rid(room), Seq: 1234, ClientMsgID: "c-3", CreatedAt: time.Now().UTC()}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = redis.FillDedupe(context.Background(), e.rdb, e.keys, alice, "c-3", mustJSON(late), time.Hour)
+	}()
+	var got protocol.SendAck
+	c.ack(protocol.EventSendMessage, protocol.SendMessage{RoomID: rid(room), Content: "x", ClientMsgID: "c-3"}, &got)
+	if got.ID != late.ID || got.Seq != late.Seq {
+		t.Fatalf("duplicate got %+v, want the first send's ack %+v", got, late)
+	}
+	if recs := e.records(1); len(recs) != 1 {
+		t.Fatalf("%d records, want still exactly 1", len(recs))
 	}
 }
 
