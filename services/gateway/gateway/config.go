@@ -40,7 +40,7 @@ package gateway
 //	RESYNC_RETRY_AFTER     retryAfterMs of a resync_required that a retry
 //	                       can cure (persister_behind, unavailable) 1s
 //	BREAKER_FAILURES       consecutive produce failures that open the breaker 5
-//	BREAKER_OPEN_TIMEOUT   how long the open breaker refuses before a trial 10s
+//	BREAKER_OPEN_TIMEOUT   how long the open breaker refuses before a trial 2s
 //	INSTANCE_ID            this instance's id towards the presence service
 //	                       (unique among live gateways, at most 100 bytes) <hostname>-<random>
 //	PRESENCE_HEARTBEAT_INTERVAL  how often the heartbeat batch of all live
@@ -145,8 +145,10 @@ type Config struct {
 	ResyncRetryAfter time.Duration `env:"RESYNC_RETRY_AFTER" envDefault:"1s"`
 	// BreakerFailures opens the produce breaker; zero means 5.
 	BreakerFailures uint32 `env:"BREAKER_FAILURES" envDefault:"5"`
-	// BreakerOpenTimeout is how long it stays open; zero means 10 s.
-	BreakerOpenTimeout time.Duration `env:"BREAKER_OPEN_TIMEOUT" envDefault:"10s"`
+	// BreakerOpenTimeout is how long it stays open before one trial send;
+	// zero means 2 s. Short, because senders cannot post at all while it is
+	// open: after Kafka returns, sends resume within this bound.
+	BreakerOpenTimeout time.Duration `env:"BREAKER_OPEN_TIMEOUT" envDefault:"2s"`
 
 	// InstanceID names this instance in presence commands; "" means the
 	// host name plus a random suffix (unique per process).
@@ -244,7 +246,7 @@ func (c Config) withDefaults() Config {
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = 5
 	}
-	def(&c.BreakerOpenTimeout, 10*time.Second)
+	def(&c.BreakerOpenTimeout, 2*time.Second)
 	def(&c.HeartbeatInterval, presence.DefaultHeartbeatInterval)
 	def(&c.PresenceTimeout, presence.DefaultTimeout)
 	def(&c.TypingTTL, presence.DefaultTypingTTL)
