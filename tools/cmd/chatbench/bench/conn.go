@@ -53,6 +53,8 @@ type conn struct {
 	joins chan joinResult
 	// joinedN is how many of its joins were acked.
 	joinedN atomic.Int32
+	// acks maps Socket.IO ack ids to refs (unused by the native protocol).
+	acks sioAcks
 
 	// Reader-goroutine state. Frames are parsed with a reused fastjson
 	// parser: no allocation per frame, several times cheaper than
@@ -137,8 +139,19 @@ func (r *runner) dialOpts(ctx context.Context, idx, user, gw int, joins bool) (*
 		r.connFail.Add(reason)
 		return nil, fmt.Errorf("connect %s: %s", r.p.Gateways[gw], reason)
 	}
-	r.connectLat.Record(idx, time.Since(start))
 	c := &conn{r: r, idx: idx, user: user, gw: gw, ws: ws, done: make(chan struct{}), tracks: map[string]*seqTrack{}}
+	if err := r.tr.open(c, r.accs[user].Token); err != nil {
+		_ = ws.Close()
+		reason := dialError(err, nil)
+		var ce *sioConnectError
+		if errors.As(err, &ce) {
+			reason = ce.Error()
+		}
+		r.connFail.Add(reason)
+		return nil, fmt.Errorf("connect %s: %s", r.p.Gateways[gw], reason)
+	}
+	// Socket.IO's time includes its open and CONNECT round trip.
+	r.connectLat.Record(idx, time.Since(start))
 	if joins {
 		c.joins = make(chan joinResult, 1)
 	}
@@ -166,9 +179,9 @@ func (c *conn) writeFrame(event, ref string, data any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", event, err)
 	}
-	frame, err := json.Marshal(protocol.Frame{Event: event, Data: raw, Ref: ref})
+	frame, err := c.r.tr.encode(c, event, ref, raw)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", event, err)
+		return err
 	}
 	return c.write(frame)
 }
@@ -188,7 +201,11 @@ func (c *conn) join(room int) error {
 // ping sends an application-level heartbeat; the ack is timed.
 func (c *conn) ping() {
 	ref := "p" + strconv.FormatInt(time.Now().UnixNano(), 10)
-	if err := c.write([]byte(`{"event":"` + protocol.EventPing + `","ref":"` + ref + `"}`)); err != nil {
+	frame, err := c.r.tr.encode(c, protocol.EventPing, ref, nil)
+	if err == nil {
+		err = c.write(frame)
+	}
+	if err != nil {
 		if st := c.r.cur.Load(); st != nil {
 			st.errors.Add("PING_WRITE_FAILED")
 		}
@@ -279,26 +296,26 @@ func closeReason(err error) string {
 // handle processes one server frame.
 func (c *conn) handle(raw []byte) {
 	now := time.Now()
-	v, err := c.parser.ParseBytes(raw)
-	if err != nil || v.Type() != fastjson.TypeObject {
+	in, ok := c.r.tr.decode(c, raw)
+	if !ok {
 		c.r.undecodable.Add(1)
 		return
 	}
-	data := v.Get("data")
-	switch string(v.GetStringBytes("event")) {
+	data := in.data
+	switch in.event {
 	case protocol.EventMessage:
 		c.onLogEvent(now, data, true)
 	case protocol.EventMessageEdited, protocol.EventMessageDeleted, protocol.EventMessageRead,
 		protocol.EventUserJoined, protocol.EventUserLeft:
 		c.onLogEvent(now, data, false)
 	case protocol.EventAck:
-		c.onReply(now, v.GetStringBytes("ref"), data, "")
+		c.onReply(now, in.ref, data, "")
 	case protocol.EventError:
 		code := "UNKNOWN"
 		if b := data.GetStringBytes("code"); len(b) > 0 {
 			code = string(b)
 		}
-		c.onReply(now, v.GetStringBytes("ref"), data, code)
+		c.onReply(now, in.ref, data, code)
 	case protocol.EventResyncRequired:
 		if st := c.r.cur.Load(); st != nil {
 			st.resyncs.Add(1)
@@ -319,16 +336,16 @@ func (c *conn) track(room []byte) *seqTrack {
 // onLogEvent accounts a room event: order for every one, delivery and
 // latency for this run's messages.
 func (c *conn) onLogEvent(now time.Time, d *fastjson.Value, isMessage bool) {
-	seqV := d.Get("seq")
-	if seqV == nil {
-		c.r.undecodable.Add(1)
+	seq, ok := seqOf(d, c.r.p.Protocol == ProtocolSocketIO)
+	if !ok {
+		// Only a message must carry a seq: the Node seed's user_joined and
+		// user_left have none.
+		if isMessage {
+			c.r.undecodable.Add(1)
+		}
 		return
 	}
-	seq, err := seqV.Int64()
-	if err != nil {
-		c.r.undecodable.Add(1)
-		return
-	}
+	var err error
 	prev, hasPrev := int64(0), false
 	if pv := d.Get("prevSeq"); pv != nil && pv.Type() == fastjson.TypeNumber {
 		prev, err = pv.Int64()
@@ -341,6 +358,13 @@ func (c *conn) onLogEvent(now time.Time, d *fastjson.Value, isMessage bool) {
 		if st = c.r.step(m.GetInt("p")); st != nil {
 			rec = st.rec(m.GetInt("s"), m.GetInt("n"))
 			sentAt = m.GetInt64("t")
+		}
+	} else if id := d.GetStringBytes("clientMsgId"); isMessage && m == nil &&
+		len(id) > len(c.r.runID) && string(id[:len(c.r.runID)]) == c.r.runID && id[len(c.r.runID)] == '.' {
+		// A server that drops metadata (the Node seed) still echoes the
+		// clientMsgId <run>.<step>.<s>.<n>; the send time is the record's.
+		if st, rec = c.r.parseSendRef(id[len(c.r.runID)+1:]); rec != nil {
+			sentAt = rec.sentAt.Load()
 		}
 	}
 	if st == nil {
@@ -365,6 +389,21 @@ func (c *conn) onLogEvent(now time.Time, d *fastjson.Value, isMessage bool) {
 		st.delivered.Add(1)
 		st.deliver.Record(c.idx, now.Sub(time.Unix(0, sentAt)))
 	}
+}
+
+// seqOf reads an event's seq: a number, or with strings a decimal string
+// (kafkajs' offsets, as the Node seed sends them over Socket.IO; relay's
+// seq is always a number).
+func seqOf(d *fastjson.Value, strings bool) (int64, bool) {
+	v := d.Get("seq")
+	if v == nil {
+		return 0, false
+	}
+	if strings && v.Type() == fastjson.TypeString {
+		return parseInt(v.GetStringBytes())
+	}
+	n, err := v.Int64()
+	return n, err == nil
 }
 
 // onReply handles an ack (code "") or an error reply by its ref: m<step>.<s>.<n>

@@ -97,6 +97,9 @@ type Params struct {
 	API string `json:"api"`
 	// Gateways are the WebSocket URLs connections are spread over round robin.
 	Gateways []string `json:"gateways"`
+	// Protocol is the wire protocol: native (/ws) or socketio (Socket.IO
+	// v4 over WebSocket at /socket.io/).
+	Protocol string `json:"protocol"`
 	// GatewaysDefaulted is true when --gateways was not given.
 	GatewaysDefaulted bool `json:"gatewaysDefaulted"`
 	// Users is how many accounts (bench_<prefix>_<i>) take part.
@@ -169,6 +172,7 @@ func Scenario(name string) (Params, error) {
 		Scenario:          name,
 		API:               "http://127.0.0.1:8080",
 		Gateways:          slices.Clone(defaultGateways),
+		Protocol:          ProtocolNative,
 		UserPrefix:        "bench_" + name,
 		Duration:          60 * time.Second,
 		Size:              100,
@@ -229,6 +233,7 @@ func ParseArgs(args []string, out io.Writer) (Params, error) {
 		scenario   = fs.String("scenario", ScenarioChat, "load shape: chat, fanout, idle, max, artillery")
 		api        = fs.String("api", "", "api base URL (default http://127.0.0.1:8080)")
 		gateways   = fs.String("gateways", "", "comma list of gateway WebSocket URLs or host:port (default: the two local instances directly, bypassing devproxy)")
+		proto      = fs.String("protocol", ProtocolNative, "wire protocol: native (/ws) or socketio (Socket.IO v4 over WebSocket at /socket.io/; host:port gateways get that path)")
 		users      = fs.Int("users", 0, "accounts taking part")
 		conns      = fs.Int("conns", 0, "WebSocket connections (default = users; more than users = several devices per user)")
 		prefix     = fs.String("user-prefix", "", "account names are <prefix>_<i> (default bench_<scenario>)")
@@ -294,6 +299,8 @@ func ParseArgs(args []string, out io.Writer) (Params, error) {
 		case "gateways":
 			p.Gateways, err = parseGateways(*gateways)
 			p.GatewaysDefaulted = false
+		case "protocol":
+			p.Protocol = *proto
 		case "users":
 			p.Users = *users
 		case "conns":
@@ -366,6 +373,15 @@ func ParseArgs(args []string, out io.Writer) (Params, error) {
 	}
 	if p.Conns == 0 {
 		p.Conns = p.Users
+	}
+	if p.Protocol == ProtocolSocketIO {
+		for i, g := range p.Gateways {
+			u, err := socketIOURL(g)
+			if err != nil {
+				return Params{}, usagef("--gateways: %v", err)
+			}
+			p.Gateways[i] = u
+		}
 	}
 	if err := p.Validate(); err != nil {
 		return Params{}, err
@@ -454,6 +470,9 @@ func (p *Params) Validate() error {
 	}
 	if len(p.Gateways) == 0 {
 		bad("--gateways: at least one gateway is needed")
+	}
+	if p.Protocol != ProtocolNative && p.Protocol != ProtocolSocketIO {
+		bad("--protocol %q: want native or socketio", p.Protocol)
 	}
 	if p.Users < 1 || p.Users > 100000 {
 		bad("--users %d: want 1..100000", p.Users)

@@ -53,6 +53,7 @@ type runner struct {
 	joined     []atomic.Int32 // connections joined per room
 	content    string
 	dialer     *websocket.Dialer
+	tr         transport
 	localAddrs []net.IP
 
 	steps []atomic.Pointer[Step]
@@ -116,6 +117,7 @@ func Run(ctx context.Context, p Params, progress io.Writer) (*Result, error) {
 		content:    makeContent(p.Size),
 		connectLat: NewLatency(4),
 		gwConns:    make([]atomic.Int64, len(p.Gateways)),
+		tr:         newTransport(p.Protocol),
 	}
 	r.phase.Store("start")
 	rates := []float64{p.Rate}

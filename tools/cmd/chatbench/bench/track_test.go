@@ -61,7 +61,7 @@ func TestSeqTrackPushBeforeJoinAck(t *testing.T) {
 // reads frames, so the accounting is tested with the frames a gateway sends.
 func fakeRun(t *testing.T, rooms, conns int, perSender []int) (*runner, []*conn, *Step) {
 	t.Helper()
-	r := &runner{runID: "run1", roomIDs: make([]string, rooms), joined: make([]atomic.Int32, rooms)}
+	r := &runner{runID: "run1", roomIDs: make([]string, rooms), joined: make([]atomic.Int32, rooms), tr: native{}}
 	for i := range r.roomIDs {
 		r.roomIDs[i] = fmt.Sprint(40 + i)
 	}
