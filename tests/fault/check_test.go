@@ -5,13 +5,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"relay/pkg/chat"
 	"relay/pkg/events"
 	"relay/tests/e2e/stack"
 )
@@ -55,54 +53,16 @@ type row struct {
 	churns int
 	// codes counts the failed send attempts by error code ("timeout":
 	// no reply in time, "conn": the connection ended first).
-	codes map[string]int
-	// knownHits: sends a known bug (fault.knownDuplicate) stored twice.
-	knownHits int
-	failed    bool
+	codes  map[string]int
+	failed bool
 }
 
 // problems collects failures by kind and reports a few examples of each.
-// Those about sends a known bug may duplicate (known) are only logged.
 type problems struct {
 	t     *testing.T
 	kinds []string
 	count map[string]int
 	ex    map[string][]string
-
-	known    map[userMsg]bool
-	knownWhy string
-	knownHit map[userMsg]bool
-	kproblem problemLog
-}
-
-// problemLog is the known-bug counterpart of problems' own fields.
-type problemLog struct {
-	kinds []string
-	count map[string]int
-	ex    map[string][]string
-}
-
-func (l *problemLog) add(kind, msg string) {
-	if l.count == nil {
-		l.count, l.ex = map[string]int{}, map[string][]string{}
-	}
-	if l.count[kind] == 0 {
-		l.kinds = append(l.kinds, kind)
-	}
-	l.count[kind]++
-	if len(l.ex[kind]) < 5 {
-		l.ex[kind] = append(l.ex[kind], msg)
-	}
-}
-
-// addFor is add for a problem about the send k.
-func (p *problems) addFor(k userMsg, kind, format string, args ...any) {
-	if p.known[k] {
-		p.knownHit[k] = true
-		p.kproblem.add(kind, fmt.Sprintf(format, args...))
-		return
-	}
-	p.add(kind, format, args...)
 }
 
 func (p *problems) add(kind, format string, args ...any) {
@@ -122,9 +82,6 @@ func (p *problems) report() {
 	for _, k := range p.kinds {
 		p.t.Errorf("%s: %d, e.g.\n  %s", k, p.count[k], strings.Join(p.ex[k], "\n  "))
 	}
-	for _, k := range p.kproblem.kinds {
-		p.t.Logf("KNOWN BUG (%s; E2E_KNOWN_BUGS=1 fails on it): %s: %d, e.g.\n  %s", p.knownWhy, k, p.kproblem.count[k], strings.Join(p.kproblem.ex[k], "\n  "))
-	}
 }
 
 // userMsg is a clientMsgId of one user.
@@ -135,27 +92,8 @@ type userMsg struct{ user, cmid string }
 // guarantee and returns the counts.
 func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, f fault, end, stopAt time.Time) row {
 	t.Helper()
-	p := &problems{t: t, known: map[userMsg]bool{}, knownHit: map[userMsg]bool{}}
+	p := &problems{t: t}
 	defer p.report()
-	if f.knownDuplicate != "" && os.Getenv("E2E_KNOWN_BUGS") == "" {
-		// A send in flight on a gateway that died: its retries got
-		// CONFLICT from the pending marker the dead gateway left.
-		p.knownWhy = f.knownDuplicate
-		for _, c := range tr.clients {
-			c.mu.Lock()
-			for _, rec := range c.sends {
-				died := false
-				for _, a := range rec.tries {
-					died = died || a.code == "conn"
-					if died && a.code == string(chat.CodeConflict) {
-						p.known[userMsg{rec.userID, rec.cmid}] = true
-						break
-					}
-				}
-			}
-			c.mu.Unlock()
-		}
-	}
 	var r row
 
 	// Sends and acks.
@@ -247,7 +185,7 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, f fau
 	for k, seqs := range inLog {
 		if len(seqs) > 1 {
 			r.duplicates += len(seqs) - 1
-			p.addFor(k, "clientMsgIds stored twice in the log", "user %s %s at seqs %v (acked as %v)", k.user, k.cmid, seqs, ackOf(sends[k]))
+			p.add("clientMsgIds stored twice in the log", "user %s %s at seqs %v (acked as %v)", k.user, k.cmid, seqs, ackOf(sends[k]))
 		}
 	}
 	for room, bySeq := range acked {
@@ -296,7 +234,7 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, f fau
 			r.storedUnacked++
 		case rec.ack.ID != d.id:
 			r.duplicates++
-			p.addFor(k, "rows of an acked clientMsgId with another id", "%s acked as %s (seq %d), row %s (seq %d)", rec.cmid, rec.ack.ID, rec.ack.Seq, d.id, d.seq)
+			p.add("rows of an acked clientMsgId with another id", "%s acked as %s (seq %d), row %s (seq %d)", rec.cmid, rec.ack.ID, rec.ack.Seq, d.id, d.seq)
 		}
 	}
 	if err := rs.Err(); err != nil {
@@ -306,7 +244,7 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, f fau
 	for k, ds := range byCmid {
 		if len(ds) > 1 {
 			r.duplicates += len(ds) - 1
-			p.addFor(k, "clientMsgIds stored twice in PostgreSQL", "user %s %s: %v", k.user, k.cmid, ds)
+			p.add("clientMsgIds stored twice in PostgreSQL", "user %s %s: %v", k.user, k.cmid, ds)
 		}
 	}
 	for room, bySeq := range acked {
@@ -315,7 +253,7 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, f fau
 			switch {
 			case !ok:
 				r.lost++
-				p.addFor(userMsg{rec.userID, rec.cmid}, "acked messages not in PostgreSQL", "%s room %s seq %d id %s", rec.cmid, room, seq, rec.ack.ID)
+				p.add("acked messages not in PostgreSQL", "%s room %s seq %d id %s", rec.cmid, room, seq, rec.ack.ID)
 			case d.seq != seq || d.room != room || d.cmid != rec.cmid:
 				p.add("rows not matching their ack", "ack %s room %s seq %d, row %+v", rec.cmid, room, seq, d)
 			}
@@ -388,7 +326,7 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, f fau
 				k := userMsg{e.userID, e.cmid}
 				if first, dup := seen[k]; dup {
 					r.duplicates++
-					p.addFor(k, "clientMsgIds delivered twice to one client", "client %d room %s: %s at seqs %d and %d", c.idx, room, e.cmid, first, e.seq)
+					p.add("clientMsgIds delivered twice to one client", "client %d room %s: %s at seqs %d and %d", c.idx, room, e.cmid, first, e.seq)
 				}
 				seen[k] = e.seq
 			}
@@ -496,7 +434,6 @@ func check(t *testing.T, ctx context.Context, s *stack.Stack, tr *traffic, f fau
 	if r.recoveryAll > r.boundAll {
 		p.add("slow recovery", "every steady client sent again (acked and delivered) only %v after the fault's end; the bound is %v", r.recoveryAll, r.boundAll)
 	}
-	r.knownHits = len(p.knownHit)
 	return r
 }
 
@@ -609,9 +546,6 @@ func renderTable(rows []row) string {
 		result := "pass"
 		if r.failed {
 			result = "FAIL"
-		}
-		if r.knownHits > 0 {
-			result += fmt.Sprintf(" (known bug: %d send(s) stored twice)", r.knownHits)
 		}
 		fmt.Fprintf(&b, "| %s: %s | %d | %d | %d | %d / %d | %d | %d | %s / %s (%s / %s) | %s | %s | %d (%d) | %d (%d) | %d (%d) | %s | %s |\n",
 			r.name, r.what, r.sent, r.acked, r.persisted, r.delivered, r.expected, r.duplicates, r.lost,

@@ -57,6 +57,9 @@ type traffic struct {
 	began   time.Time
 
 	stopSend chan struct{} // closed: senders start no new message
+	// settled is closed once the traffic stopped and the persister
+	// committed the whole topic: REST history is then complete.
+	settled chan struct{}
 	// giveUp ends GiveUp after stop: unacked sends are abandoned.
 	giveUp       context.Context
 	giveUpCancel context.CancelFunc
@@ -181,7 +184,7 @@ const password = "correct-horse-battery"
 // its rooms); no message is sent yet.
 func newTraffic(t *testing.T, ctx context.Context, s *stack.Stack, cfg trafficConfig) *traffic {
 	t.Helper()
-	tr := &traffic{t: t, s: s, api: s.API(), cfg: cfg, stopSend: make(chan struct{})}
+	tr := &traffic{t: t, s: s, api: s.API(), cfg: cfg, stopSend: make(chan struct{}), settled: make(chan struct{})}
 	users := make([]*stack.User, cfg.Clients)
 	var wg sync.WaitGroup
 	errs := make([]error, cfg.Clients)
@@ -289,6 +292,16 @@ func (tr *traffic) steadySentSince(t time.Time) bool {
 		}
 	}
 	return true
+}
+
+// isSettled reports whether settled is closed.
+func (tr *traffic) isSettled() bool {
+	select {
+	case <-tr.settled:
+		return true
+	default:
+		return false
+	}
 }
 
 // sender returns the client that sent rec.
@@ -841,6 +854,8 @@ func (c *client) fill(ctx context.Context, roomID string, v *view, upTo int64) {
 	v.fills = append(v.fills, [2]int64{after, to})
 	c.mu.Unlock()
 	for {
+		// Read before the fetch, so a complete history is what it got.
+		settled := c.tr.isSettled()
 		q := url.Values{"after": {strconv.FormatInt(after, 10)}, "limit": {"200"}}
 		hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		h, err := c.tr.api.History(hctx, c.user, roomID, q)
@@ -862,11 +877,15 @@ func (c *client) fill(ctx context.Context, roomID string, v *view, upTo int64) {
 				c.mu.Unlock()
 				after = m.Seq
 			}
-			if reached || (upTo < 0 && !h.HasMore && len(h.Messages) < 200) {
-				break
-			}
-			if len(h.Messages) > 0 && h.HasMore {
+			if len(h.Messages) > 0 && h.HasMore && !reached {
 				continue // next page at once
+			}
+			if reached || upTo < 0 || settled {
+				// Reached the pushed event; or the final sync; or the
+				// traffic is over and the persister has everything, so
+				// no later message will come to show the history
+				// reached an event that is not a message itself.
+				break
 			}
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
