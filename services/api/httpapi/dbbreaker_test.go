@@ -3,101 +3,13 @@ package httpapi_test
 import (
 	"bufio"
 	"bytes"
-	"io"
-	"net"
-	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"relay/pkg/chat"
 	"relay/services/api/httpapi"
 )
-
-// pgProxy is a TCP proxy in front of PostgreSQL that the test can cut.
-type pgProxy struct {
-	ln     net.Listener
-	target string
-	// accepted counts connections the proxy accepted (the api trying to
-	// reach the database).
-	accepted atomic.Int64
-
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
-}
-
-func newPGProxy(t testing.TB, dbURL string) (*pgProxy, string) {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pgProxy{ln: ln, target: u.Host, conns: map[net.Conn]struct{}{}}
-	go p.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.setDown(true)
-	})
-	u.Host = ln.Addr().String()
-	return p, u.String()
-}
-
-func (p *pgProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.accepted.Add(1)
-		p.mu.Lock()
-		down := p.down
-		p.mu.Unlock()
-		if down {
-			_ = c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
-			_ = dst.Close()
-			_ = src.Close()
-			p.mu.Lock()
-			delete(p.conns, dst)
-			delete(p.conns, src)
-			p.mu.Unlock()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-// setDown cuts every connection and refuses new ones (accepting and
-// closing them at once), or lets them through again.
-func (p *pgProxy) setDown(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	if down {
-		for c := range p.conns {
-			_ = c.Close()
-		}
-		clear(p.conns)
-	}
-}
 
 // metric returns the value of the exposition line that starts with series.
 func (e *apiEnv) metric(series string) string {
@@ -142,7 +54,7 @@ func TestDatabaseOutageOpensTheBreakerAndRecovers(t *testing.T) {
 		t.Fatalf("closed gauge %q at start", state("closed"))
 	}
 
-	e.proxy.setDown(true)
+	e.proxy.SetDown(true)
 	// The first failures reach the database and fail cleanly as 503.
 	e.do("GET", "/api/me", u.token, nil).expectError(t, 503, chat.CodeUnavailable)
 	e.do("GET", "/api/rooms", u.token, nil).expectError(t, 503, chat.CodeUnavailable)
@@ -159,18 +71,18 @@ func TestDatabaseOutageOpensTheBreakerAndRecovers(t *testing.T) {
 	}
 	// Open: nothing tries the database, including a request whose work
 	// is a transaction.
-	before := e.proxy.accepted.Load()
+	before := e.proxy.Accepted()
 	for range 5 {
 		e.do("GET", "/api/me", u.token, nil).expectError(t, 503, chat.CodeUnavailable)
 		e.do("GET", "/api/rooms/1/messages", u.token, nil).expectError(t, 503, chat.CodeUnavailable)
 		e.do("POST", "/api/rooms", u.token, map[string]any{"name": "x", "type": "group", "memberIds": []string{other.sid}}).
 			expectError(t, 503, chat.CodeUnavailable)
 	}
-	if n := e.proxy.accepted.Load() - before; n != 0 && state("open") == "1" {
+	if n := e.proxy.Accepted() - before; n != 0 && state("open") == "1" {
 		t.Fatalf("%d connection attempts to the database while the breaker was open", n)
 	}
 
-	e.proxy.setDown(false)
+	e.proxy.SetDown(false)
 	eventuallyAPI(t, "requests served again", func() bool {
 		return e.do("GET", "/api/me", u.token, nil).status == 200
 	})

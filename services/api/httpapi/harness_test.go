@@ -50,7 +50,7 @@ type apiEnv struct {
 	prefix   string
 	rdb      *goredis.Client
 	// proxy is the cuttable path to PostgreSQL (envOptions.proxyDB).
-	proxy *pgProxy
+	proxy *testenv.Proxy
 }
 
 type envOptions struct {
@@ -90,9 +90,9 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 		o.rateLimit = 10000
 	}
 	apiDBURL := dbURL
-	var proxy *pgProxy
+	var proxy *testenv.Proxy
 	if o.proxyDB {
-		proxy, apiDBURL = newPGProxy(t, dbURL)
+		proxy, apiDBURL = testenv.NewProxy(t, dbURL)
 	}
 	cfg := httpapi.Config{
 		Postgres:      config.Postgres{URL: apiDBURL, MaxConns: 10},

@@ -4,96 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 
 	"relay/pkg/kafka"
+	"relay/pkg/testenv"
 )
-
-// tcpProxy forwards TCP to a server and can play dead: while down it
-// closes every connection, new ones included.
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]struct{}
-}
-
-// newProxy starts a proxy to the host of rawURL and returns the URL
-// pointing at the proxy instead.
-func newProxy(t *testing.T, rawURL string) (*tcpProxy, string) {
-	t.Helper()
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, target: u.Host, conns: map[net.Conn]struct{}{}}
-	go p.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.setDown(true)
-	})
-	u.Host = ln.Addr().String()
-	return p, u.String()
-}
-
-func (p *tcpProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		down := p.down
-		p.mu.Unlock()
-		if down {
-			_ = c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
-			_ = dst.Close()
-			_ = src.Close()
-			p.mu.Lock()
-			delete(p.conns, dst)
-			delete(p.conns, src)
-			p.mu.Unlock()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-func (p *tcpProxy) setDown(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	if down {
-		for c := range p.conns {
-			_ = c.Close()
-		}
-		clear(p.conns)
-	}
-}
 
 // committed returns the group's committed offset of partition 0 (-1: none).
 func (e *env) committed(t *testing.T, group string) int64 {
@@ -137,7 +56,7 @@ func TestDeliveryRedisOutage(t *testing.T) {
 	ctx := context.Background()
 	const room = 55
 	pubs := e.subscribe(t, room) // directly, not through the proxy
-	proxy, proxied := newProxy(t, e.redisURL)
+	proxy, proxied := testenv.NewProxy(t, e.redisURL)
 	cfg := e.config()
 	cfg.Redis.URL = proxied
 	r := start(t, cfg)
@@ -149,7 +68,7 @@ func TestDeliveryRedisOutage(t *testing.T) {
 		return c == first+1, fmt.Sprintf("committed %d", c)
 	})
 
-	proxy.setDown(true)
+	proxy.SetDown(true)
 	var seqs []int64
 	for i := range 3 {
 		seqs = append(seqs, e.publish(t, ctx, message(room, 1, fmt.Sprint("during ", i))))
@@ -170,7 +89,7 @@ func TestDeliveryRedisOutage(t *testing.T) {
 	default:
 	}
 
-	proxy.setDown(false)
+	proxy.SetDown(false)
 	checkChain(t, receive(t, pubs, 3), &first, seqs)
 	eventually(t, "all committed", func() (bool, string) {
 		c := e.committed(t, cfg.Group)

@@ -15,6 +15,7 @@ import (
 	"relay/pkg/config"
 	"relay/pkg/events"
 	"relay/pkg/kafka"
+	"relay/pkg/testenv"
 	"relay/services/persister/persister"
 )
 
@@ -150,7 +151,7 @@ func (e *env) checkState(t *testing.T, w wantState) {
 func TestPersisterDatabaseOutage(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 2)
-	proxy, proxied := newPGProxy(t, e.dbURL)
+	proxy, proxied := testenv.NewProxy(t, e.dbURL)
 	cfg := e.config(proxied)
 	r := start(t, cfg)
 
@@ -172,7 +173,7 @@ func TestPersisterDatabaseOutage(t *testing.T) {
 	eventually(t, "first records committed", func() (bool, string) { return e.caughtUp(t, cfg.Group) })
 
 	// Database down: writes fail, the breaker opens, nothing is committed.
-	proxy.setDown(true)
+	proxy.SetDown(true)
 	before, _ := e.offsets(t, cfg.Group)
 	produce(10)
 	eventually(t, "breaker open", func() (bool, string) {
@@ -194,7 +195,7 @@ func TestPersisterDatabaseOutage(t *testing.T) {
 	}
 
 	// Back up: the same process writes the held batch.
-	proxy.setDown(false)
+	proxy.SetDown(false)
 	eventually(t, "held records persisted", rows(15))
 	eventually(t, "held records committed", func() (bool, string) { return e.caughtUp(t, cfg.Group) })
 	eventually(t, "breaker closed", func() (bool, string) {
@@ -210,7 +211,7 @@ func TestPersisterDatabaseOutage(t *testing.T) {
 
 	// Down again, and the service is stopped while its batch is pending:
 	// shutdown ends, and those offsets are not committed.
-	proxy.setDown(true)
+	proxy.SetDown(true)
 	failures := r.metric(t, "persister_batch_failures_total", "", "")
 	before, _ = e.offsets(t, cfg.Group)
 	produce(6)
@@ -225,7 +226,7 @@ func TestPersisterDatabaseOutage(t *testing.T) {
 
 	// A new instance of the same group, database back: everything is
 	// written, each message once.
-	proxy.setDown(false)
+	proxy.SetDown(false)
 	start(t, cfg)
 	eventually(t, "records of the stopped instance persisted", rows(21))
 	eventually(t, "all committed", func() (bool, string) { return e.caughtUp(t, cfg.Group) })
