@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/eapache/go-resiliency/breaker"
 	"go.opentelemetry.io/otel/propagation"
 
 	"relay/pkg/events"
@@ -161,9 +164,16 @@ func ConsumerHeaders(hs []*sarama.RecordHeader) []sarama.RecordHeader {
 
 // Producer produces room events and returns the offset each got.
 type Producer struct {
-	sp    sarama.SyncProducer
-	topic string
-	prop  propagation.TextMapPropagator
+	brokers  []string
+	clientID string
+	topic    string
+	prop     propagation.TextMapPropagator
+
+	mu sync.RWMutex
+	sp sarama.SyncProducer
+	// renewing is set while a replacement producer is being connected.
+	renewing atomic.Bool
+	closed   bool
 }
 
 // NewProducer connects an idempotent producer for topic.
@@ -172,7 +182,40 @@ func NewProducer(brokers []string, topic, clientID string, prop propagation.Text
 	if err != nil {
 		return nil, fmt.Errorf("kafka: producer: %w", err)
 	}
-	return &Producer{sp: sp, topic: topic, prop: prop}, nil
+	return &Producer{brokers: brokers, clientID: clientID, sp: sp, topic: topic, prop: prop}, nil
+}
+
+func (p *Producer) current() sarama.SyncProducer {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.sp
+}
+
+// renew replaces a producer whose internal circuit breaker opened. sarama
+// keeps that breaker (3 failures, then 10 s of refusals, not configurable)
+// open after the brokers are back, so every send would fail for up to 10 s
+// after an outage; a fresh producer sends at once. Only one renewal runs at
+// a time, and none while the brokers still cannot be reached.
+func (p *Producer) renew(failed sarama.SyncProducer) {
+	if !p.renewing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer p.renewing.Store(false)
+		sp, err := sarama.NewSyncProducer(p.brokers, ProducerConfig(p.clientID))
+		if err != nil {
+			return // still down: the next refused send tries again
+		}
+		p.mu.Lock()
+		if p.closed || p.sp != failed {
+			p.mu.Unlock()
+			_ = sp.Close()
+			return
+		}
+		p.sp = sp
+		p.mu.Unlock()
+		_ = failed.Close()
+	}()
 }
 
 // Publish appends e to its room's partition and returns the record's
@@ -193,13 +236,17 @@ func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int3
 		err       error
 	}
 	done := make(chan result, 1)
+	sp := p.current()
 	go func() {
-		part, off, err := p.sp.SendMessage(msg)
+		part, off, err := sp.SendMessage(msg)
 		done <- result{part, off, err}
 	}()
 	select {
 	case r := <-done:
 		if r.err != nil {
+			if errors.Is(r.err, breaker.ErrBreakerOpen) {
+				p.renew(sp)
+			}
 			return 0, 0, fmt.Errorf("kafka: produce: %w", r.err)
 		}
 		return r.partition, r.offset, nil
@@ -210,6 +257,9 @@ func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int3
 
 // Close flushes and closes the producer.
 func (p *Producer) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
 	return p.sp.Close()
 }
 
