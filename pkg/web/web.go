@@ -210,6 +210,10 @@ func metricsMiddleware(reg *prometheus.Registry) fiber.Handler {
 	}
 }
 
+// ErrShutdownTimeout reports that connections were still open when the
+// graceful shutdown's deadline passed; they end with the process.
+var ErrShutdownTimeout = errors.New("web: graceful shutdown exceeded its deadline")
+
 // Serve runs app on addr until ctx is cancelled, then shuts it down within
 // timeout. It returns once the listener is closed and handlers finished.
 func Serve(ctx context.Context, app *fiber.App, addr string, timeout time.Duration) error {
@@ -233,6 +237,9 @@ func ServeListener(ctx context.Context, app *fiber.App, ln net.Listener, timeout
 	case <-ctx.Done():
 	}
 	if err := app.ShutdownWithTimeout(timeout); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return ErrShutdownTimeout
+		}
 		return fmt.Errorf("web: shutdown: %w", err)
 	}
 	return <-errc
