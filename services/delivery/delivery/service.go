@@ -135,23 +135,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 // after Run returned.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
-		var errs []error
-		if s.group != nil {
-			if err := s.group.Close(); err != nil && !errors.Is(err, sarama.ErrClosedConsumerGroup) {
-				errs = append(errs, err)
-			}
-		}
-		if s.client != nil && !s.client.Closed() {
-			if err := s.client.Close(); err != nil && !errors.Is(err, sarama.ErrClosedClient) {
-				errs = append(errs, err)
-			}
-		}
-		if s.dlqP != nil {
-			errs = append(errs, s.dlqP.Close())
-		}
-		if s.dlqClient != nil && !s.dlqClient.Closed() {
-			errs = append(errs, s.dlqClient.Close())
-		}
+		errs := []error{kafka.CloseConsumer(s.group, s.client, s.dlqP, s.dlqClient)}
 		if s.rdb != nil {
 			errs = append(errs, s.rdb.Close())
 		}
