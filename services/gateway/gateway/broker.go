@@ -213,11 +213,7 @@ func (b *roomBroker) deliver(p *redis.Publication) {
 	}
 	_, span := s.tel.Tracer.Start(ctx, "gateway.fanout", trace.WithSpanKind(trace.SpanKindConsumer))
 	event := frameEvent(p.Frame)
-	if event == protocol.EventUserJoined || event == protocol.EventUserLeft {
-		// Before the members see it, so presence routing is never staler
-		// than what they were told.
-		s.router.membershipChanged(p.RoomID, p.Frame)
-	}
+	s.membershipEvent(p)
 	n := s.hub.Publish(p)
 	if event == protocol.EventUserLeft {
 		s.userLeft(p)

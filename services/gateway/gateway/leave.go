@@ -10,25 +10,48 @@ import (
 	"relay/pkg/redis"
 )
 
-// userLeft ends what this instance grants a user once the room's user_left
-// publication was queued to the local members, so the leaver's connections
-// still get it and learn why the room stops: the cached membership (the
-// next send is checked against PostgreSQL, which says FORBIDDEN), the
-// leaver's memberships here (nothing more of the room is queued to them)
-// and their typing. It runs on the room's fan-out goroutine, so what does
-// I/O (the registry's unsubscribe, the typing stop) runs on its own.
-func (s *Service) userLeft(p *redis.Publication) {
+// membershipEvent runs before a publication is queued to the local members.
+// A user_joined or user_left changes presence routing, and a user_left
+// drops the leaver's cached membership: both before the members see the
+// event, so a send the leaver makes once told is checked against
+// PostgreSQL (which says FORBIDDEN), never against the stale cache.
+func (s *Service) membershipEvent(p *redis.Publication) {
+	event := frameEvent(p.Frame)
+	if event != protocol.EventUserJoined && event != protocol.EventUserLeft {
+		return
+	}
+	s.router.membershipChanged(p.RoomID, p.Frame)
+	if user, ok := leaver(p); ok {
+		s.roles.Remove(memberKey{p.RoomID, user})
+	}
+}
+
+// leaver is the user a user_left publication is about.
+func leaver(p *redis.Publication) (int64, bool) {
+	if frameEvent(p.Frame) != protocol.EventUserLeft {
+		return 0, false
+	}
 	var f struct {
 		Data protocol.UserLeft `json:"data"`
 	}
 	if json.Unmarshal(p.Frame, &f) != nil {
-		return
+		return 0, false
 	}
 	user, err := strconv.ParseInt(f.Data.UserID, 10, 64)
-	if err != nil {
+	return user, err == nil
+}
+
+// userLeft ends the leaver's memberships here once the room's user_left
+// publication was queued to the local members, so the leaver's connections
+// still get it and learn why the room stops: nothing more of the room is
+// queued to them, and their typing ends. It runs on the room's fan-out
+// goroutine, so what does I/O (the registry's unsubscribe, the typing
+// stop) runs on its own.
+func (s *Service) userLeft(p *redis.Publication) {
+	user, ok := leaver(p)
+	if !ok {
 		return
 	}
-	s.roles.Remove(memberKey{p.RoomID, user})
 	members := s.hub.Evict(p.RoomID, user)
 	if len(members) == 0 {
 		return

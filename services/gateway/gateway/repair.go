@@ -325,15 +325,11 @@ func (q *sequencer) deliverRun(room int64, run []*redis.Publication) {
 	s := q.b.s
 	_, span := s.tel.Tracer.Start(q.ctx, "gateway.repair", trace.WithSpanKind(trace.SpanKindInternal))
 	for _, p := range run {
-		if e := frameEvent(p.Frame); e == protocol.EventUserJoined || e == protocol.EventUserLeft {
-			s.router.membershipChanged(p.RoomID, p.Frame)
-		}
+		s.membershipEvent(p)
 	}
 	n := s.hub.PublishRun(room, run)
 	for _, p := range run {
-		if frameEvent(p.Frame) == protocol.EventUserLeft {
-			s.userLeft(p)
-		}
+		s.userLeft(p)
 	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int64("room.id", room), attribute.Int64("seq.first", run[0].Seq),
