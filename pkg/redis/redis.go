@@ -140,12 +140,31 @@ const (
 // believed missing). On Stale, current holds the room's actual last seq
 // (nil when missing).
 func Publish(ctx context.Context, c goredis.Scripter, k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int) (res PublishResult, current *int64, err error) {
+	keys, args := publishArgs(k, roomID, seq, expectedPrev, payload, historyCap)
+	return PublishReply(publishScript.Run(ctx, c, keys, args...))
+}
+
+// QueuePublish adds the publish script to a pipeline, by its SHA only (a
+// pipeline cannot fall back to EVAL): read the reply with PublishReply after
+// Exec; a NOSCRIPT error means the script must be loaded first, which
+// Publish or LoadScripts does.
+func QueuePublish(ctx context.Context, pipe goredis.Pipeliner, k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int) *goredis.Cmd {
+	keys, args := publishArgs(k, roomID, seq, expectedPrev, payload, historyCap)
+	return publishScript.EvalSha(ctx, pipe, keys, args...)
+}
+
+func publishArgs(k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int) ([]string, []any) {
 	exp := ""
 	if expectedPrev != nil {
 		exp = strconv.FormatInt(*expectedPrev, 10)
 	}
-	out, err := publishScript.Run(ctx, c, []string{k.RoomSeq(roomID), k.RoomHistory(roomID)},
-		exp, seq, payload, k.RoomChannel(roomID), historyCap).Slice()
+	return []string{k.RoomSeq(roomID), k.RoomHistory(roomID)},
+		[]any{exp, seq, payload, k.RoomChannel(roomID), historyCap}
+}
+
+// PublishReply decodes the publish script's reply (see Publish).
+func PublishReply(cmd *goredis.Cmd) (res PublishResult, current *int64, err error) {
+	out, err := cmd.Slice()
 	if err != nil {
 		return 0, nil, fmt.Errorf("redis: publish: %w", err)
 	}
@@ -167,6 +186,17 @@ func Publish(ctx context.Context, c goredis.Scripter, k Keys, roomID, seq int64,
 		return Stale, &v, nil
 	}
 	return 0, nil, fmt.Errorf("redis: publish: unexpected reply %v", out)
+}
+
+// LoadScripts loads the scripts QueuePublish and QueueFillDedupe run by
+// SHA, e.g. after a NOSCRIPT reply (Redis restarted or flushed its cache).
+func LoadScripts(ctx context.Context, c goredis.Scripter) error {
+	for _, sc := range []*goredis.Script{publishScript, fillDedupeScript} {
+		if err := sc.Load(ctx, c).Err(); err != nil {
+			return fmt.Errorf("redis: load script: %w", err)
+		}
+	}
+	return nil
 }
 
 // LastSeq returns the room's last published seq, or nil when unknown.
@@ -251,4 +281,10 @@ func FillDedupe(ctx context.Context, c goredis.Scripter, k Keys, userID int64, c
 		return fmt.Errorf("redis: fill dedupe: %w", err)
 	}
 	return nil
+}
+
+// QueueFillDedupe adds FillDedupe to a pipeline, by SHA (see QueuePublish);
+// its error after Exec is the command's Err.
+func QueueFillDedupe(ctx context.Context, pipe goredis.Pipeliner, k Keys, userID int64, clientMsgID string, ack []byte, ttl time.Duration) *goredis.Cmd {
+	return fillDedupeScript.EvalSha(ctx, pipe, []string{k.Dedupe(userID, clientMsgID)}, ack, ttl.Milliseconds())
 }

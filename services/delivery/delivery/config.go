@@ -9,6 +9,7 @@
 //	DELIVERY_HISTORY_CAP       approximate length of each room's recent-history stream (default 1000)
 //	DEDUPE_TTL                 how long a clientMsgId's ack recorded by the worker is kept (default 24h)
 //	DELIVERY_SEQ_CACHE_ROOMS   rooms per partition whose last seq is cached in memory (default 10000)
+//	DELIVERY_BATCH             records of a partition published with one Redis round trip, at most (default 64)
 //	DELIVERY_RETRY_MIN         first wait after a failed Redis or Kafka call (default 50ms)
 //	DELIVERY_RETRY_MAX         longest wait between retries (default 5s)
 
@@ -27,6 +28,7 @@ const (
 	DefaultGroup         = "delivery"
 	DefaultHistoryCap    = 1000
 	DefaultSeqCacheRooms = 10000
+	DefaultBatch         = 64
 	DefaultRetryMin      = 50 * time.Millisecond
 	DefaultRetryMax      = 5 * time.Second
 	defaultShutdown      = 15 * time.Second
@@ -55,6 +57,9 @@ type Config struct {
 	DedupeTTL time.Duration `env:"DEDUPE_TTL"`
 	// SeqCacheRooms bounds the per-partition cache of rooms' last seqs.
 	SeqCacheRooms int `env:"DELIVERY_SEQ_CACHE_ROOMS"`
+	// Batch bounds how many of a partition's waiting records go to Redis
+	// in one pipeline; 1 publishes record by record.
+	Batch int `env:"DELIVERY_BATCH"`
 	// RetryMin is the first backoff after a failed Redis or Kafka call.
 	RetryMin time.Duration `env:"DELIVERY_RETRY_MIN"`
 	// RetryMax caps the backoff.
@@ -84,6 +89,9 @@ func (c Config) withDefaults() Config {
 	if c.SeqCacheRooms == 0 {
 		c.SeqCacheRooms = DefaultSeqCacheRooms
 	}
+	if c.Batch == 0 {
+		c.Batch = DefaultBatch
+	}
 	if c.RetryMin == 0 {
 		c.RetryMin = DefaultRetryMin
 	}
@@ -110,6 +118,8 @@ func (c Config) validate() error {
 		return errors.New("delivery: DELIVERY_HISTORY_CAP must be positive")
 	case c.SeqCacheRooms < 1:
 		return errors.New("delivery: DELIVERY_SEQ_CACHE_ROOMS must be positive")
+	case c.Batch < 1:
+		return errors.New("delivery: DELIVERY_BATCH must be positive")
 	case c.RetryMin < 0 || c.RetryMax < c.RetryMin:
 		return errors.New("delivery: need 0 <= DELIVERY_RETRY_MIN <= DELIVERY_RETRY_MAX")
 	case c.HTTP.ShutdownTimeout < 0:

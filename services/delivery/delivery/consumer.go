@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+	goredis "github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -51,6 +53,7 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	defer s.lag.Released(p)
 	w := &partitionWorker{s: s, cache: cache}
 	ctx := sess.Context()
+	batch := make([]*sarama.ConsumerMessage, 0, s.cfg.Batch)
 	for {
 		select {
 		case msg, ok := <-claim.Messages():
@@ -58,13 +61,20 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 				return nil
 			}
 			s.lag.Seen(p, msg.Offset)
-			if err := w.handle(ctx, msg); err != nil {
-				// Only ctx ends handle without success: the session is
-				// over and the record stays unmarked, to be redelivered.
+			var open bool
+			batch, open = w.collect(append(batch[:0], msg), claim.Messages())
+			if err := w.publish(ctx, batch); err != nil {
+				// Only ctx ends publish without success: the session is
+				// over and the records stay unmarked, to be redelivered.
 				return nil
 			}
-			sess.MarkMessage(msg, "")
-			s.lag.Done(p, msg.Offset+1)
+			for _, m := range batch {
+				sess.MarkMessage(m, "")
+			}
+			s.lag.Done(p, batch[len(batch)-1].Offset+1)
+			if !open {
+				return nil
+			}
 		case <-ctx.Done():
 			return nil
 		}
@@ -82,22 +92,13 @@ type partitionWorker struct {
 // retries failed Redis and Kafka calls until they succeed and returns an
 // error only when ctx ends first.
 func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessage) error {
-	s := w.s
-	headers := kafka.ConsumerHeaders(msg.Headers)
-	ctx = s.tel.Propagator.Extract(ctx, kafka.HeaderCarrier{Headers: &headers})
 	e, err := events.Unmarshal(msg.Value)
 	if err != nil {
-		return w.deadLetter(ctx, msg, err)
+		return w.deadLetter(w.traced(ctx, msg), msg, err)
 	}
-	ctx, span := s.tel.Tracer.Start(ctx, "delivery.publish", trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.Int64("room.id", e.RoomID), attribute.Int64("room.seq", msg.Offset),
-			attribute.String("event.type", string(e.Type)), attribute.Int64("messaging.kafka.partition", int64(msg.Partition)),
-		))
+	s := w.s
+	ctx, span, tc := w.startSpan(ctx, msg, e)
 	defer span.End()
-	// Receivers continue this trace from the publication.
-	tc := make(map[string]string, 2)
-	s.tel.Propagator.Inject(ctx, propagation.MapCarrier(tc))
 
 	seq := msg.Offset
 	prev, err := w.lastSeq(ctx, e.RoomID)
@@ -134,18 +135,14 @@ func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessag
 			return err
 		}
 		if res != redis.Stale {
-			if err := s.fillDedupe(ctx, e, seq); err != nil {
+			if err := w.fillDedupe(ctx, e, seq); err != nil {
 				span.SetStatus(codes.Error, err.Error())
 				return err
 			}
 		}
 		switch res {
 		case redis.Published:
-			w.cache.Add(e.RoomID, seq)
-			s.m.published.WithLabelValues(string(e.Type)).Inc()
-			if !e.At.IsZero() {
-				s.m.age.Observe(time.Since(e.At).Seconds())
-			}
+			w.published(e, seq)
 			return nil
 		case redis.Duplicate:
 			// The room is already past seq; its actual seq is unknown here.
@@ -165,17 +162,56 @@ func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessag
 	}
 }
 
+// traced continues the producer's trace carried in msg's headers.
+func (w *partitionWorker) traced(ctx context.Context, msg *sarama.ConsumerMessage) context.Context {
+	headers := kafka.ConsumerHeaders(msg.Headers)
+	return w.s.tel.Propagator.Extract(ctx, kafka.HeaderCarrier{Headers: &headers})
+}
+
+// startSpan starts the span of publishing e and returns the trace context
+// receivers continue it from (carried in the publication).
+func (w *partitionWorker) startSpan(ctx context.Context, msg *sarama.ConsumerMessage, e *events.Event) (context.Context, trace.Span, map[string]string) {
+	ctx, span := w.s.tel.Tracer.Start(w.traced(ctx, msg), "delivery.publish", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.Int64("room.id", e.RoomID), attribute.Int64("room.seq", msg.Offset),
+			attribute.String("event.type", string(e.Type)), attribute.Int64("messaging.kafka.partition", int64(msg.Partition)),
+		))
+	tc := make(map[string]string, 2)
+	w.s.tel.Propagator.Inject(ctx, propagation.MapCarrier(tc))
+	return ctx, span, tc
+}
+
+// published records that e went out at seq.
+func (w *partitionWorker) published(e *events.Event, seq int64) {
+	w.cache.Add(e.RoomID, seq)
+	w.s.m.published.WithLabelValues(string(e.Type)).Inc()
+	if !e.At.IsZero() {
+		w.s.m.age.Observe(time.Since(e.At).Seconds())
+	}
+}
+
+// dedupeAck is the ack a sender's retry of e's clientMsgId must get, or
+// nil when e is not a message sent with one.
+func dedupeAck(e *events.Event, seq int64) ([]byte, error) {
+	if e.Type != events.MessageCreated || e.ClientMsgID == "" {
+		return nil, nil
+	}
+	ack, err := json.Marshal(protocol.SendAck{ID: e.MessageID, RoomID: strconv.FormatInt(e.RoomID, 10), Seq: seq, ClientMsgID: e.ClientMsgID, CreatedAt: e.At})
+	if err != nil {
+		return nil, fmt.Errorf("delivery: ack: %w", err)
+	}
+	return ack, nil
+}
+
 // fillDedupe records the ack of a message sent with a clientMsgId, unless its
 // gateway already did: a gateway that died between Kafka's ack and writing
 // the ack leaves only a pending marker, and the sender's retry must get this
 // message's ack rather than produce a second one.
-func (s *Service) fillDedupe(ctx context.Context, e *events.Event, seq int64) error {
-	if e.Type != events.MessageCreated || e.ClientMsgID == "" {
-		return nil
-	}
-	ack, err := json.Marshal(protocol.SendAck{ID: e.MessageID, RoomID: strconv.FormatInt(e.RoomID, 10), Seq: seq, ClientMsgID: e.ClientMsgID, CreatedAt: e.At})
-	if err != nil {
-		return fmt.Errorf("delivery: ack: %w", err)
+func (w *partitionWorker) fillDedupe(ctx context.Context, e *events.Event, seq int64) error {
+	s := w.s
+	ack, err := dedupeAck(e, seq)
+	if err != nil || ack == nil {
+		return err
 	}
 	return s.retry(ctx, "fill dedupe", func() error {
 		err := redis.FillDedupe(ctx, s.rdb, s.keys, e.UserID, e.ClientMsgID, ack, s.cfg.DedupeTTL)
@@ -184,6 +220,148 @@ func (s *Service) fillDedupe(ctx context.Context, e *events.Event, seq int64) er
 		}
 		return err
 	})
+}
+
+// collect adds the records already waiting behind the first, up to the
+// batch size, without waiting for more; false means the claim ended.
+func (w *partitionWorker) collect(batch []*sarama.ConsumerMessage, in <-chan *sarama.ConsumerMessage) ([]*sarama.ConsumerMessage, bool) {
+	for len(batch) < w.s.cfg.Batch {
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return batch, false
+			}
+			batch = append(batch, m)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
+}
+
+// pending is one record of a batch on its way through the pipeline.
+type pending struct {
+	msg  *sarama.ConsumerMessage
+	e    *events.Event // nil: handled alone (undecodable or unrenderable)
+	span trace.Span
+	pub  *goredis.Cmd
+	fill *goredis.Cmd
+}
+
+// publish publishes a partition's records in offset order. A batch goes to
+// Redis as one pipeline: each record's publication rendered against the
+// previous record of its room in the batch, plus its dedupe fill. The
+// script checks every publication against the room's actual seq, so one
+// that went out continues its room's chain whatever happened to the
+// records before it, and one found a duplicate is a no-op: both are done.
+// What is left (a stale previous seq, a failed command, a record that
+// cannot be decoded) is handled one by one, in order, as handle does alone;
+// a record after a stale one in its room is stale too, so the room's order
+// holds.
+func (w *partitionWorker) publish(ctx context.Context, msgs []*sarama.ConsumerMessage) error {
+	if len(msgs) == 1 {
+		return w.handle(ctx, msgs[0])
+	}
+	s := w.s
+	batch := make([]pending, len(msgs))
+	// last is each room's seq as the batch leaves it when all goes well.
+	last := make(map[int64]*int64)
+	pipe := s.rdb.Pipeline()
+	for i, msg := range msgs {
+		b := &batch[i]
+		b.msg = msg
+		e, err := events.Unmarshal(msg.Value)
+		if err != nil {
+			continue
+		}
+		prev, known := last[e.RoomID]
+		if !known {
+			if prev, err = w.lastSeq(ctx, e.RoomID); err != nil {
+				endAll(batch)
+				return err
+			}
+		}
+		pctx, span, tc := w.startSpan(ctx, msg, e)
+		seq := msg.Offset
+		payload, err := renderPublication(e, seq, prev, tc)
+		if err != nil {
+			span.End()
+			continue
+		}
+		ack, err := dedupeAck(e, seq)
+		if err != nil {
+			span.End()
+			continue
+		}
+		b.e, b.span = e, span
+		last[e.RoomID] = &seq
+		b.pub = redis.QueuePublish(pctx, pipe, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap)
+		if ack != nil {
+			b.fill = redis.QueueFillDedupe(pctx, pipe, s.keys, e.UserID, e.ClientMsgID, ack, s.cfg.DedupeTTL)
+		}
+	}
+	start := time.Now()
+	if _, err := pipe.Exec(ctx); err != nil {
+		// Each failed command is handled again below.
+		s.m.redisErrors.Inc()
+		if ctx.Err() != nil {
+			endAll(batch)
+			return ctx.Err()
+		}
+		if isNoScript(err) {
+			if err := redis.LoadScripts(ctx, s.rdb); err != nil {
+				s.log.WarnContext(ctx, "load scripts", "err", err)
+			}
+		}
+	} else {
+		s.m.publish.Observe(time.Since(start).Seconds())
+	}
+	for i := range batch {
+		b := &batch[i]
+		if b.e != nil {
+			done := w.settled(b)
+			b.span.End()
+			if done {
+				continue
+			}
+		}
+		if err := w.handle(ctx, b.msg); err != nil {
+			endAll(batch[i+1:])
+			return err
+		}
+	}
+	return nil
+}
+
+// settled accounts for a pipelined record that needs nothing more: its
+// publication went out or was a duplicate, and its dedupe fill succeeded.
+func (w *partitionWorker) settled(b *pending) bool {
+	res, _, err := redis.PublishReply(b.pub)
+	if err != nil || res == redis.Stale || (b.fill != nil && b.fill.Err() != nil) {
+		return false
+	}
+	if res == redis.Published {
+		w.published(b.e, b.msg.Offset)
+		return true
+	}
+	// The room is already past seq; its actual seq is unknown here.
+	w.cache.Remove(b.e.RoomID)
+	w.s.m.duplicates.Inc()
+	b.span.SetAttributes(attribute.Bool("delivery.duplicate", true))
+	return true
+}
+
+// endAll ends the spans of records not handled yet.
+func endAll(batch []pending) {
+	for i := range batch {
+		if batch[i].e != nil && batch[i].span != nil {
+			batch[i].span.End()
+		}
+	}
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
 }
 
 // lastSeq returns the room's last published seq from the cache, or from
