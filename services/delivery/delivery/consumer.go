@@ -248,8 +248,8 @@ type pending struct {
 	fill *goredis.Cmd
 }
 
-// publish publishes a partition's records in offset order. A batch goes to
-// Redis as one pipeline: each record's publication rendered against the
+// publish publishes a partition's records in offset order. A batch (of one
+// record too) goes to Redis as one pipeline: each record's publication rendered against the
 // previous record of its room in the batch, plus its dedupe fill. The
 // script checks every publication against the room's actual seq, so one
 // that went out continues its room's chain whatever happened to the
@@ -259,9 +259,6 @@ type pending struct {
 // a record after a stale one in its room is stale too, so the room's order
 // holds.
 func (w *partitionWorker) publish(ctx context.Context, msgs []*sarama.ConsumerMessage) error {
-	if len(msgs) == 1 {
-		return w.handle(ctx, msgs[0])
-	}
 	s := w.s
 	batch := make([]pending, len(msgs))
 	// last is each room's seq as the batch leaves it when all goes well.
