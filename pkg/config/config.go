@@ -113,3 +113,53 @@ func Load[T any]() (T, error) {
 	}
 	return cfg, nil
 }
+
+// Consumer is the configuration every service consuming the room event log
+// has; each embeds it under its own prefix (`envPrefix:"DELIVERY_"` reads
+// DELIVERY_GROUP, DELIVERY_DLQ_TOPIC, DELIVERY_RETRY_MIN, DELIVERY_RETRY_MAX).
+type Consumer struct {
+	// Group is the consumer group id.
+	Group string `env:"GROUP"`
+	// DLQTopic receives records that can never be handled; "" means <topic>.dlq.
+	DLQTopic string `env:"DLQ_TOPIC"`
+	// RetryMin is the first backoff after a failed call to a dependency.
+	RetryMin time.Duration `env:"RETRY_MIN"`
+	// RetryMax caps the backoff.
+	RetryMax time.Duration `env:"RETRY_MAX"`
+}
+
+// WithDefaults fills zero fields: the group, <topic>.dlq and the backoff
+// bounds.
+func (c Consumer) WithDefaults(group, topic string, retryMin, retryMax time.Duration) Consumer {
+	if c.Group == "" {
+		c.Group = group
+	}
+	if c.DLQTopic == "" {
+		c.DLQTopic = topic + ".dlq"
+	}
+	if c.RetryMin == 0 {
+		c.RetryMin = retryMin
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = retryMax
+	}
+	return c
+}
+
+// Validate checks c and the topic it consumes after defaults were applied;
+// prefix names the variables in the errors (e.g. "DELIVERY_").
+func (c Consumer) Validate(prefix string, k Kafka) error {
+	switch {
+	case len(k.Brokers) == 0:
+		return errors.New("KAFKA_BROKERS required")
+	case k.Topic == "":
+		return errors.New("KAFKA_TOPIC required")
+	case k.Partitions <= 0:
+		return errors.New("KAFKA_PARTITIONS must be positive")
+	case c.DLQTopic == k.Topic:
+		return fmt.Errorf("%sDLQ_TOPIC must differ from KAFKA_TOPIC", prefix)
+	case c.RetryMin < 0 || c.RetryMax < c.RetryMin:
+		return fmt.Errorf("need 0 <= %sRETRY_MIN <= %sRETRY_MAX", prefix, prefix)
+	}
+	return nil
+}

@@ -289,28 +289,3 @@ func RunGroup(ctx context.Context, group sarama.ConsumerGroup, topics []string, 
 		}
 	}
 }
-
-// CloseConsumer closes what a consuming service holds, in order: its group
-// (which commits marked offsets), the group's client, and the dead-letter
-// producer with its client. Nil or already closed parts are skipped, so a
-// service's Close can call it after a partial New.
-func CloseConsumer(group sarama.ConsumerGroup, client sarama.Client, dlq sarama.SyncProducer, dlqClient sarama.Client) error {
-	var errs []error
-	if group != nil {
-		if err := group.Close(); err != nil && !errors.Is(err, sarama.ErrClosedConsumerGroup) {
-			errs = append(errs, err)
-		}
-	}
-	if client != nil && !client.Closed() {
-		if err := client.Close(); err != nil && !errors.Is(err, sarama.ErrClosedClient) {
-			errs = append(errs, err)
-		}
-	}
-	if dlq != nil {
-		errs = append(errs, dlq.Close())
-	}
-	if dlqClient != nil && !dlqClient.Closed() {
-		errs = append(errs, dlqClient.Close())
-	}
-	return errors.Join(errs...)
-}

@@ -17,6 +17,7 @@ package delivery
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"relay/pkg/config"
@@ -45,10 +46,10 @@ type Config struct {
 	// Telemetry configures logs and trace export (used by main).
 	Telemetry config.Telemetry
 
-	// Group is the consumer group id.
-	Group string `env:"DELIVERY_GROUP"`
-	// DLQTopic receives records that cannot be decoded; "" means <topic>.dlq.
-	DLQTopic string `env:"DELIVERY_DLQ_TOPIC"`
+	// Consumer holds the group, the dead-letter topic (for records that
+	// cannot be decoded) and the retry backoff of failed Redis and Kafka
+	// calls.
+	config.Consumer `envPrefix:"DELIVERY_"`
 	// HistoryCap is the approximate number of publications kept per room.
 	HistoryCap int `env:"DELIVERY_HISTORY_CAP"`
 	// DedupeTTL is how long a clientMsgId's ack is kept when the worker
@@ -60,10 +61,6 @@ type Config struct {
 	// Batch bounds how many of a partition's waiting records go to Redis
 	// in one pipeline; 1 publishes record by record.
 	Batch int `env:"DELIVERY_BATCH"`
-	// RetryMin is the first backoff after a failed Redis or Kafka call.
-	RetryMin time.Duration `env:"DELIVERY_RETRY_MIN"`
-	// RetryMax caps the backoff.
-	RetryMax time.Duration `env:"DELIVERY_RETRY_MAX"`
 }
 
 // withDefaults fills zero fields.
@@ -74,12 +71,7 @@ func (c Config) withDefaults() Config {
 	if c.HTTP.ShutdownTimeout == 0 {
 		c.HTTP.ShutdownTimeout = defaultShutdown
 	}
-	if c.Group == "" {
-		c.Group = DefaultGroup
-	}
-	if c.DLQTopic == "" {
-		c.DLQTopic = c.Kafka.Topic + ".dlq"
-	}
+	c.Consumer = c.Consumer.WithDefaults(DefaultGroup, c.Kafka.Topic, DefaultRetryMin, DefaultRetryMax)
 	if c.DedupeTTL == 0 {
 		c.DedupeTTL = 24 * time.Hour
 	}
@@ -92,36 +84,23 @@ func (c Config) withDefaults() Config {
 	if c.Batch == 0 {
 		c.Batch = DefaultBatch
 	}
-	if c.RetryMin == 0 {
-		c.RetryMin = DefaultRetryMin
-	}
-	if c.RetryMax == 0 {
-		c.RetryMax = DefaultRetryMax
-	}
 	return c
 }
 
 // validate checks a config after defaults were applied.
 func (c Config) validate() error {
+	if err := c.Consumer.Validate("DELIVERY_", c.Kafka); err != nil {
+		return fmt.Errorf("delivery: %w", err)
+	}
 	switch {
 	case c.Redis.URL == "":
 		return errors.New("delivery: REDIS_URL required")
-	case len(c.Kafka.Brokers) == 0:
-		return errors.New("delivery: KAFKA_BROKERS required")
-	case c.Kafka.Topic == "":
-		return errors.New("delivery: KAFKA_TOPIC required")
-	case c.Kafka.Partitions <= 0:
-		return errors.New("delivery: KAFKA_PARTITIONS must be positive")
-	case c.DLQTopic == c.Kafka.Topic:
-		return errors.New("delivery: DELIVERY_DLQ_TOPIC must differ from KAFKA_TOPIC")
 	case c.HistoryCap < 1:
 		return errors.New("delivery: DELIVERY_HISTORY_CAP must be positive")
 	case c.SeqCacheRooms < 1:
 		return errors.New("delivery: DELIVERY_SEQ_CACHE_ROOMS must be positive")
 	case c.Batch < 1:
 		return errors.New("delivery: DELIVERY_BATCH must be positive")
-	case c.RetryMin < 0 || c.RetryMax < c.RetryMin:
-		return errors.New("delivery: need 0 <= DELIVERY_RETRY_MIN <= DELIVERY_RETRY_MAX")
 	case c.HTTP.ShutdownTimeout < 0:
 		return errors.New("delivery: SHUTDOWN_TIMEOUT must not be negative")
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -83,9 +82,7 @@ func (e *env) config() delivery.Config {
 		HTTP:     config.HTTP{Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second},
 		Redis:    config.Redis{URL: e.redisURL, Prefix: e.keys.Prefix},
 		Kafka:    config.Kafka{Brokers: e.brokers, Topic: e.topic, Partitions: e.parts},
-		Group:    testenv.RandomName("delivery-"),
-		RetryMin: 10 * time.Millisecond,
-		RetryMax: 200 * time.Millisecond,
+		Consumer: config.Consumer{Group: testenv.RandomName("delivery-"), RetryMin: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond},
 	}
 }
 
@@ -107,43 +104,12 @@ func start(t testing.TB, cfg delivery.Config) *running {
 // startWith is start with the given telemetry (e.g. a recording tracer).
 func startWith(t testing.TB, cfg delivery.Config, tel *telemetry.Telemetry) *running {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := delivery.New(ctx, cfg, tel)
+	svc, err := delivery.New(context.Background(), cfg, tel)
 	if err != nil {
-		cancel()
 		t.Fatalf("New: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, ln) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("Run did not return after cancel")
-		}
-		if err := svc.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		if err := svc.Close(); err != nil {
-			t.Errorf("second Close: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	return &running{svc: svc, tel: tel, addr: ln.Addr().String(), stop: stop}
+	addr, stop := testenv.Serve(t, svc)
+	return &running{svc: svc, tel: tel, addr: addr, stop: stop}
 }
 
 // counter reads a counter of the service's registry.

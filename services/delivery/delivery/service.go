@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/cenkalti/backoff/v5"
 	"github.com/gofiber/fiber/v2"
 	goredis "github.com/redis/go-redis/v9"
@@ -32,17 +31,11 @@ type Service struct {
 	rdb  *goredis.Client
 	keys redis.Keys
 
-	client sarama.Client
-	group  sarama.ConsumerGroup
-	dlq    *kafka.DeadLetters
-	dlqP   sarama.SyncProducer
-	// dlqClient carries the dead-letter producer and the readiness check,
-	// apart from the group\'s client: a JoinGroup waiting for a rebalance
-	// would otherwise hold the metadata request behind it.
-	dlqClient sarama.Client
-	app       *fiber.App
-	m         *metrics
-	lag       *kafka.LagTracker
+	kafka *kafka.Consumer
+	dlq   *kafka.DeadLetters
+	app   *fiber.App
+	m     *metrics
+	lag   *kafka.LagTracker
 
 	closeOnce sync.Once
 	closeErr  error
@@ -73,29 +66,16 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, cfg.Telemetry.OTLPEndpoint != ""); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
-	if err := kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.Partitions); err != nil {
+	if s.kafka, err = kafka.NewConsumer(ctx, kafka.ConsumerOptions{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Partitions: cfg.Kafka.Partitions,
+		Group: cfg.Group, DLQTopic: cfg.DLQTopic, ClientID: clientID, InstanceID: cfg.Kafka.GroupInstanceID,
+	}); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
-	// One partition: dead letters are rare and read by people, not by rooms.
-	if err := kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.DLQTopic, 1); err != nil {
-		return nil, fmt.Errorf("delivery: %w", err)
-	}
-	if s.client, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.GroupConfig(clientID, cfg.Kafka.GroupInstanceID)); err != nil {
-		return nil, fmt.Errorf("delivery: kafka client: %w", err)
-	}
-	if s.group, err = sarama.NewConsumerGroupFromClient(cfg.Group, s.client); err != nil {
-		return nil, fmt.Errorf("delivery: consumer group: %w", err)
-	}
-	if s.dlqClient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ProducerConfig(clientID+"-dlq")); err != nil {
-		return nil, fmt.Errorf("delivery: kafka client: %w", err)
-	}
-	if s.dlqP, err = sarama.NewSyncProducerFromClient(s.dlqClient); err != nil {
-		return nil, fmt.Errorf("delivery: dead-letter producer: %w", err)
-	}
-	s.dlq = kafka.NewDeadLetters(s.dlqP, cfg.DLQTopic, cfg.Group)
+	s.dlq = s.kafka.DeadLetters
 	s.app = web.NewApp(web.Options{Service: "delivery", Telemetry: tel, Pprof: cfg.HTTP.Pprof, Checks: map[string]web.Check{
 		"redis": func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
-		"kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.dlqClient, cfg.Kafka.Topic) },
+		"kafka": s.kafka.Ping,
 	}})
 	ok = true
 	return s, nil
@@ -114,12 +94,8 @@ func (s *Service) App() *fiber.App { return s.app }
 func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		err := kafka.RunGroup(gctx, s.group, []string{s.cfg.Kafka.Topic}, &handler{s: s}, s.log)
-		// Leaving the group at once lets another instance take the
-		// partitions without waiting for the session timeout.
-		if cerr := s.group.Close(); cerr != nil && !errors.Is(cerr, sarama.ErrClosedConsumerGroup) {
-			s.log.Warn("closing consumer group", "err", cerr)
-		}
+		err := s.kafka.Consume(gctx, &handler{s: s}, s.log)
+		s.kafka.Leave(s.log)
 		return err
 	})
 	g.Go(func() error {
@@ -135,7 +111,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 // after Run returned.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
-		errs := []error{kafka.CloseConsumer(s.group, s.client, s.dlqP, s.dlqClient)}
+		errs := []error{s.kafka.Close()}
 		if s.rdb != nil {
 			errs = append(errs, s.rdb.Close())
 		}

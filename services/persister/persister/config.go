@@ -18,6 +18,7 @@ package persister
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"relay/pkg/config"
@@ -48,10 +49,10 @@ type Config struct {
 	// Telemetry configures logs and trace export (used by main).
 	Telemetry config.Telemetry
 
-	// Group is the consumer group id.
-	Group string `env:"PERSIST_GROUP"`
-	// DLQTopic receives records that can never be written; "" means <topic>.dlq.
-	DLQTopic string `env:"PERSIST_DLQ_TOPIC"`
+	// Consumer holds the group, the dead-letter topic (for records that
+	// can never be written) and the retry backoff of failed batches and
+	// Kafka calls.
+	config.Consumer `envPrefix:"PERSIST_"`
 	// BatchSize flushes a batch once it holds this many records.
 	BatchSize int `env:"PERSIST_BATCH_SIZE"`
 	// FlushInterval flushes a batch this long after its first record.
@@ -63,10 +64,6 @@ type Config struct {
 	// BreakerOpenTimeout is how long the open breaker refuses writes before
 	// it lets one trial batch through.
 	BreakerOpenTimeout time.Duration `env:"PERSIST_BREAKER_OPEN_TIMEOUT"`
-	// RetryMin is the first backoff after a failed batch or Kafka call.
-	RetryMin time.Duration `env:"PERSIST_RETRY_MIN"`
-	// RetryMax caps the backoff.
-	RetryMax time.Duration `env:"PERSIST_RETRY_MAX"`
 }
 
 // withDefaults fills zero fields.
@@ -77,12 +74,7 @@ func (c Config) withDefaults() Config {
 	if c.HTTP.ShutdownTimeout == 0 {
 		c.HTTP.ShutdownTimeout = defaultShutdown
 	}
-	if c.Group == "" {
-		c.Group = DefaultGroup
-	}
-	if c.DLQTopic == "" {
-		c.DLQTopic = c.Kafka.Topic + ".dlq"
-	}
+	c.Consumer = c.Consumer.WithDefaults(DefaultGroup, c.Kafka.Topic, DefaultRetryMin, DefaultRetryMax)
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
 	}
@@ -98,34 +90,21 @@ func (c Config) withDefaults() Config {
 	if c.BreakerOpenTimeout == 0 {
 		c.BreakerOpenTimeout = DefaultBreakerOpenTimeout
 	}
-	if c.RetryMin == 0 {
-		c.RetryMin = DefaultRetryMin
-	}
-	if c.RetryMax == 0 {
-		c.RetryMax = DefaultRetryMax
-	}
 	return c
 }
 
 // validate checks a config after defaults were applied.
 func (c Config) validate() error {
+	if err := c.Consumer.Validate("PERSIST_", c.Kafka); err != nil {
+		return fmt.Errorf("persister: %w", err)
+	}
 	switch {
 	case c.Postgres.URL == "":
 		return errors.New("persister: DATABASE_URL required")
-	case len(c.Kafka.Brokers) == 0:
-		return errors.New("persister: KAFKA_BROKERS required")
-	case c.Kafka.Topic == "":
-		return errors.New("persister: KAFKA_TOPIC required")
-	case c.Kafka.Partitions <= 0:
-		return errors.New("persister: KAFKA_PARTITIONS must be positive")
-	case c.DLQTopic == c.Kafka.Topic:
-		return errors.New("persister: PERSIST_DLQ_TOPIC must differ from KAFKA_TOPIC")
 	case c.BatchSize < 1:
 		return errors.New("persister: PERSIST_BATCH_SIZE must be positive")
 	case c.FlushInterval < 0 || c.WriteTimeout < 0 || c.BreakerOpenTimeout < 0:
 		return errors.New("persister: durations must not be negative")
-	case c.RetryMin < 0 || c.RetryMax < c.RetryMin:
-		return errors.New("persister: need 0 <= PERSIST_RETRY_MIN <= PERSIST_RETRY_MAX")
 	case c.HTTP.ShutdownTimeout < 0:
 		return errors.New("persister: SHUTDOWN_TIMEOUT must not be negative")
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -107,13 +106,11 @@ func (e *env) config(dbURL string) persister.Config {
 		HTTP:               config.HTTP{ShutdownTimeout: 10 * time.Second},
 		Postgres:           config.Postgres{URL: dbURL, MaxConns: 4},
 		Kafka:              config.Kafka{Brokers: e.brokers, Topic: e.topic, Partitions: e.parts},
-		Group:              testenv.RandomName("persister-"),
+		Consumer:           config.Consumer{Group: testenv.RandomName("persister-"), RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond},
 		FlushInterval:      20 * time.Millisecond,
 		WriteTimeout:       3 * time.Second,
 		BreakerFailures:    2,
 		BreakerOpenTimeout: 300 * time.Millisecond,
-		RetryMin:           20 * time.Millisecond,
-		RetryMax:           200 * time.Millisecond,
 	}
 }
 
@@ -163,38 +160,12 @@ func start(t testing.TB, cfg persister.Config) *running {
 // startWith is start with the given telemetry (e.g. a recording tracer).
 func startWith(t testing.TB, cfg persister.Config, tel *telemetry.Telemetry) *running {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := persister.New(ctx, cfg, tel)
+	svc, err := persister.New(context.Background(), cfg, tel)
 	if err != nil {
-		cancel()
 		t.Fatalf("New: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, ln) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("Run did not return after cancel")
-			}
-			if err := svc.Close(); err != nil {
-				t.Errorf("Close: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return &running{svc: svc, tel: tel, addr: ln.Addr().String(), stop: stop}
+	addr, stop := testenv.Serve(t, svc)
+	return &running{svc: svc, tel: tel, addr: addr, stop: stop}
 }
 
 // metric sums the samples of a counter or gauge, optionally only those

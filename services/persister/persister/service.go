@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/cenkalti/backoff/v5"
 	"github.com/gofiber/fiber/v2"
 	"github.com/sony/gobreaker/v2"
@@ -34,18 +33,12 @@ type Service struct {
 	log *slog.Logger
 	db  *gorm.DB
 
-	client sarama.Client
-	group  sarama.ConsumerGroup
-	dlqP   sarama.SyncProducer
-	// dlqClient carries the dead-letter producer and the readiness check,
-	// apart from the group\'s client: a JoinGroup waiting for a rebalance
-	// would otherwise hold the metadata request behind it.
-	dlqClient sarama.Client
-	dlq       *kafka.DeadLetters
-	breaker   *gobreaker.CircuitBreaker[store.BatchResult]
-	app       *fiber.App
-	m         *metrics
-	lag       *kafka.LagTracker
+	kafka   *kafka.Consumer
+	dlq     *kafka.DeadLetters
+	breaker *gobreaker.CircuitBreaker[store.BatchResult]
+	app     *fiber.App
+	m       *metrics
+	lag     *kafka.LagTracker
 
 	// in hands records from the claims to the batcher. Unbuffered: while
 	// the batcher is writing or retrying, the claims block and stop
@@ -83,26 +76,13 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: cfg.Telemetry.OTLPEndpoint != ""}); err != nil {
 		return nil, fmt.Errorf("persister: %w", err)
 	}
-	if err := kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.Partitions); err != nil {
+	if s.kafka, err = kafka.NewConsumer(ctx, kafka.ConsumerOptions{
+		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Partitions: cfg.Kafka.Partitions,
+		Group: cfg.Group, DLQTopic: cfg.DLQTopic, ClientID: clientID, InstanceID: cfg.Kafka.GroupInstanceID,
+	}); err != nil {
 		return nil, fmt.Errorf("persister: %w", err)
 	}
-	// One partition: dead letters are rare and read by people, not by rooms.
-	if err := kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.DLQTopic, 1); err != nil {
-		return nil, fmt.Errorf("persister: %w", err)
-	}
-	if s.client, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.GroupConfig(clientID, cfg.Kafka.GroupInstanceID)); err != nil {
-		return nil, fmt.Errorf("persister: kafka client: %w", err)
-	}
-	if s.group, err = sarama.NewConsumerGroupFromClient(cfg.Group, s.client); err != nil {
-		return nil, fmt.Errorf("persister: consumer group: %w", err)
-	}
-	if s.dlqClient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ProducerConfig(clientID+"-dlq")); err != nil {
-		return nil, fmt.Errorf("persister: kafka client: %w", err)
-	}
-	if s.dlqP, err = sarama.NewSyncProducerFromClient(s.dlqClient); err != nil {
-		return nil, fmt.Errorf("persister: dead-letter producer: %w", err)
-	}
-	s.dlq = kafka.NewDeadLetters(s.dlqP, cfg.DLQTopic, cfg.Group)
+	s.dlq = s.kafka.DeadLetters
 	s.breaker = gobreaker.NewCircuitBreaker[store.BatchResult](gobreaker.Settings{
 		Name:        "postgres",
 		MaxRequests: 1,
@@ -126,7 +106,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 			}
 			return nil
 		},
-		"kafka": func(ctx context.Context) error { return kafka.Ping(ctx, s.dlqClient, cfg.Kafka.Topic) },
+		"kafka": s.kafka.Ping,
 	}})
 	s.app.Get("/lag", s.handleLag)
 	ok = true
@@ -183,14 +163,10 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		err := kafka.RunGroup(gctx, s.group, []string{s.cfg.Kafka.Topic}, &handler{s: s, batcherDone: batcherDone}, s.log)
+		err := s.kafka.Consume(gctx, &handler{s: s, batcherDone: batcherDone}, s.log)
 		stopBatcher()
 		<-batcherDone
-		// Leaving the group at once lets another instance take the
-		// partitions without waiting for the session timeout.
-		if cerr := s.group.Close(); cerr != nil && !errors.Is(cerr, sarama.ErrClosedConsumerGroup) {
-			s.log.Warn("closing consumer group", "err", cerr)
-		}
+		s.kafka.Leave(s.log)
 		return err
 	})
 	g.Go(func() error {
@@ -207,7 +183,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 // after Run returned.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
-		errs := []error{kafka.CloseConsumer(s.group, s.client, s.dlqP, s.dlqClient)}
+		errs := []error{s.kafka.Close()}
 		if s.db != nil {
 			errs = append(errs, store.Close(s.db))
 		}
