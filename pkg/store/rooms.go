@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm/clause"
 
 	"relay/pkg/chat"
+	"relay/pkg/events"
 )
 
 // Member is a room member together with the profile fields shown next to it.
@@ -166,13 +167,18 @@ type NewRoom struct {
 	// MemberIDs are the other members; duplicates and the creator are
 	// ignored. A direct room needs exactly one other member.
 	MemberIDs []int64
+	// Trace is the request's trace context, carried by the member events;
+	// nil for none.
+	Trace Trace
 }
 
 // CreateRoom creates a room with its creator as admin and the other members
-// as members, and returns it with its members. A direct room is unique per
-// pair of users: when it already exists (also when created concurrently),
-// that room is returned with created=false and nothing is written. Unknown
-// member ids are NOT_FOUND; a malformed request is BAD_REQUEST.
+// as members, and returns it with its members. In the same transaction it
+// writes their member_joined events to the outbox, the creator's first, so
+// the room's log starts with its admin. A direct room is unique per pair of
+// users: when it already exists (also when created concurrently), that room
+// is returned with created=false and nothing is written. Unknown member ids
+// are NOT_FOUND; a malformed request is BAD_REQUEST.
 func CreateRoom(ctx context.Context, db *gorm.DB, nr NewRoom) (room *Room, members []Member, created bool, err error) {
 	if !nr.Type.Valid() {
 		return nil, nil, false, chat.Errorf(chat.CodeBadRequest, "unknown room type %q", nr.Type)
@@ -238,13 +244,32 @@ func CreateRoom(ctx context.Context, db *gorm.DB, nr NewRoom) (room *Room, membe
 			return fmt.Errorf("store: add members: %w", err)
 		}
 		created = true
-		members, err = ListMembers(ctx, tx, r.ID)
-		return err
+		if members, err = ListMembers(ctx, tx, r.ID); err != nil {
+			return err
+		}
+		return insertOutbox(ctx, tx, nr.Trace, joinedEvents(members, nr.CreatedBy)...)
 	})
 	if err != nil {
 		return nil, nil, false, err
 	}
 	return r, members, created, nil
+}
+
+// joinedEvents returns the member_joined events of a new room's members:
+// the creator's first, then the others in the order listed.
+func joinedEvents(members []Member, creatorID int64) []*events.Event {
+	evs := make([]*events.Event, 0, len(members))
+	for i := range members {
+		if members[i].UserID == creatorID {
+			evs = append(evs, memberEvent(events.MemberJoined, &members[i]))
+		}
+	}
+	for i := range members {
+		if members[i].UserID != creatorID {
+			evs = append(evs, memberEvent(events.MemberJoined, &members[i]))
+		}
+	}
+	return evs
 }
 
 // joinSQL adds a member whose read position starts at the room's newest
@@ -256,9 +281,10 @@ const joinSQL = `INSERT INTO room_members (room_id, user_id, role, last_read_seq
 
 // JoinRoom makes userID a member of channel roomID and returns the
 // membership; joined is false when the user already was a member (of any
-// room type), which is not an error. Groups and direct rooms cannot be
-// joined (FORBIDDEN); an unknown room is NOT_FOUND.
-func JoinRoom(ctx context.Context, db *gorm.DB, roomID, userID int64) (m *Member, joined bool, err error) {
+// room type), which is not an error. A join writes its member_joined event
+// (carrying trace) to the outbox in the same transaction. Groups and direct
+// rooms cannot be joined (FORBIDDEN); an unknown room is NOT_FOUND.
+func JoinRoom(ctx context.Context, db *gorm.DB, roomID, userID int64, trace Trace) (m *Member, joined bool, err error) {
 	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		typ, err := roomType(ctx, tx, roomID, false)
 		if err != nil {
@@ -280,8 +306,10 @@ func JoinRoom(ctx context.Context, db *gorm.DB, roomID, userID int64) (m *Member
 			return fmt.Errorf("store: join: %w", res.Error)
 		}
 		joined = res.RowsAffected == 1
-		m, err = member(ctx, tx, roomID, userID)
-		return err
+		if m, err = member(ctx, tx, roomID, userID); err != nil || !joined {
+			return err
+		}
+		return insertOutbox(ctx, tx, trace, memberEvent(events.MemberJoined, m))
 	})
 	if err != nil {
 		return nil, false, err
@@ -290,10 +318,12 @@ func JoinRoom(ctx context.Context, db *gorm.DB, roomID, userID int64) (m *Member
 }
 
 // LeaveRoom removes userID from roomID; left is false when the user was not
-// a member. When the last admin of a group or channel leaves, the longest
-// standing member becomes admin, so the room stays manageable. Direct rooms
-// cannot be left (FORBIDDEN); an unknown room is NOT_FOUND.
-func LeaveRoom(ctx context.Context, db *gorm.DB, roomID, userID int64) (left bool, err error) {
+// a member. A leave writes its member_left event (carrying trace) to the
+// outbox in the same transaction. When the last admin of a group or channel
+// leaves, the longest standing member becomes admin, so the room stays
+// manageable. Direct rooms cannot be left (FORBIDDEN); an unknown room is
+// NOT_FOUND.
+func LeaveRoom(ctx context.Context, db *gorm.DB, roomID, userID int64, trace Trace) (left bool, err error) {
 	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		// Locking the room serialises concurrent leaves, so two last admins
 		// leaving at once still leave one admin behind.
@@ -304,16 +334,21 @@ func LeaveRoom(ctx context.Context, db *gorm.DB, roomID, userID int64) (left boo
 		if typ == chat.RoomDirect {
 			return chat.Errorf(chat.CodeForbidden, "a direct room cannot be left")
 		}
-		var roles []string
-		err = tx.Raw(`DELETE FROM room_members WHERE room_id = ? AND user_id = ? RETURNING role`, roomID, userID).Scan(&roles).Error
+		var gone []Member
+		err = tx.Raw(`DELETE FROM room_members m USING users u
+			WHERE m.room_id = ? AND m.user_id = ? AND u.id = m.user_id
+			RETURNING m.room_id, m.user_id, u.username, m.role`, roomID, userID).Scan(&gone).Error
 		if err != nil {
 			return fmt.Errorf("store: leave: %w", err)
 		}
-		if len(roles) == 0 {
+		if len(gone) == 0 {
 			return nil
 		}
 		left = true
-		if chat.Role(roles[0]) != chat.RoleAdmin {
+		if err := insertOutbox(ctx, tx, trace, memberEvent(events.MemberLeft, &gone[0])); err != nil {
+			return err
+		}
+		if gone[0].Role != chat.RoleAdmin {
 			return nil
 		}
 		err = tx.Exec(`UPDATE room_members SET role = 'admin'
@@ -329,10 +364,11 @@ func LeaveRoom(ctx context.Context, db *gorm.DB, roomID, userID int64) (left boo
 }
 
 // AddMember lets actorID, an admin of group or channel roomID, add userID
-// as a member. added is false when userID already was a member. A
-// non-member or non-admin actor, or a direct room, is FORBIDDEN; an unknown
-// room or user is NOT_FOUND.
-func AddMember(ctx context.Context, db *gorm.DB, roomID, actorID, userID int64) (m *Member, added bool, err error) {
+// as a member. added is false when userID already was a member. An
+// addition writes its member_joined event (carrying trace) to the outbox in
+// the same transaction. A non-member or non-admin actor, or a direct room,
+// is FORBIDDEN; an unknown room or user is NOT_FOUND.
+func AddMember(ctx context.Context, db *gorm.DB, roomID, actorID, userID int64, trace Trace) (m *Member, added bool, err error) {
 	err = db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		typ, err := roomType(ctx, tx, roomID, false)
 		if err != nil {
@@ -364,8 +400,10 @@ func AddMember(ctx context.Context, db *gorm.DB, roomID, actorID, userID int64) 
 			return fmt.Errorf("store: add member: %w", res.Error)
 		}
 		added = res.RowsAffected == 1
-		m, err = member(ctx, tx, roomID, userID)
-		return err
+		if m, err = member(ctx, tx, roomID, userID); err != nil || !added {
+			return err
+		}
+		return insertOutbox(ctx, tx, trace, memberEvent(events.MemberJoined, m))
 	})
 	if err != nil {
 		return nil, false, err

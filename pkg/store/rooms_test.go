@@ -147,37 +147,37 @@ func TestJoinLeave(t *testing.T) {
 	dm := queriesRoom(t, db, chat.RoomDirect, "", a.ID, b.ID)
 
 	queriesMessage(t, db, ch.ID, a.ID, 7, "before b joined", false)
-	m, joined, err := store.JoinRoom(ctx, db, ch.ID, b.ID)
+	m, joined, err := store.JoinRoom(ctx, db, ch.ID, b.ID, nil)
 	if err != nil || !joined || m.Role != chat.RoleMember || m.UserID != b.ID || m.LastReadSeq != 7 {
 		t.Fatalf("join: %+v %v %v", m, joined, err)
 	}
-	if _, joined, err = store.JoinRoom(ctx, db, ch.ID, b.ID); err != nil || joined {
+	if _, joined, err = store.JoinRoom(ctx, db, ch.ID, b.ID, nil); err != nil || joined {
 		t.Fatalf("join again: joined=%v err=%v", joined, err)
 	}
-	_, _, err = store.JoinRoom(ctx, db, grp.ID, b.ID)
+	_, _, err = store.JoinRoom(ctx, db, grp.ID, b.ID, nil)
 	wantCode(t, err, chat.CodeForbidden)
-	if _, joined, err = store.JoinRoom(ctx, db, grp.ID, c.ID); err != nil || joined {
+	if _, joined, err = store.JoinRoom(ctx, db, grp.ID, c.ID, nil); err != nil || joined {
 		t.Fatalf("member joining own group: joined=%v err=%v", joined, err)
 	}
-	_, _, err = store.JoinRoom(ctx, db, ch.ID+1000, b.ID)
+	_, _, err = store.JoinRoom(ctx, db, ch.ID+1000, b.ID, nil)
 	wantCode(t, err, chat.CodeNotFound)
 
-	_, err = store.LeaveRoom(ctx, db, dm.ID, a.ID)
+	_, err = store.LeaveRoom(ctx, db, dm.ID, a.ID, nil)
 	wantCode(t, err, chat.CodeForbidden)
-	_, err = store.LeaveRoom(ctx, db, ch.ID+1000, a.ID)
+	_, err = store.LeaveRoom(ctx, db, ch.ID+1000, a.ID, nil)
 	wantCode(t, err, chat.CodeNotFound)
-	if left, err := store.LeaveRoom(ctx, db, grp.ID, b.ID); err != nil || left {
+	if left, err := store.LeaveRoom(ctx, db, grp.ID, b.ID, nil); err != nil || left {
 		t.Fatalf("non-member leave: left=%v err=%v", left, err)
 	}
 
 	// The last admin leaving promotes the longest standing member.
-	if left, err := store.LeaveRoom(ctx, db, ch.ID, a.ID); err != nil || !left {
+	if left, err := store.LeaveRoom(ctx, db, ch.ID, a.ID, nil); err != nil || !left {
 		t.Fatalf("admin leave: left=%v err=%v", left, err)
 	}
 	if role, err := store.Membership(ctx, db, ch.ID, b.ID); err != nil || role != chat.RoleAdmin {
 		t.Fatalf("b after admin left: %q %v", role, err)
 	}
-	if left, err := store.LeaveRoom(ctx, db, ch.ID, b.ID); err != nil || !left {
+	if left, err := store.LeaveRoom(ctx, db, ch.ID, b.ID, nil); err != nil || !left {
 		t.Fatalf("last leave: left=%v err=%v", left, err)
 	}
 	members, err := store.ListMembers(ctx, db, ch.ID)
@@ -193,22 +193,22 @@ func TestAddMember(t *testing.T) {
 	grp := queriesRoom(t, db, chat.RoomGroup, "g", a.ID, b.ID)
 	dm := queriesRoom(t, db, chat.RoomDirect, "", a.ID, b.ID)
 
-	m, added, err := store.AddMember(ctx, db, grp.ID, a.ID, c.ID)
+	m, added, err := store.AddMember(ctx, db, grp.ID, a.ID, c.ID, nil)
 	if err != nil || !added || m.UserID != c.ID || m.Role != chat.RoleMember || m.LastReadSeq != -1 {
 		t.Fatalf("admin adds: %+v %v %v", m, added, err)
 	}
-	if _, added, err = store.AddMember(ctx, db, grp.ID, a.ID, c.ID); err != nil || added {
+	if _, added, err = store.AddMember(ctx, db, grp.ID, a.ID, c.ID, nil); err != nil || added {
 		t.Fatalf("add again: added=%v err=%v", added, err)
 	}
-	_, _, err = store.AddMember(ctx, db, grp.ID, b.ID, d.ID)
+	_, _, err = store.AddMember(ctx, db, grp.ID, b.ID, d.ID, nil)
 	wantCode(t, err, chat.CodeForbidden)
-	_, _, err = store.AddMember(ctx, db, grp.ID, d.ID, d.ID)
+	_, _, err = store.AddMember(ctx, db, grp.ID, d.ID, d.ID, nil)
 	wantCode(t, err, chat.CodeForbidden)
-	_, _, err = store.AddMember(ctx, db, dm.ID, a.ID, d.ID)
+	_, _, err = store.AddMember(ctx, db, dm.ID, a.ID, d.ID, nil)
 	wantCode(t, err, chat.CodeForbidden)
-	_, _, err = store.AddMember(ctx, db, grp.ID, a.ID, 987654)
+	_, _, err = store.AddMember(ctx, db, grp.ID, a.ID, 987654, nil)
 	wantCode(t, err, chat.CodeNotFound)
-	_, _, err = store.AddMember(ctx, db, grp.ID+1000, a.ID, d.ID)
+	_, _, err = store.AddMember(ctx, db, grp.ID+1000, a.ID, d.ID, nil)
 	wantCode(t, err, chat.CodeNotFound)
 }
 

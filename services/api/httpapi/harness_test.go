@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +53,11 @@ type apiEnv struct {
 	rdb      *goredis.Client
 	// proxy is the cuttable path to PostgreSQL (envOptions.proxyDB).
 	proxy *testenv.Proxy
+	// cfg is the service's configuration, for a second instance.
+	cfg httpapi.Config
+	// stop stops the service (Run returns); it is idempotent and also
+	// runs when the test ends.
+	stop func()
 }
 
 type envOptions struct {
@@ -133,17 +140,7 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 		cancel()
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if err := svc.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	stop := runService(t, ctx, cancel, svc, ln)
 	db, err := store.Open(context.Background(), dbURL, store.Options{MaxConns: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +153,71 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 	return &apiEnv{
 		t: t, url: "http://" + ln.Addr().String(), db: db, svc: svc, brokers: brokers, topic: topic,
 		tokens: tokens, client: &http.Client{Timeout: 30 * time.Second},
-		dbURL: dbURL, redisURL: rc.URL, prefix: prefix, rdb: rdb, proxy: proxy,
+		dbURL: dbURL, redisURL: rc.URL, prefix: prefix, rdb: rdb, proxy: proxy, cfg: cfg, stop: stop,
+	}
+}
+
+// runService runs svc on ln until stop is called or the test ends, then
+// closes it; cancel ends ctx, the context of Run.
+func runService(t testing.TB, ctx context.Context, cancel context.CancelFunc, svc *httpapi.Service, ln net.Listener) (stop func()) {
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx, ln) }()
+	stop = sync.OnceFunc(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if err := svc.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	t.Cleanup(stop)
+	return stop
+}
+
+// another starts a second api instance on the same database, Redis prefix
+// and topic, producing through pub; it returns its URL and its stop.
+func (e *apiEnv) another(pub httpapi.EventPublisher) (url string, stop func()) {
+	e.t.Helper()
+	tel, err := telemetry.Setup(context.Background(), "api-test-2", config.Telemetry{LogLevel: "warn", LogFormat: "text"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	svc, err := httpapi.New(ctx, e.cfg, tel, httpapi.WithPublisher(pub))
+	if err != nil {
+		cancel()
+		e.t.Fatalf("New: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		cancel()
+		e.t.Fatal(err)
+	}
+	return "http://" + ln.Addr().String(), runService(e.t, ctx, cancel, svc, ln)
+}
+
+// outboxDepth counts the member events waiting in the outbox.
+func (e *apiEnv) outboxDepth() int64 {
+	e.t.Helper()
+	var n int64
+	if err := e.db.Raw("SELECT count(*) FROM outbox").Scan(&n).Error; err != nil {
+		e.t.Fatalf("outbox depth: %v", err)
+	}
+	return n
+}
+
+// drained waits until the relay has produced the whole outbox: a row is
+// deleted only after Kafka acked it, so everything the requests so far
+// caused is then on the topic.
+func (e *apiEnv) drained() {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for e.outboxDepth() > 0 {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the outbox still holds %d events after 30 s", e.outboxDepth())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -395,9 +456,17 @@ func (e *apiEnv) events() []*events.Event {
 }
 
 // records returns every record on the test's topic, per partition in
-// offset order. Producing happens before the api answers, so everything the
-// requests so far caused is below the high-water marks read here.
+// offset order, once the outbox is drained: everything the requests so far
+// caused is then below the high-water marks read here.
 func (e *apiEnv) records() []*sarama.ConsumerMessage {
+	e.t.Helper()
+	e.drained()
+	return e.topicRecords()
+}
+
+// topicRecords returns every record on the test's topic now, per partition
+// in offset order.
+func (e *apiEnv) topicRecords() []*sarama.ConsumerMessage {
 	e.t.Helper()
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V3_6_0_0
@@ -469,10 +538,53 @@ func eventsString(evs []*events.Event, roomID string) []string {
 	return out
 }
 
-// failingPublisher fails every publish and counts the attempts.
-type failingPublisher struct{ attempts chan struct{} }
+// switchPublisher produces through next while up and fails every publish
+// while down, as an unreachable Kafka would.
+type switchPublisher struct {
+	down     atomic.Bool
+	failures atomic.Int64
+	mu       sync.Mutex
+	next     httpapi.EventPublisher
+}
 
-func (p *failingPublisher) Publish(context.Context, *events.Event) (int32, int64, error) {
-	p.attempts <- struct{}{}
-	return 0, 0, errors.New("broker unreachable (test)")
+func (p *switchPublisher) Publish(ctx context.Context, e *events.Event) (int32, int64, error) {
+	if p.down.Load() {
+		p.failures.Add(1)
+		return 0, 0, errors.New("broker unreachable (test)")
+	}
+	p.mu.Lock()
+	next := p.next
+	p.mu.Unlock()
+	return next.Publish(ctx, e)
+}
+
+// recordingPublisher accepts every event and notes it, with the instance
+// that produced it, in a log shared by several instances.
+type recordingPublisher struct {
+	instance string
+	log      *eventLog
+}
+
+type eventLog struct {
+	mu      sync.Mutex
+	entries []loggedEvent
+}
+
+type loggedEvent struct {
+	instance string
+	event    events.Event
+}
+
+func (p *recordingPublisher) Publish(_ context.Context, e *events.Event) (int32, int64, error) {
+	p.log.mu.Lock()
+	defer p.log.mu.Unlock()
+	p.log.entries = append(p.log.entries, loggedEvent{instance: p.instance, event: *e})
+	return 0, int64(len(p.log.entries) - 1), nil
+}
+
+// snapshot returns the events logged so far.
+func (l *eventLog) snapshot() []loggedEvent {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.entries)
 }

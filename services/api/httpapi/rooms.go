@@ -7,7 +7,6 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"relay/pkg/chat"
-	"relay/pkg/events"
 	"relay/pkg/store"
 )
 
@@ -22,7 +21,8 @@ type addMemberRequest struct {
 }
 
 // createRoom creates a group, channel or direct room. A direct room that
-// already exists for the pair is returned with 200 instead of 201.
+// already exists for the pair is returned with 200 instead of 201. The
+// members' member_joined events go out through the outbox (outbox.go).
 func (s *Service) createRoom(c *fiber.Ctx) error {
 	me := currentUser(c)
 	var req createRoomRequest
@@ -54,12 +54,11 @@ func (s *Service) createRoom(c *fiber.Ctx) error {
 		ids[i] = id
 	}
 	ctx := c.UserContext()
-	room, members, created, err := store.CreateRoom(ctx, s.db, store.NewRoom{Name: name, Type: typ, CreatedBy: me.ID, MemberIDs: ids})
+	room, members, created, err := store.CreateRoom(ctx, s.db, store.NewRoom{
+		Name: name, Type: typ, CreatedBy: me.ID, MemberIDs: ids, Trace: traceOf(ctx, s.tel.Propagator),
+	})
 	if err != nil {
 		return err
-	}
-	if created {
-		s.publishJoined(ctx, room.ID, me.ID, members)
 	}
 	view := &store.RoomView{Room: *room, MemberCount: int64(len(members))}
 	for _, m := range members {
@@ -121,12 +120,8 @@ func (s *Service) joinRoom(c *fiber.Ctx) error {
 		return err
 	}
 	me, ctx := currentUser(c), c.UserContext()
-	m, joined, err := store.JoinRoom(ctx, s.db, id, me.ID)
-	if err != nil {
+	if _, _, err := store.JoinRoom(ctx, s.db, id, me.ID, traceOf(ctx, s.tel.Propagator)); err != nil {
 		return err
-	}
-	if joined {
-		s.publish(ctx, memberEvent(events.MemberJoined, id, me.ID, me.Username, m.Role))
 	}
 	v, err := store.RoomFor(ctx, s.db, id, me.ID)
 	if err != nil {
@@ -143,12 +138,8 @@ func (s *Service) leaveRoom(c *fiber.Ctx) error {
 		return err
 	}
 	me, ctx := currentUser(c), c.UserContext()
-	left, err := store.LeaveRoom(ctx, s.db, id, me.ID)
-	if err != nil {
+	if _, err := store.LeaveRoom(ctx, s.db, id, me.ID, traceOf(ctx, s.tel.Propagator)); err != nil {
 		return err
-	}
-	if left {
-		s.publish(ctx, memberEvent(events.MemberLeft, id, me.ID, me.Username, ""))
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
@@ -186,13 +177,12 @@ func (s *Service) addMember(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	m, added, err := store.AddMember(ctx, s.db, id, currentUser(c).ID, userID)
+	m, added, err := store.AddMember(ctx, s.db, id, currentUser(c).ID, userID, traceOf(ctx, s.tel.Propagator))
 	if err != nil {
 		return err
 	}
 	if !added {
 		return c.JSON(toMember(m))
 	}
-	s.publish(ctx, memberEvent(events.MemberJoined, id, m.UserID, m.Username, m.Role))
 	return c.Status(fiber.StatusCreated).JSON(toMember(m))
 }

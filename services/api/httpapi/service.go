@@ -1,8 +1,10 @@
 // Package httpapi is the api service: the REST interface for accounts (JWT),
 // users, rooms and their members, message history, search, unread counts
-// and presence. It reads and writes PostgreSQL, produces member_joined and
-// member_left events to the room event log after its transactions commit,
-// and reads the presence service's state in Redis.
+// and presence. It reads and writes PostgreSQL, writes member_joined and
+// member_left events to a transactional outbox in the transactions of the
+// membership changes, relays the outbox to the room event log in Kafka
+// (one relaying instance at a time), and reads the presence service's state
+// in Redis.
 package httpapi
 
 import (
@@ -39,8 +41,9 @@ type EventPublisher interface {
 // Option adjusts a Service at construction; tests use it to swap neighbours.
 type Option func(*Service)
 
-// WithPublisher makes the service produce its events through p instead of
-// a Kafka producer of its own (which is then not created).
+// WithPublisher makes the service's outbox relay produce its events
+// through p instead of a Kafka producer of its own (which is then not
+// created).
 func WithPublisher(p EventPublisher) Option {
 	return func(s *Service) { s.events = p }
 }
@@ -55,6 +58,8 @@ type Service struct {
 	kclient  sarama.Client
 	producer *kafka.Producer
 	events   EventPublisher
+	// outbox relays member events from PostgreSQL to events while Run runs.
+	outbox   *outboxRelay
 	presence PresenceReader
 	tokens   *auth.Tokens
 	// breaker guards every database statement and request.
@@ -131,15 +136,26 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 		}
 		s.events = s.producer
 	}
+	if s.outbox, err = newOutboxRelay(cfg.Postgres.URL, s.events, tel.Propagator, tel.Log, tel.Registry); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 	s.app = s.newApp()
 	return s, nil
 }
 
-// Run serves the api on ln until ctx is cancelled, then shuts down
-// gracefully within cfg.HTTP.ShutdownTimeout.
+// Run serves the api on ln and relays its outbox until ctx is cancelled,
+// then shuts down gracefully within cfg.HTTP.ShutdownTimeout.
 func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	s.log.InfoContext(ctx, "api listening", "addr", ln.Addr().String())
-	return web.ServeListener(ctx, s.app, ln, s.cfg.HTTP.ShutdownTimeout)
+	relayed := make(chan struct{})
+	go func() {
+		defer close(relayed)
+		s.outbox.run(ctx)
+	}()
+	err := web.ServeListener(ctx, s.app, ln, s.cfg.HTTP.ShutdownTimeout)
+	// The relay lets produces in flight finish for outboxGrace at most.
+	<-relayed
+	return err
 }
 
 // App returns the HTTP app, for tests that inspect its routes.
