@@ -220,9 +220,10 @@ func (r *outboxRelay) relay(ctx context.Context, conn *pgx.Conn) error {
 		} else if n, err := r.depth(ctx, conn); err == nil {
 			r.pending.Set(float64(n))
 		}
-		acked, perr := r.produce(hard, rows)
-		if err := r.statement(hard, func(ctx context.Context) error { return store.DeleteOutbox(ctx, conn, acked) }); err != nil {
-			// The acked rows stay and will be produced again: at least once.
+		produced, perr, err := r.produce(hard, conn, rows)
+		if err != nil {
+			// An acked row that could not be deleted is produced again by
+			// the next relay, right after its first copy: at least once.
 			return err
 		}
 		if perr == nil {
@@ -238,7 +239,7 @@ func (r *outboxRelay) relay(ctx context.Context, conn *pgx.Conn) error {
 		if blockedSince.IsZero() {
 			blockedSince, lastLog = now, now
 			r.log.WarnContext(ctx, "outbox relay: blocked; producing member events failed, retrying",
-				"pending", len(rows)-len(acked), "err", perr)
+				"pending", len(rows)-produced, "err", perr)
 		} else if now.Sub(lastLog) >= outboxBlockedLog {
 			lastLog = now
 			n, _ := r.depth(ctx, conn)
@@ -265,10 +266,14 @@ func (r *outboxRelay) wait(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// produce publishes rows, each room's in order and rooms concurrently, and
-// returns the ids Kafka acked. A room stops at its first failure, so its
-// later events never overtake it; the error is the first failure.
-func (r *outboxRelay) produce(ctx context.Context, rows []store.OutboxEvent) ([]int64, error) {
+// produce publishes rows, each room's in order and rooms concurrently,
+// deleting each row as soon as Kafka acked it, and returns how many went
+// out. A room stops at its first failure (perr, the first one), so its
+// later events never overtake it. Deleting row by row means a crash or a
+// lost connection leaves at most one acked row per room, the room's last
+// produced event, so a duplicate always directly follows its original in
+// the room's log. A failed delete (dbErr) stops every room.
+func (r *outboxRelay) produce(ctx context.Context, conn *pgx.Conn, rows []store.OutboxEvent) (produced int, perr, dbErr error) {
 	var order []int64
 	byRoom := map[int64][]*store.OutboxEvent{}
 	for i := range rows {
@@ -279,32 +284,37 @@ func (r *outboxRelay) produce(ctx context.Context, rows []store.OutboxEvent) ([]
 		byRoom[id] = append(byRoom[id], &rows[i])
 	}
 	var (
-		mu    sync.Mutex
-		acked = make([]int64, 0, len(rows))
+		mu    sync.Mutex // guards conn (one statement at a time), produced, perr
 		first error
 	)
-	var g errgroup.Group
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(outboxRooms)
 	for _, room := range order {
 		g.Go(func() error {
 			for _, o := range byRoom[room] {
-				err := r.publish(ctx, o)
+				if err := r.publish(gctx, o); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return nil
+				}
 				mu.Lock()
+				err := r.statement(ctx, func(ctx context.Context) error { return store.DeleteOutbox(ctx, conn, []int64{o.ID}) })
 				if err == nil {
-					acked = append(acked, o.ID)
-				} else if first == nil {
-					first = err
+					produced++
 				}
 				mu.Unlock()
 				if err != nil {
-					return nil
+					return err
 				}
 			}
 			return nil
 		})
 	}
-	_ = g.Wait() // the goroutines report through first
-	return acked, first
+	dbErr = g.Wait()
+	return produced, first, dbErr
 }
 
 // publish produces one outbox event under the trace of the change.
