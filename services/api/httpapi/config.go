@@ -3,7 +3,8 @@ package httpapi
 // Environment variables of the api service (defaults in brackets):
 //
 //	DATABASE_URL        PostgreSQL URL [postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable]
-//	DATABASE_MAX_CONNS  connection pool size [20]
+//	DATABASE_MAX_CONNS  connection pool size [20]; the outbox relay holds one
+//	                    more connection of its own (outbox.go)
 //	DATABASE_MIGRATE    apply the embedded SQL migrations at start [true]
 //	DATABASE_BREAKER_FAILURES      consecutive statements that could not reach
 //	                    PostgreSQL before the breaker opens (503 UNAVAILABLE at once,
@@ -13,7 +14,8 @@ package httpapi
 //	REDIS_URL           Redis URL: presence reads and /ready [redis://127.0.0.1:6379/0]
 //	REDIS_PREFIX        key prefix, the presence service's [relay:]
 //	KAFKA_BROKERS       comma-separated seed brokers [127.0.0.1:9092]
-//	KAFKA_TOPIC         room event log, where member_joined/member_left go [chat.messages]
+//	KAFKA_TOPIC         room event log, where the outbox relay produces
+//	                    member_joined/member_left [chat.messages]
 //	KAFKA_PARTITIONS    partitions when main creates the topic [12]
 //	HTTP_ADDR           listen address [127.0.0.1:8080]
 //	SHUTDOWN_TIMEOUT    graceful shutdown bound [15s]
