@@ -27,11 +27,13 @@ type socket interface {
 	Close() error
 }
 
-// client is one WebSocket connection. Its reader goroutine handles client
-// frames in order. Data frames are written from a bounded queue by a writer
-// goroutine that exists only while there is something to write, so a slow
-// socket never blocks the reader or the fan-out, and an idle connection
-// costs one goroutine, a small read buffer and an empty queue.
+// client is one WebSocket connection. Its reader (reader.go; for Socket.IO
+// the session's event loop) handles client frames in order. Data frames are
+// written from a bounded queue by a writer goroutine that exists only while
+// there is something to write, so a slow socket never blocks the reader or
+// the fan-out. An idle native connection holds no goroutine at all: its
+// reader runs only when there is input, and its timers (ping, token
+// expiry) run on the runtime's timer goroutines.
 type client struct {
 	s        *Service
 	ws       socket
@@ -48,6 +50,10 @@ type client struct {
 	// lastAlive is when the peer last showed life (a frame or a pong),
 	// unix ns; only connections alive within PongTimeout are heartbeated.
 	lastAlive atomic.Int64
+	// watchdog: the ping timer closes the connection once the peer was
+	// silent past PongTimeout (native sockets, which have no read deadline;
+	// Socket.IO has its own heartbeat).
+	watchdog bool
 	// goneOnce makes the presence disconnect happen once.
 	goneOnce atomic.Bool
 
@@ -73,9 +79,9 @@ type client struct {
 	// done is closed once the socket was closed.
 	done chan struct{}
 
-	// pingMu serialises pings with stopPings: once the handler returns,
-	// fasthttp reuses the hijacked connection, and a ping timer firing
-	// then would write through a released one (a nil dereference).
+	// pingMu serialises pings with stopPings: no ping may be written once
+	// the connection is released (a Socket.IO session's transport is gone
+	// then; a native socket is closed).
 	pingMu   sync.Mutex
 	pingsOff bool
 }
@@ -88,6 +94,7 @@ func newClient(s *Service, ws socket, claims auth.Claims, token string) *client 
 		presName: presenceName(claims.Username),
 		done:     make(chan struct{}),
 	}
+	_, c.watchdog = ws.(*wsConn)
 	c.lastAlive.Store(time.Now().UnixNano())
 	// Under pingMu: the first ping may fire before the assignment is done.
 	c.pingMu.Lock()
@@ -234,12 +241,22 @@ func (c *client) drain() {
 }
 
 // ping sends a protocol ping and schedules the next one; it runs on a
-// timer, not on a goroutine of its own.
+// timer, not on a goroutine of its own. A peer silent (no frame, no pong)
+// past PongTimeout is dropped here, so the timer is also due then.
 func (c *client) ping() {
 	c.pingMu.Lock()
 	defer c.pingMu.Unlock()
 	if c.pingsOff {
 		return
+	}
+	next := c.s.cfg.PingInterval
+	if c.watchdog {
+		left := c.s.cfg.PongTimeout - time.Since(time.Unix(0, c.lastAlive.Load()))
+		if left <= 0 {
+			c.close(0, "")
+			return
+		}
+		next = min(next, left+time.Millisecond)
 	}
 	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.s.cfg.WriteTimeout)); err != nil {
 		c.writeFailed(err)
@@ -249,12 +266,12 @@ func (c *client) ping() {
 	closing := c.closing
 	c.mu.Unlock()
 	if !closing {
-		c.pinger.Reset(c.s.cfg.PingInterval)
+		c.pinger.Reset(next)
 	}
 }
 
 // stopPings ends the pings for good, waiting for one in flight; the
-// connection's handler calls it before it returns.
+// connection's end calls it before the socket is released.
 func (c *client) stopPings() {
 	c.pingMu.Lock()
 	defer c.pingMu.Unlock()

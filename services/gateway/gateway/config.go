@@ -22,7 +22,9 @@ package gateway
 //	WS_RATE                client frames per second per connection  20
 //	WS_BURST               burst of client frames per connection    50
 //	WS_MAX_ROOMS           rooms joined at once per connection      500
-//	WS_READ_BUFFER         socket read buffer bytes                 512
+//	WS_READ_BUFFER         read buffer bytes of a connection read by a
+//	                       goroutine of its own (no epoll); with epoll,
+//	                       reads use pooled 4 KiB buffers          512
 //	WS_WRITE_BUFFER        pooled socket write buffer bytes         4096
 //	MEMBERSHIP_CACHE_TTL   how long a positive membership check is cached   30s
 //	MEMBERSHIP_CACHE_SIZE  entries of that cache                    100000
@@ -114,7 +116,8 @@ type Config struct {
 	Burst int `env:"WS_BURST" envDefault:"50"`
 	// MaxRooms bounds the rooms joined on one connection; zero means 500.
 	MaxRooms int `env:"WS_MAX_ROOMS" envDefault:"500"`
-	// ReadBufferSize is the socket read buffer; zero means 512 bytes.
+	// ReadBufferSize is the read buffer of a connection read without the
+	// poller; zero means 512 bytes.
 	ReadBufferSize int `env:"WS_READ_BUFFER" envDefault:"512"`
 	// WriteBufferSize is the pooled write buffer; zero means 4 KiB.
 	WriteBufferSize int `env:"WS_WRITE_BUFFER" envDefault:"4096"`

@@ -3,11 +3,8 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"time"
 	"unicode/utf8"
 
-	"github.com/fasthttp/websocket"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -22,50 +19,6 @@ var sentReply = json.RawMessage(nil)
 
 // emptyAck is the payload of acks that carry nothing.
 var emptyAck = json.RawMessage(`{}`)
-
-// readLoop reads client frames until the connection fails, closes or goes
-// silent past PongTimeout, handling each in order.
-func (s *Service) readLoop(c *client, ws *websocket.Conn) {
-	ws.SetReadLimit(s.cfg.ReadLimit)
-	alive := func() {
-		now := time.Now()
-		c.lastAlive.Store(now.UnixNano())
-		_ = ws.SetReadDeadline(now.Add(s.cfg.PongTimeout))
-	}
-	alive()
-	ws.SetPongHandler(func(string) error { alive(); return nil })
-	for {
-		mt, r, err := ws.NextReader()
-		if err != nil {
-			s.readFailed(c, err)
-			return
-		}
-		alive()
-		buf := s.bufs.get()
-		_, err = buf.ReadFrom(r)
-		if err != nil {
-			s.bufs.put(buf)
-			s.readFailed(c, err)
-			return
-		}
-		if mt == websocket.BinaryMessage {
-			s.metrics.framesIn.WithLabelValues("invalid").Inc()
-			c.reply(s.errorFrame(c, "", chat.Errorf(chat.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
-		} else {
-			s.handleFrame(c, buf.Bytes())
-		}
-		s.bufs.put(buf)
-	}
-}
-
-func (s *Service) readFailed(c *client, err error) {
-	if errors.Is(err, websocket.ErrReadLimit) {
-		// The library already sent close 1009.
-		c.close(0, "")
-		return
-	}
-	c.close(0, "")
-}
 
 // handleFrame handles one client text frame: every frame with a ref gets
 // exactly one ack or error carrying it.

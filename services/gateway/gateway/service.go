@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -38,6 +39,7 @@ import (
 	"relay/pkg/telemetry"
 	"relay/pkg/web"
 	"relay/services/gateway/gateway/hub"
+	"relay/services/gateway/netpoll"
 	"relay/services/gateway/socketio"
 )
 
@@ -104,6 +106,9 @@ type Service struct {
 
 	// upgrader upgrades /ws requests (built with the app).
 	upgrader *websocket.FastHTTPUpgrader
+	// poller runs the readers of native connections when they have input;
+	// nil where there is no epoll (then each has a reading goroutine).
+	poller *netpoll.Poller
 }
 
 // session is who an upgraded connection belongs to.
@@ -195,6 +200,11 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 	if s.sio, err = s.newSocketIO(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	s.poller, err = netpoll.New()
+	if err != nil {
+		tel.Log.Info("no poller: each WebSocket connection gets a reading goroutine", "err", err)
+		s.poller, err = nil, nil
+	}
 	s.app = s.newApp()
 	return s, nil
 }
@@ -231,6 +241,11 @@ func (s *Service) newApp() *fiber.App {
 	// server mostly holds idle WebSockets, where memory per connection
 	// matters more than the CPU of plain HTTP requests.
 	app.Server().ReduceMemoryUsage = true
+	// A hijack handler returns as soon as the connection is handed to the
+	// poller, which then owns it: fasthttp must not close it then (its
+	// request context and goroutine are released). Socket.IO closes its
+	// WebSockets itself when their handler returns.
+	app.Server().KeepHijackedConns = true
 	s.upgrader = &websocket.FastHTTPUpgrader{
 		ReadBufferSize:  s.cfg.ReadBufferSize,
 		WriteBufferSize: s.cfg.WriteBufferSize,
@@ -274,18 +289,11 @@ func (s *Service) upgrade(c *fiber.Ctx) error {
 	fctx := c.Context()
 	// On a bad handshake the upgrader has written its 4xx response itself.
 	_ = s.upgrader.Upgrade(fctx, func(ws *websocket.Conn) {
-		// fasthttp keeps the request context of a hijacked connection
-		// until it closes; its request and response (headers, the query
-		// with the token, user values) are not used any more, so an idle
-		// connection should not hold them. The hijack runs after the HTTP
-		// handlers returned: nothing else reads them now.
-		fctx.Request = fasthttp.Request{}
-		fctx.Response = fasthttp.Response{}
-		fctx.ResetUserValues()
 		defer func() {
 			if r := recover(); r != nil {
 				s.log.Error("panic in connection handler", "panic", fmt.Sprint(r))
 				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "internal error"), time.Now().Add(time.Second))
+				_ = ws.Close()
 			}
 		}()
 		s.serveConn(ws, sess)
@@ -293,35 +301,82 @@ func (s *Service) upgrade(c *fiber.Ctx) error {
 	return nil
 }
 
-// serveConn runs one upgraded connection until it ends.
+// serveConn takes over an upgraded connection. The library did the
+// handshake; from here on frames are read and written on the raw TCP
+// connection (wsconn.go, reader.go). With the poller it returns at once,
+// and with it the goroutine fasthttp started for the hijack, which
+// releases the request context (KeepHijackedConns keeps the connection
+// open): a silent connection then holds no goroutine and no fasthttp
+// state, only its client.
 func (s *Service) serveConn(ws *websocket.Conn, sess *session) {
+	hj := ws.NetConn()
+	nc := hj
+	if u, ok := hj.(interface{ UnsafeConn() net.Conn }); ok {
+		nc = u.UnsafeConn()
+	}
+	// Frames the client sent right behind its upgrade request may be in
+	// fasthttp's reader, which goes back to its pool when this returns.
+	early := drainBuffered(hj, nc)
+	wc := newWSConn(nc)
 	// The upgrade check is racy under a burst; this one is exact.
 	if s.active.Add(1) > int64(s.cfg.MaxConnections) {
 		s.active.Add(-1)
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseTryAgainLater, "server full"), time.Now().Add(time.Second))
-		_ = ws.Close()
+		_ = wc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseTryAgainLater, "server full"), time.Now().Add(time.Second))
+		wc.release()
 		return
 	}
-	defer s.active.Add(-1)
-	c := newClient(s, &wsSocket{Conn: ws}, sess.claims, sess.token)
-	// Runs last: no ping may touch the socket after the handler returned.
-	defer c.stopPings()
+	c := newClient(s, wc, sess.claims, sess.token)
 	if !s.register(c) {
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseServiceRestart, "server restarting"), time.Now().Add(time.Second))
-		_ = ws.Close()
+		c.stopPings()
+		_ = wc.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseServiceRestart, "server restarting"), time.Now().Add(time.Second))
+		wc.release()
+		s.active.Add(-1)
 		return
 	}
-	defer s.release(c)
 	s.metrics.connections.Inc()
-	defer s.metrics.connections.Dec()
-
-	expiry := time.AfterFunc(time.Until(sess.claims.ExpiresAt), func() {
+	r := &connReader{s: s, c: c, ws: wc, frames: frameReader{limit: s.cfg.ReadLimit}}
+	r.expiry = time.AfterFunc(time.Until(sess.claims.ExpiresAt), func() {
 		c.close(protocol.CloseAuthExpired, "token expired")
 	})
-	s.readLoop(c, ws)
-	expiry.Stop()
-	c.close(0, "")
-	<-c.done
+	if len(early) > 0 && !r.first(early) {
+		return
+	}
+	if s.poller != nil && wc.pollable() {
+		// Under pmu, so that a turn ending the connection at once waits
+		// for the registration it must undo.
+		wc.pmu.Lock()
+		pc, err := s.poller.Add(nc.(syscall.Conn), r.turn)
+		wc.pc = pc
+		wc.pmu.Unlock()
+		if err == nil {
+			return
+		}
+		s.log.Warn("connection not watched by the poller; reading it with a goroutine", "err", err)
+	}
+	r.block()
+}
+
+// drainBuffered returns what fasthttp read past the upgrade request: the
+// hijacked conn reads from fasthttp's buffer first. With a read deadline
+// in the past, the buffer is emptied without waiting on the socket.
+func drainBuffered(hj, nc net.Conn) []byte {
+	if hj == nc {
+		return nil
+	}
+	if err := nc.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return nil
+	}
+	defer func() { _ = nc.SetReadDeadline(time.Time{}) }()
+	var early []byte
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	for {
+		n, err := hj.Read(*bp)
+		early = append(early, (*bp)[:n]...)
+		if err != nil || n == 0 {
+			return early
+		}
+	}
 }
 
 // register adds c to the instance and tells presence (in the same
@@ -342,7 +397,7 @@ func (s *Service) register(c *client) bool {
 
 // release undoes register once c's socket closed: it leaves c's rooms,
 // ends its typing and tells presence it is gone. It runs on c's reader
-// goroutine.
+// (the turn that saw the end of input).
 func (s *Service) release(c *client) {
 	defer s.conns.Done()
 	s.clientsMu.Lock()
@@ -519,6 +574,18 @@ func (s *Service) Close() error {
 		}
 		if s.db != nil {
 			errs = append(errs, store.Close(s.db))
+		}
+		if s.poller != nil {
+			errs = append(errs, s.poller.Close())
+			// Connections still open now (Run gave up on them, or never
+			// ran) have no reader left: close their sockets.
+			s.clientsMu.Lock()
+			for c := range s.clients {
+				if wc, ok := c.ws.(*wsConn); ok {
+					_ = wc.nc.Close()
+				}
+			}
+			s.clientsMu.Unlock()
 		}
 		s.closeErr = errors.Join(errs...)
 	})

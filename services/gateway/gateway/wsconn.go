@@ -1,13 +1,14 @@
 package gateway
 
 import (
-	"encoding/binary"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/fasthttp/websocket"
+	"relay/services/gateway/netpoll"
 )
 
 // batchWriter is a socket that writes several text frames with one
@@ -23,40 +24,58 @@ type batchWriter interface {
 // cheap and the stop flag (slow consumer) is checked between writes.
 const maxBatchBytes = 32 << 10
 
-// wsSocket is a native WebSocket connection whose data frames are encoded
-// here and written to the TCP connection in batches: the library writes
-// one frame per write(2) and sets the deadline for each, which was most of
-// the gateway's CPU in fan-out. Control frames (pings, pongs, close) still
-// go through the library. A write to the net.Conn is atomic (the file
-// descriptor's write lock is held for the whole buffer) and each batch
-// holds whole frames, so a control frame written meanwhile lands between
-// frames, never inside one.
-type wsSocket struct {
-	*websocket.Conn
-	// broken is set once a batch failed: it may have ended inside a frame,
+// wsConn is a native WebSocket connection on the TCP connection fasthttp
+// hijacked: frames are encoded and decoded here (wsframe.go), not by the
+// library, which only did the handshake. Its reader (reader.go) runs only
+// while there is input, so a silent connection holds no goroutine.
+//
+// Data frames are written in batches: one deadline and one write(2) for
+// many frames, which was most of the gateway's CPU in fan-out when the
+// library wrote them one by one. Every write (a batch or a control frame)
+// holds wmu for its deadline and its write(2), and a batch holds whole
+// frames, so a control frame lands between data frames, never inside one.
+type wsConn struct {
+	nc net.Conn
+	// rc is nc's descriptor, nil when nc has none (then the reader blocks
+	// in a goroutine of its own).
+	rc syscall.RawConn
+
+	wmu sync.Mutex
+	// broken is set once a write failed: it may have ended inside a frame,
 	// after which no control frame (a close) may follow.
 	broken atomic.Bool
+	// shut is set by Close: the connection is ending, its reader handles
+	// no more input.
+	shut atomic.Bool
+
+	// pmu guards pc, which is set once the poller watches the connection.
+	pmu sync.Mutex
+	pc  *netpoll.Conn
 }
 
-var _ batchWriter = (*wsSocket)(nil)
+var _ batchWriter = (*wsConn)(nil)
 
-// errBrokenFrame refuses control frames after a failed batch.
+// errBrokenFrame refuses control frames after a failed write.
 var errBrokenFrame = errors.New("gateway: write failed inside a frame")
 
-// WriteControl writes a control frame through the library unless a batch
-// failed.
-func (w *wsSocket) WriteControl(messageType int, data []byte, deadline time.Time) error {
-	if w.broken.Load() {
-		return errBrokenFrame
+// errControlTooLong refuses a control frame payload above 125 bytes.
+var errControlTooLong = errors.New("gateway: control frame payload too long")
+
+func newWSConn(nc net.Conn) *wsConn {
+	w := &wsConn{nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			w.rc = rc
+		}
 	}
-	return w.Conn.WriteControl(messageType, data, deadline)
+	return w
 }
 
 // batchBufs recycles the buffers batches are encoded into, so an idle
 // connection holds none.
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-func (w *wsSocket) writeBatch(frames [][]byte, deadline time.Time) (int, error) {
+func (w *wsConn) writeBatch(frames [][]byte, deadline time.Time) (int, error) {
 	bp := batchBufs.Get().(*[]byte)
 	buf := (*bp)[:0]
 	n := 0
@@ -64,38 +83,111 @@ func (w *wsSocket) writeBatch(frames [][]byte, deadline time.Time) (int, error) 
 		if n > 0 && len(buf)+len(f)+10 > maxBatchBytes {
 			break
 		}
-		buf = appendTextFrame(buf, f)
+		buf = appendFrame(buf, opText, f)
 		n++
 	}
-	nc := w.NetConn()
-	err := nc.SetWriteDeadline(deadline)
-	if err == nil {
-		_, err = nc.Write(buf)
-	}
+	err := w.write(buf, deadline)
 	if cap(buf) <= 2*maxBatchBytes {
 		*bp = buf[:0]
 		batchBufs.Put(bp)
 	}
 	if err != nil {
-		w.broken.Store(true)
 		return 0, err
 	}
 	return n, nil
 }
 
-// appendTextFrame appends payload as one final, unmasked text frame (RFC
-// 6455 §5.2; a server never masks).
-func appendTextFrame(buf, payload []byte) []byte {
-	const finText = 0x80 | websocket.TextMessage
-	switch n := len(payload); {
-	case n < 126:
-		buf = append(buf, finText, byte(n))
-	case n <= 0xFFFF:
-		buf = append(buf, finText, 126)
-		buf = binary.BigEndian.AppendUint16(buf, uint16(n))
-	default:
-		buf = append(buf, finText, 127)
-		buf = binary.BigEndian.AppendUint64(buf, uint64(n))
+// write writes whole frames with deadline.
+func (w *wsConn) write(frames []byte, deadline time.Time) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	err := w.nc.SetWriteDeadline(deadline)
+	if err == nil {
+		_, err = w.nc.Write(frames)
 	}
-	return append(buf, payload...)
+	if err != nil {
+		w.broken.Store(true)
+	}
+	return err
+}
+
+// WriteControl writes a ping, pong or close frame unless a write failed.
+func (w *wsConn) WriteControl(messageType int, data []byte, deadline time.Time) error {
+	if w.broken.Load() {
+		return errBrokenFrame
+	}
+	if len(data) > maxControlPayload {
+		return errControlTooLong
+	}
+	var b [2 + maxControlPayload]byte
+	return w.write(appendFrame(b[:0], byte(messageType), data), deadline)
+}
+
+// WriteMessage writes one data frame with the deadline last set (the
+// writer uses writeBatch; this completes the socket interface).
+func (w *wsConn) WriteMessage(messageType int, data []byte) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	_, err := w.nc.Write(appendFrame(nil, byte(messageType), data))
+	if err != nil {
+		w.broken.Store(true)
+	}
+	return err
+}
+
+// SetWriteDeadline implements socket.
+func (w *wsConn) SetWriteDeadline(t time.Time) error { return w.nc.SetWriteDeadline(t) }
+
+// halfCloser is a connection that can be shut down without closing its
+// descriptor (*net.TCPConn).
+type halfCloser interface {
+	CloseRead() error
+	CloseWrite() error
+}
+
+// Close ends the connection from our side: it shuts the socket down,
+// which wakes the reader (end of input; a socket that is no longer
+// connected wakes it with a hang-up), and the reader ends the connection
+// and closes the descriptor once it is out of the poller. What was written
+// before is still sent. A connection that cannot be shut down is closed,
+// which fails its (blocked) reader just the same.
+func (w *wsConn) Close() error {
+	if w.shut.Swap(true) {
+		return nil
+	}
+	if hc, ok := w.nc.(halfCloser); ok {
+		_ = hc.CloseWrite()
+		_ = hc.CloseRead()
+		return nil
+	}
+	return w.nc.Close()
+}
+
+// pollable tells whether the poller can watch the connection: it needs a
+// descriptor, and a Close that wakes the reader.
+func (w *wsConn) pollable() bool {
+	_, ok := w.nc.(halfCloser)
+	return ok && w.rc != nil
+}
+
+// watch records the poller's registration (nil for none).
+func (w *wsConn) watch(pc *netpoll.Conn) {
+	w.pmu.Lock()
+	w.pc = pc
+	w.pmu.Unlock()
+}
+
+// release takes the connection out of the poller and closes it; the
+// reader calls it last. Removal comes first: once closed, the descriptor
+// number may be reused by the next connection.
+func (w *wsConn) release() {
+	w.shut.Store(true)
+	w.pmu.Lock()
+	pc := w.pc
+	w.pc = nil
+	w.pmu.Unlock()
+	if pc != nil {
+		pc.Remove()
+	}
+	_ = w.nc.Close()
 }

@@ -48,7 +48,7 @@ func TestAppendTextFrameHeaders(t *testing.T) {
 		{65535, []byte{0x81, 126, 0xFF, 0xFF}},
 		{65536, []byte{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
 	} {
-		b := appendTextFrame(nil, make([]byte, tc.n))
+		b := appendFrame(nil, opText, make([]byte, tc.n))
 		if string(b[:len(tc.head)]) != string(tc.head) || len(b) != len(tc.head)+tc.n {
 			t.Errorf("length %d: header % x, total %d", tc.n, b[:min(len(b), 10)], len(b))
 		}

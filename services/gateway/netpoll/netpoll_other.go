@@ -27,3 +27,6 @@ func (c *Conn) Remove() {}
 
 // Read returns ErrUnsupported.
 func (c *Conn) Read([]byte) (int, error) { return 0, ErrUnsupported }
+
+// Read returns ErrUnsupported.
+func Read(syscall.RawConn, []byte) (int, error) { return 0, ErrUnsupported }

@@ -355,6 +355,10 @@ func (srv *Server) forget(s *Session) {
 // of a polling session.
 func (srv *Server) serveWS(conn *websocket.Conn) {
 	ws := conn.Conn
+	// The app may keep hijacked connections open after their handler
+	// (fasthttp's KeepHijackedConns, as the gateway does): whatever way the
+	// handler ends, its WebSocket is done.
+	defer ws.Close()
 	ws.SetReadLimit(int64(srv.opts.MaxPayload))
 	if u, ok := conn.Locals(localSession).(upgradeOf); ok {
 		srv.upgrade(u.s, ws)

@@ -80,6 +80,9 @@ func testServer(t *testing.T, o Options) (*Server, string) {
 	}
 	// Above MaxPayload, so the server's own limit is what answers.
 	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 2 * srv.BodyLimit()})
+	// As in the gateway: fasthttp leaves hijacked connections open when
+	// their handler returns, and the server must close its own.
+	app.Server().KeepHijackedConns = true
 	srv.Mount(app, "/socket.io")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -532,6 +535,50 @@ func TestFailedProbeKeepsPolling(t *testing.T) {
 		_, body := httpDo(t, http.MethodGet, pollURL(base, sid), "")
 		return strings.Contains(body, `431[{"echo":"still polling"}]`)
 	})
+}
+
+// TestWebSocketClosedWhenItsHandlerReturns: with KeepHijackedConns,
+// fasthttp no longer closes a WebSocket whose handler returned; every way
+// out of the handler must close it, or the client would wait forever.
+func TestWebSocketClosedWhenItsHandlerReturns(t *testing.T) {
+	t.Parallel()
+	_, base := testServer(t, Options{})
+	closed := func(ws *websocket.Conn) {
+		t.Helper()
+		_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			_, _, err := ws.ReadMessage()
+			if err == nil {
+				continue
+			}
+			if websocket.IsCloseError(err, websocket.CloseUnsupportedData, websocket.CloseNormalClosure) {
+				// A close frame came: the TCP connection must end too.
+				_, err = ws.NetConn().Read(make([]byte, 16))
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("socket still open after its handler returned")
+			}
+			return
+		}
+	}
+	// A probe that is not "2probe": the upgrade handler gives up.
+	sid := connectPolling(t, base)
+	ws := dialWS(t, base, sid)
+	writeWS(t, ws, "2nope")
+	closed(ws)
+	// A probed upgrade whose client sends something else than "5".
+	sid = connectPolling(t, base)
+	ws = dialWS(t, base, sid)
+	writeWS(t, ws, "2probe")
+	readWS(t, ws)
+	writeWS(t, ws, "6")
+	closed(ws)
+	// A WebSocket session ending on a malformed packet.
+	ws = dialWS(t, base, "")
+	readWS(t, ws) // open
+	writeWS(t, ws, "x")
+	closed(ws)
 }
 
 func TestPingTimeout(t *testing.T) {

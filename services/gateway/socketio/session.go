@@ -503,8 +503,8 @@ func (s *Session) closeWith(reason string, graceful bool, code int) {
 			}
 			_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
 		}
-		// A hijacked fasthttp connection is only closed once its handler
-		// returns (Close does nothing): end the handler's read now.
+		// Without fasthttp's KeepHijackedConns, Close does nothing until
+		// the handler returns: end the handler's read now.
 		_ = s.ws.SetReadDeadline(time.Now())
 		_ = s.ws.Close()
 		s.ws = nil

@@ -1,0 +1,235 @@
+package gateway
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"relay/pkg/chat"
+)
+
+// upgradeRequest is a hand-written WebSocket upgrade of /ws.
+func upgradeRequest(addr, token string) []byte {
+	return []byte("GET /ws?token=" + token + " HTTP/1.1\r\nHost: " + addr +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+}
+
+// clientFrame encodes one final client frame of opcode op, masked as RFC
+// 6455 requires of clients.
+func clientFrame(op byte, payload []byte) []byte {
+	return clientFragment(true, op, payload)
+}
+
+// clientFragment encodes one masked client frame; fin false leaves the
+// message open for continuation frames.
+func clientFragment(fin bool, op byte, payload []byte) []byte {
+	b0 := op
+	if fin {
+		b0 |= 0x80
+	}
+	var b []byte
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, b0, 0x80|byte(n))
+	case n <= 0xFFFF:
+		b = append(b, b0, 0x80|126, byte(n>>8), byte(n))
+	default:
+		b = append(b, b0, 0x80|127)
+		for i := 7; i >= 0; i-- {
+			b = append(b, byte(uint64(n)>>(8*i)))
+		}
+	}
+	mask := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	b = append(b, mask[:]...)
+	for i, c := range payload {
+		b = append(b, c^mask[i%4])
+	}
+	return b
+}
+
+// readUntil reads from conn until what it read contains want.
+func readUntil(t testing.TB, conn net.Conn, want string) []byte {
+	t.Helper()
+	var got []byte
+	buf := make([]byte, 4096)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for !bytes.Contains(got, []byte(want)) {
+		n, err := conn.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("read %q: %v (got %q)", want, err, got)
+		}
+	}
+	return got
+}
+
+// TestIdleConnectionFootprint measures what idle /ws connections cost the
+// gateway: GATEWAY_IDLE_CONNS=2000 go test ./gateway -run IdleConnectionFootprint -v.
+// Each connection joins a room, gets its ack and then stays silent. The
+// clients are raw sockets in this process (a few hundred bytes each, also
+// counted). It reports, it does not assert: the numbers depend on the
+// machine.
+func TestIdleConnectionFootprint(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("GATEWAY_IDLE_CONNS"))
+	if n <= 0 {
+		t.Skip("set GATEWAY_IDLE_CONNS to measure")
+	}
+	e := newEnv(t)
+	g := e.start(nil)
+	uid, tok := e.user("alice")
+	room := e.room(chat.RoomGroup, uid)
+	addr := strings.TrimPrefix(strings.TrimSuffix(g.url, "/ws"), "ws://")
+	join := clientFrame(0x1, []byte(`{"event":"join_room","ref":"j","data":{"roomId":"`+roomString(room)+`"}}`))
+
+	measure := func() (goroutines int, stack, heap uint64) {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return runtime.NumGoroutine(), ms.StackInuse, ms.HeapAlloc
+	}
+	g0, s0, h0 := measure()
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write(append(upgradeRequest(addr, tok), join...)); err != nil {
+			t.Fatal(err)
+		}
+		readUntil(t, c, `"ref":"j"`)
+		_ = c.SetReadDeadline(time.Time{})
+	}
+	time.Sleep(time.Second)
+	g1, s1, h1 := measure()
+	per := func(a, b uint64) float64 { return float64(int64(b)-int64(a)) / float64(n) }
+	t.Logf("%d idle connections: goroutines %d → %d (%.2f per connection), stack in use %.0f B/conn, live heap %.0f B/conn",
+		n, g0, g1, float64(g1-g0)/float64(n), per(s0, s1), per(h0, h1))
+}
+
+// serverFrames parses the unmasked frames the server wrote after its 101
+// response; rest is an incomplete tail.
+func serverFrames(t testing.TB, b []byte) (frames []event, rest []byte) {
+	t.Helper()
+	if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 && bytes.HasPrefix(b, []byte("HTTP/1.1 101")) {
+		b = b[i+4:]
+	}
+	for {
+		h, ok := parseHeader(b)
+		if !ok || len(b) < h.size+int(h.length) {
+			return frames, b
+		}
+		frames = append(frames, event{h.op, string(b[h.size : h.size+int(h.length)])})
+		b = b[h.size+int(h.length):]
+	}
+}
+
+// rawDial opens a TCP connection to g and writes the upgrade request
+// followed by first (in the same write).
+func rawDial(t *testing.T, g *gateway, token string, first []byte) net.Conn {
+	t.Helper()
+	addr := strings.TrimPrefix(strings.TrimSuffix(g.url, "/ws"), "ws://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Write(append(upgradeRequest(addr, token), first...)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestFramesInTheUpgradePacket: frames sent in the same write as the
+// upgrade request (read ahead into fasthttp's buffer, which goes back to
+// its pool) are all handled, in order, and then the connection is idle
+// in the poller.
+func TestFramesInTheUpgradePacket(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(nil)
+	_, tok := e.user("alice")
+	var first []byte
+	first = append(first, clientFrame(opText, []byte(`{"event":"ping","ref":"a"}`))...)
+	first = append(first, clientFragment(false, opText, []byte(`{"event":"ping",`))...)
+	first = append(first, clientFrame(opPing, []byte("p1"))...)
+	first = append(first, clientFragment(true, opContinuation, []byte(`"ref":"b"}`))...)
+	conn := rawDial(t, g, tok, first)
+	got := readUntil(t, conn, `"ref":"b"`)
+	frames, _ := serverFrames(t, got)
+	// Acks come in order; the pong is written by the reader directly, so
+	// it may overtake the queued ack of a.
+	var acks []string
+	pong := false
+	for _, f := range frames {
+		switch f.op {
+		case opPong:
+			pong = pong || f.payload == "p1"
+		case opText:
+			acks = append(acks, f.payload)
+		}
+	}
+	want := []string{`{"event":"ack","data":{},"ref":"a"}`, `{"event":"ack","data":{},"ref":"b"}`}
+	if strings.Join(acks, "|") != strings.Join(want, "|") || !pong {
+		t.Fatalf("got acks %q and pong %v, want %q and the pong", acks, pong, want)
+	}
+	if g.svc.poller == nil {
+		t.Skip("no poller on this platform")
+	}
+	eventually(t, "connection watched by the poller", func() bool { return g.svc.poller.Len() == 1 })
+	_ = conn.Close()
+	eventually(t, "connection released", func() bool { return g.svc.poller.Len() == 0 && g.svc.active.Load() == 0 })
+}
+
+// TestFrameTrickledByteByByte: a frame arriving over many reads (many
+// poller turns) is handled once, whole.
+func TestFrameTrickledByteByByte(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(nil)
+	_, tok := e.user("alice")
+	conn := rawDial(t, g, tok, nil)
+	readUntil(t, conn, "\r\n\r\n")
+	f := clientFrame(opText, []byte(`{"event":"ping","ref":"slow","data":{}}`))
+	for i := range f {
+		if _, err := conn.Write(f[i : i+1]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	frames, _ := serverFrames(t, readUntil(t, conn, `"ref":"slow"`))
+	if len(frames) != 1 || frames[0].payload != `{"event":"ack","data":{},"ref":"slow"}` {
+		t.Fatalf("got %q, want one ack", frames)
+	}
+	// A client close is answered with the same close, and the socket ends.
+	if _, err := conn.Write(clientFrame(opClose, []byte{0x03, 0xE8})); err != nil {
+		t.Fatal(err)
+	}
+	var rest []byte
+	buf := make([]byte, 64)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, err := conn.Read(buf)
+		rest = append(rest, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	frames, _ = serverFrames(t, rest)
+	if len(frames) != 1 || frames[0].op != opClose || frames[0].payload != "\x03\xe8" {
+		t.Fatalf("after close: %q, want close 1000", frames)
+	}
+	eventually(t, "connection released", func() bool { return g.svc.active.Load() == 0 })
+}

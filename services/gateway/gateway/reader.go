@@ -1,0 +1,177 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"relay/pkg/chat"
+	"relay/services/gateway/netpoll"
+)
+
+// readChunk is the size of the pooled buffers turns read into.
+const readChunk = 4096
+
+// readBufs recycles the buffers of reader turns: an idle connection holds
+// none (only a partial frame, while there is one).
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
+
+// errShut stops the handling of input once the connection is ending.
+var errShut = errors.New("gateway: connection shut")
+
+// connReader reads and handles one native connection's frames. With the
+// poller, it runs in turns: a goroutine started when the socket has input
+// reads until nothing is left (handling each frame in order, as they come),
+// then the socket is watched again and no goroutine remains. The poller's
+// one-shot arming runs one turn at a time, so frames are handled in order
+// and c.rooms and c.typing stay single-goroutine. Without the poller (no
+// epoll, no descriptor) one goroutine reads with blocking reads instead.
+//
+// The turn that sees the end of input (the peer left, or Close shut the
+// socket down) ends the connection: that is where release runs, once.
+type connReader struct {
+	s      *Service
+	c      *client
+	ws     *wsConn
+	frames frameReader
+	expiry *time.Timer
+	ended  bool
+}
+
+// turn reads and handles what the socket has; false once the connection
+// ended (then it is out of the poller and closed).
+func (r *connReader) turn() bool {
+	return r.guarded(func() bool {
+		bp := readBufs.Get().(*[]byte)
+		defer readBufs.Put(bp)
+		for {
+			n, err := netpoll.Read(r.ws.rc, *bp)
+			if n > 0 && !r.consume((*bp)[:n]) {
+				break
+			}
+			if errors.Is(err, netpoll.ErrWouldBlock) {
+				return true
+			}
+			if err != nil {
+				break
+			}
+		}
+		r.end()
+		return false
+	})
+}
+
+// block is the reader without the poller: a goroutine in blocking reads.
+func (r *connReader) block() {
+	r.guarded(func() bool {
+		buf := make([]byte, r.s.cfg.ReadBufferSize)
+		for {
+			n, err := r.ws.nc.Read(buf)
+			if n > 0 && !r.consume(buf[:n]) {
+				break
+			}
+			if err != nil {
+				break
+			}
+		}
+		r.end()
+		return false
+	})
+}
+
+// first handles the frames that came with the upgrade request; false when
+// they ended the connection.
+func (r *connReader) first(early []byte) bool {
+	return r.guarded(func() bool {
+		if r.consume(early) {
+			return true
+		}
+		r.end()
+		return false
+	})
+}
+
+// guarded runs f; a panic (our bug) closes the connection with 1011 and
+// ends it, instead of taking the process down.
+func (r *connReader) guarded(f func() bool) (more bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.s.log.Error("panic in connection handler", "panic", fmt.Sprint(p))
+			r.c.closeWith(websocket.CloseInternalServerErr, "internal error", true)
+			r.end()
+			more = false
+		}
+	}()
+	return f()
+}
+
+// consume handles the frames data completes; false when the connection
+// must end (the peer closed, broke the protocol, or we shut it).
+func (r *connReader) consume(data []byte) bool {
+	if r.ws.shut.Load() {
+		// Ending: input is read (to its end) but no longer handled.
+		return true
+	}
+	err := r.frames.feed(data, r.handle)
+	if err == nil {
+		return true
+	}
+	var fe *frameError
+	if errors.As(err, &fe) {
+		// Like the library did: the close frame names the violation, and
+		// what was queued is dropped.
+		r.c.closeWith(fe.code, "", true)
+	}
+	return false
+}
+
+// handle handles one client message or control frame, as the library's
+// reader did: text frames go to handleFrame, binary ones get BAD_REQUEST,
+// pings a pong, a close the same close back.
+func (r *connReader) handle(op byte, payload []byte) error {
+	s, c := r.s, r.c
+	c.lastAlive.Store(time.Now().UnixNano())
+	switch op {
+	case opText:
+		s.handleFrame(c, payload)
+	case opBinary:
+		s.metrics.framesIn.WithLabelValues("invalid").Inc()
+		c.reply(s.errorFrame(c, "", chat.Errorf(chat.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
+	case opPing:
+		_ = r.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second))
+	case opClose:
+		reply, err := closeReply(payload)
+		if err != nil {
+			return err
+		}
+		_ = r.ws.WriteControl(websocket.CloseMessage, reply, time.Now().Add(time.Second))
+		return errPeerClosed
+	}
+	if r.ws.shut.Load() {
+		return errShut
+	}
+	return nil
+}
+
+// end is what follows the last read, once: the writer closes the socket
+// (after a close frame when one was asked for), then the client leaves its
+// rooms and presence, and the descriptor leaves the poller and is closed.
+func (r *connReader) end() {
+	if r.ended {
+		return
+	}
+	r.ended = true
+	s, c := r.s, r.c
+	r.expiry.Stop()
+	c.close(0, "")
+	<-c.done
+	s.metrics.connections.Dec()
+	s.release(c)
+	// No ping may touch the socket once it is released.
+	c.stopPings()
+	r.ws.release()
+	s.active.Add(-1)
+}

@@ -1,0 +1,220 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/fasthttp/websocket"
+)
+
+// event is what frameReader.feed reported: a message or control frame.
+type event struct {
+	op      byte
+	payload string
+}
+
+// feedAll feeds chunks in order and returns the events and the error.
+func feedAll(limit int64, chunks ...[]byte) ([]event, error, *frameReader) {
+	r := &frameReader{limit: limit}
+	var got []event
+	for _, c := range chunks {
+		// feed unmasks in place: give it a copy, as a socket read would.
+		err := r.feed(bytes.Clone(c), func(op byte, p []byte) error {
+			got = append(got, event{op, string(p)})
+			return nil
+		})
+		if err != nil {
+			return got, err, r
+		}
+	}
+	return got, nil, r
+}
+
+func sameEvents(t *testing.T, label string, got, want []event) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d events, want %d", label, len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("%s: event %d = %d %.40q, want %d %.40q", label, i, got[i].op, got[i].payload, want[i].op, want[i].payload)
+		}
+	}
+}
+
+// testStream is frames of every kind a client sends, and what they mean.
+func testStream(big bool) ([]byte, []event) {
+	var s []byte
+	var want []event
+	add := func(frame []byte, ev ...event) {
+		s = append(s, frame...)
+		want = append(want, ev...)
+	}
+	add(clientFrame(opText, []byte(`{"event":"ping"}`)), event{opText, `{"event":"ping"}`})
+	add(clientFrame(opText, nil), event{opText, ""})
+	mid := strings.Repeat("m", 300) // 16-bit length
+	add(clientFrame(opText, []byte(mid)), event{opText, mid})
+	add(clientFrame(opPing, []byte("hi")), event{opPing, "hi"})
+	// A fragmented message with a control frame between its fragments.
+	add(clientFragment(false, opText, []byte("hel")))
+	add(clientFragment(false, opContinuation, []byte("lo ")))
+	add(clientFrame(opPong, nil), event{opPong, ""})
+	add(clientFragment(true, opContinuation, []byte("world")), event{opText, "hello world"})
+	add(clientFrame(opBinary, []byte{0, 1, 2}), event{opBinary, "\x00\x01\x02"})
+	if big {
+		large := strings.Repeat("L", 70000) // 64-bit length
+		add(clientFrame(opText, []byte(large)), event{opText, large})
+	}
+	add(clientFrame(opClose, []byte{0x03, 0xE8}), event{opClose, "\x03\xe8"})
+	return s, want
+}
+
+// TestFrameReaderEverySplit: a stream cut at any byte (and at every
+// second byte) gives the same messages as in one piece.
+func TestFrameReaderEverySplit(t *testing.T) {
+	t.Parallel()
+	s, want := testStream(false)
+	got, err, r := feedAll(1<<20, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameEvents(t, "whole", got, want)
+	if r.pending != nil || r.msg != nil {
+		t.Fatal("buffers kept after complete frames")
+	}
+	for i := 1; i < len(s); i++ {
+		got, err, r := feedAll(1<<20, s[:i], s[i:])
+		if err != nil {
+			t.Fatalf("split at %d: %v", i, err)
+		}
+		sameEvents(t, fmt.Sprintf("split at %d", i), got, want)
+		if r.pending != nil {
+			t.Fatalf("split at %d: pending kept", i)
+		}
+		for j := i + 1; j < len(s); j += 7 {
+			got, err, _ := feedAll(1<<20, s[:i], s[i:j], s[j:])
+			if err != nil {
+				t.Fatalf("split at %d, %d: %v", i, j, err)
+			}
+			sameEvents(t, fmt.Sprintf("split at %d, %d", i, j), got, want)
+		}
+	}
+}
+
+func TestFrameReaderByteByByte(t *testing.T) {
+	t.Parallel()
+	s, want := testStream(true)
+	chunks := make([][]byte, len(s))
+	for i := range s {
+		chunks[i] = s[i : i+1]
+	}
+	got, err, _ := feedAll(1<<20, chunks...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameEvents(t, "byte by byte", got, want)
+}
+
+// TestFrameReaderReadLimit: a message above the limit is refused from its
+// header (1009), fragmented or not.
+func TestFrameReaderReadLimit(t *testing.T) {
+	t.Parallel()
+	head := clientFrame(opText, make([]byte, 2000))[:8] // header and mask only
+	if _, err, _ := feedAll(1000, head); !errors.Is(err, errReadLimit) {
+		t.Fatalf("oversize header: %v, want the read limit", err)
+	}
+	if _, err, _ := feedAll(1000, clientFrame(opText, make([]byte, 1000))); err != nil {
+		t.Fatalf("message at the limit: %v", err)
+	}
+	_, err, _ := feedAll(1000, clientFragment(false, opText, make([]byte, 600)), clientFragment(true, opContinuation, make([]byte, 600)))
+	var fe *frameError
+	if !errors.As(err, &fe) || fe.code != websocket.CloseMessageTooBig {
+		t.Fatalf("fragmented oversize: %v, want 1009", err)
+	}
+}
+
+func TestFrameReaderProtocolErrors(t *testing.T) {
+	t.Parallel()
+	unmasked := appendFrame(nil, opText, []byte("x"))
+	rsv := clientFrame(opText, []byte("x"))
+	rsv[0] |= 0x40
+	longPing := clientFrame(opPing, make([]byte, 126))
+	for name, chunks := range map[string][][]byte{
+		"unmasked":                 {unmasked},
+		"reserved bits":            {rsv},
+		"unknown opcode":           {clientFrame(0x3, nil)},
+		"fragmented control":       {clientFragment(false, opPing, nil)},
+		"long control":             {longPing},
+		"orphan continuation":      {clientFrame(opContinuation, []byte("x"))},
+		"message inside a message": {clientFragment(false, opText, []byte("a")), clientFrame(opText, []byte("b"))},
+	} {
+		_, err, _ := feedAll(1<<20, chunks...)
+		var fe *frameError
+		if !errors.As(err, &fe) || fe.code != websocket.CloseProtocolError {
+			t.Errorf("%s: %v, want 1002", name, err)
+		}
+	}
+}
+
+// TestFrameReaderStopsAtHandlerError: nothing after the frame whose
+// handling failed is handled.
+func TestFrameReaderStopsAtHandlerError(t *testing.T) {
+	t.Parallel()
+	stop := errors.New("stop")
+	s := append(clientFrame(opClose, nil), clientFrame(opText, []byte("after"))...)
+	r := &frameReader{limit: 100}
+	n := 0
+	err := r.feed(s, func(op byte, _ []byte) error {
+		n++
+		if op == opClose {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || n != 1 {
+		t.Fatalf("err %v after %d frames, want stop after 1", err, n)
+	}
+}
+
+func TestCloseReply(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		payload []byte
+		reply   []byte
+		bad     bool
+	}{
+		{nil, nil, false},
+		{[]byte{0x03}, nil, true},
+		{[]byte{0x03, 0xE8}, []byte{0x03, 0xE8}, false},
+		{append([]byte{0x0F, 0xA0}, "bye"...), []byte{0x0F, 0xA0}, false}, // 4000
+		{[]byte{0x03, 0xED}, nil, true},                                   // 1005 may not be sent
+		{[]byte{0x03, 0xE8, 0xFF}, nil, true},                             // reason not UTF-8
+	} {
+		reply, err := closeReply(tc.payload)
+		if (err != nil) != tc.bad || !bytes.Equal(reply, tc.reply) {
+			t.Errorf("close % x: reply % x, err %v", tc.payload, reply, err)
+		}
+	}
+}
+
+func TestUnmaskMatchesBytewise(t *testing.T) {
+	t.Parallel()
+	key := [4]byte{1, 2, 3, 250}
+	for n := range 40 {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i * 7)
+		}
+		want := bytes.Clone(b)
+		for i := range want {
+			want[i] ^= key[i%4]
+		}
+		unmask(b, key)
+		if !bytes.Equal(b, want) {
+			t.Fatalf("length %d: % x, want % x", n, b, want)
+		}
+	}
+}
