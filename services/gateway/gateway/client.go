@@ -57,10 +57,11 @@ type client struct {
 	// goneOnce makes the presence disconnect happen once.
 	goneOnce atomic.Bool
 
-	// rooms are the rooms joined on this connection; reader goroutine only.
+	// rooms are the rooms joined on this connection; its reader only (one
+	// turn at a time).
 	rooms map[int64]*hub.Member
 	// typing maps the rooms this connection started typing in to when that
-	// typing has surely expired; reader goroutine only.
+	// typing has surely expired; its reader only.
 	typing map[int64]time.Time
 
 	mu    sync.Mutex

@@ -97,7 +97,7 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 
 // heartbeat sends one batch of every connection that showed life (a frame
 // or a pong) within PongTimeout. A dead peer stops being renewed at once,
-// even before its read deadline closes it.
+// even before the ping timer closes it.
 func (s *Service) heartbeat(ctx context.Context) {
 	cutoff := time.Now().Add(-s.cfg.PongTimeout).UnixNano()
 	s.clientsMu.Lock()

@@ -284,7 +284,8 @@ func (s *Service) upgrade(c *fiber.Ctx) error {
 	if s.active.Load() >= int64(s.cfg.MaxConnections) {
 		return chat.Errorf(chat.CodeServerFull, "server is full; retry later or elsewhere")
 	}
-	// The upgrade's buffers are dropped below: keep a copy of the token.
+	// fasthttp reuses the request's buffers once the hijack handler
+	// returned: keep a copy of the token.
 	sess := &session{claims: claims, token: strings.Clone(token)}
 	fctx := c.Context()
 	// On a bad handshake the upgrader has written its 4xx response itself.

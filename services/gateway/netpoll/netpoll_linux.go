@@ -29,9 +29,14 @@ type Poller struct {
 	wake int
 	done chan struct{}
 
-	mu     sync.Mutex
+	// ctl is held shared by every epoll_ctl and exclusively by Close, so
+	// none runs on a closed epoll descriptor (whose number may belong to
+	// another poller by then).
+	ctl    sync.RWMutex
 	closed bool
-	next   uint64
+
+	mu   sync.Mutex
+	next uint64
 	// conns maps the epoll data (an id never reused, unlike a file
 	// descriptor) to its connection, so a late event of a removed
 	// connection finds nothing instead of a new connection on the same fd.
@@ -124,11 +129,12 @@ func (p *Poller) Add(conn syscall.Conn, handle func() bool) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netpoll: %w", err)
 	}
-	p.mu.Lock()
+	p.ctl.RLock()
+	defer p.ctl.RUnlock()
 	if p.closed {
-		p.mu.Unlock()
 		return nil, ErrClosed
 	}
+	p.mu.Lock()
 	p.next++
 	c := &Conn{p: p, id: p.next, rc: rc, handle: handle}
 	p.conns[c.id] = c
@@ -161,15 +167,17 @@ func (p *Poller) Len() int {
 	return len(p.conns)
 }
 
-// Close stops the poller. Registered connections are no longer watched;
-// closing them is the caller's business.
+// Close stops the poller. Registered connections are no longer watched
+// (a turn running finishes, without re-arming); closing them is the
+// caller's business.
 func (p *Poller) Close() error {
-	p.mu.Lock()
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
 	if p.closed {
-		p.mu.Unlock()
 		return nil
 	}
 	p.closed = true
+	p.mu.Lock()
 	p.conns = map[uint64]*Conn{}
 	p.mu.Unlock()
 	var one = [8]byte{1}
@@ -184,7 +192,7 @@ func (p *Poller) Close() error {
 func (c *Conn) run() {
 	for c.handle() {
 		err := c.rearm()
-		if err == nil {
+		if err == nil || errors.Is(err, ErrClosed) {
 			return
 		}
 		// Not watched any more: serve it by polling rather than lose it.
@@ -200,6 +208,11 @@ func (c *Conn) rearm() error {
 	defer c.mu.Unlock()
 	if c.removed {
 		return nil
+	}
+	c.p.ctl.RLock()
+	defer c.p.ctl.RUnlock()
+	if c.p.closed {
+		return ErrClosed
 	}
 	var ctlErr error
 	err := c.rc.Control(func(fd uintptr) {
@@ -223,6 +236,11 @@ func (c *Conn) Remove() {
 	}
 	c.removed = true
 	c.p.forget(c.id)
+	c.p.ctl.RLock()
+	defer c.p.ctl.RUnlock()
+	if c.p.closed {
+		return
+	}
 	// An error means the descriptor is closed already, which removed it.
 	_ = c.rc.Control(func(fd uintptr) {
 		_ = unix.EpollCtl(c.p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)

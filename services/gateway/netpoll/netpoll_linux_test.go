@@ -298,3 +298,52 @@ func TestAddAfterClose(t *testing.T) {
 		t.Fatalf("Add after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestCloseWhileATurnRuns: the turn finishes without re-arming on the
+// closed epoll descriptor, and its connection is not handled again.
+func TestCloseWhileATurnRuns(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, cc := pair(t)
+	inTurn := make(chan struct{})
+	release := make(chan struct{})
+	var turns atomic.Int64
+	var pc *Conn
+	ready := make(chan struct{})
+	pc, err = p.Add(sc, func() bool {
+		<-ready
+		if turns.Add(1) == 1 {
+			close(inTurn)
+			<-release
+		}
+		buf := make([]byte, 16)
+		for {
+			if _, err := pc.Read(buf); err != nil {
+				return true
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(ready)
+	if _, err := cc.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	<-inTurn
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if _, err := cc.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	// Longer than the retry of a failed re-arming.
+	time.Sleep(3 * rearmRetry)
+	pc.Remove()
+	if n := turns.Load(); n != 1 {
+		t.Fatalf("%d turns after Close, want 1", n)
+	}
+}
