@@ -2,13 +2,17 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"relay/pkg/chat"
 )
@@ -73,17 +77,39 @@ func readUntil(t testing.TB, conn net.Conn, want string) []byte {
 // Each connection joins a room, gets its ack and then stays silent. The
 // clients are raw sockets in this process (a few hundred bytes each, also
 // counted). It reports, it does not assert: the numbers depend on the
-// machine.
+// machine. GATEWAY_IDLE_HEAPPROFILE=<file> also writes a heap profile of
+// the idle state.
 func TestIdleConnectionFootprint(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("GATEWAY_IDLE_CONNS"))
 	if n <= 0 {
 		t.Skip("set GATEWAY_IDLE_CONNS to measure")
 	}
 	e := newEnv(t)
-	g := e.start(nil)
+	// As in production without an OTLP endpoint: no span is recorded (the
+	// harness's recorder would keep every upgrade's span).
+	tel, _ := testTelemetry(t)
+	tel.TracerProvider = noop.NewTracerProvider()
+	tel.Tracer = tel.TracerProvider.Tracer("gateway-test")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	svc, err := New(ctx, e.config(), tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	g := &gateway{svc: svc, stop: stop, done: make(chan error, 1)}
+	go func() { g.done <- svc.Run(runCtx, ln) }()
+	t.Cleanup(func() {
+		g.shutdown(t)
+		_ = svc.Close()
+	})
 	uid, tok := e.user("alice")
 	room := e.room(chat.RoomGroup, uid)
-	addr := strings.TrimPrefix(strings.TrimSuffix(g.url, "/ws"), "ws://")
+	addr := ln.Addr().String()
 	join := clientFrame(0x1, []byte(`{"event":"join_room","ref":"j","data":{"roomId":"`+roomString(room)+`"}}`))
 
 	measure := func() (goroutines int, stack, heap uint64) {
@@ -115,6 +141,16 @@ func TestIdleConnectionFootprint(t *testing.T) {
 	time.Sleep(time.Second)
 	g1, s1, h1 := measure()
 	per := func(a, b uint64) float64 { return float64(int64(b)-int64(a)) / float64(n) }
+	if path := os.Getenv("GATEWAY_IDLE_HEAPPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+	}
 	t.Logf("%d idle connections: goroutines %d → %d (%.2f per connection), stack in use %.0f B/conn, live heap %.0f B/conn",
 		n, g0, g1, float64(g1-g0)/float64(n), per(s0, s1), per(h0, h1))
 }

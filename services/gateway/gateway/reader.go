@@ -33,9 +33,13 @@ var errShut = errors.New("gateway: connection shut")
 // The turn that sees the end of input (the peer left, or Close shut the
 // socket down) ends the connection: that is where release runs, once.
 type connReader struct {
-	s      *Service
-	c      *client
-	ws     *wsConn
+	s  *Service
+	c  *client
+	ws *wsConn
+	// mu is held for a whole turn. The poller never runs two at once; the
+	// mutex makes each turn happen-before the next in Go's memory model
+	// (they run on different goroutines, ordered through the kernel only).
+	mu     sync.Mutex
 	frames frameReader
 	expiry *time.Timer
 	ended  bool
@@ -97,6 +101,8 @@ func (r *connReader) first(early []byte) bool {
 // guarded runs f; a panic (our bug) closes the connection with 1011 and
 // ends it, instead of taking the process down.
 func (r *connReader) guarded(f func() bool) (more bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	defer func() {
 		if p := recover(); p != nil {
 			r.s.log.Error("panic in connection handler", "panic", fmt.Sprint(p))

@@ -170,13 +170,6 @@ func (w *wsConn) pollable() bool {
 	return ok && w.rc != nil
 }
 
-// watch records the poller's registration (nil for none).
-func (w *wsConn) watch(pc *netpoll.Conn) {
-	w.pmu.Lock()
-	w.pc = pc
-	w.pmu.Unlock()
-}
-
 // release takes the connection out of the poller and closes it; the
 // reader calls it last. Removal comes first: once closed, the descriptor
 // number may be reused by the next connection.
