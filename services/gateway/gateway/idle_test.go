@@ -132,7 +132,12 @@ func TestIdleConnectionFootprint(t *testing.T) {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
-		if _, err := c.Write(append(upgradeRequest(addr, tok), join...)); err != nil {
+		// As a browser does: the upgrade, its answer, then frames.
+		if _, err := c.Write(upgradeRequest(addr, tok)); err != nil {
+			t.Fatal(err)
+		}
+		readUntil(t, c, "\r\n\r\n")
+		if _, err := c.Write(join); err != nil {
 			t.Fatal(err)
 		}
 		readUntil(t, c, `"ref":"j"`)
