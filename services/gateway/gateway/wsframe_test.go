@@ -218,3 +218,24 @@ func TestUnmaskMatchesBytewise(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFrameReaderSend parses a masked send_message frame (the
+// common client frame), as one read delivers it.
+func BenchmarkFrameReaderSend(b *testing.B) {
+	frame := clientFrame(opText, sendFrame)
+	buf := make([]byte, len(frame))
+	r := &frameReader{limit: 1 << 20}
+	n := 0
+	handle := func(byte, []byte) error { n++; return nil }
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf, frame)
+		if err := r.feed(buf, handle); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n == 0 {
+		b.Fatal("no frame handled")
+	}
+}
