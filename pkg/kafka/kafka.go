@@ -255,6 +255,64 @@ func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int3
 	}
 }
 
+// Record is one event for PublishBatch with the trace context it belongs
+// to (a W3C carrier, e.g. the one stored with an outbox row; nil for none).
+type Record struct {
+	Event *events.Event
+	Trace map[string]string
+}
+
+// PublishBatch appends records in order, as few produce requests as sarama
+// needs (records of one room share a partition, so they usually go as one
+// batch), and returns how many of them, from the first, the broker stored
+// with acks=all. When stored < len(records) err says why; a record after
+// the first failed one may have been stored too (sarama reports failures
+// per record), so a caller that retries the rest must tolerate a
+// duplicate. ctx bounds how long the caller waits; a batch abandoned on ctx
+// may still be stored.
+func (p *Producer) PublishBatch(ctx context.Context, records []Record) (stored int, err error) {
+	msgs := make([]*sarama.ProducerMessage, len(records))
+	index := make(map[*sarama.ProducerMessage]int, len(records))
+	for i, r := range records {
+		value, err := events.Marshal(r.Event)
+		if err != nil {
+			return 0, err
+		}
+		headers := []sarama.RecordHeader{{Key: []byte(events.HeaderType), Value: []byte(r.Event.Type)}}
+		hc := HeaderCarrier{Headers: &headers}
+		for k, v := range r.Trace {
+			hc.Set(k, v)
+		}
+		msgs[i] = &sarama.ProducerMessage{Topic: p.topic, Key: sarama.ByteEncoder(r.Event.Key()), Value: sarama.ByteEncoder(value), Headers: headers}
+		index[msgs[i]] = i
+	}
+	done := make(chan error, 1)
+	sp := p.current()
+	go func() { done <- sp.SendMessages(msgs) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			return len(records), nil
+		}
+		var perrs sarama.ProducerErrors
+		if !errors.As(err, &perrs) {
+			return 0, fmt.Errorf("kafka: produce: %w", err)
+		}
+		stored = len(records)
+		for _, pe := range perrs {
+			if i, ok := index[pe.Msg]; ok && i < stored {
+				stored = i
+			}
+			if errors.Is(pe.Err, breaker.ErrBreakerOpen) {
+				p.renew(sp)
+			}
+		}
+		return stored, fmt.Errorf("kafka: produce: %d of %d records failed: %w", len(perrs), len(records), perrs[0].Err)
+	case <-ctx.Done():
+		return 0, fmt.Errorf("kafka: produce: %w", ctx.Err())
+	}
+}
+
 // Close flushes and closes the producer.
 func (p *Producer) Close() error {
 	p.mu.Lock()

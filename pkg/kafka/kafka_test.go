@@ -2,6 +2,8 @@ package kafka_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -71,5 +73,77 @@ func TestPublishReturnsOffsetsAndCarriesTrace(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("record not consumed")
+	}
+}
+
+// A batch of one room's records is stored in order, each with its own
+// trace context; an invalid record refuses the batch before anything is
+// sent.
+func TestPublishBatchKeepsOrderAndTraces(t *testing.T) {
+	t.Parallel()
+	brokers, topic := testenv.Kafka(t, 3)
+	prop := propagation.TraceContext{}
+	p, err := kafka.NewProducer(brokers, topic, "test", prop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	const n = 50
+	records := make([]kafka.Record, n)
+	for i := range records {
+		records[i] = kafka.Record{
+			Event: &events.Event{Type: events.MemberJoined, RoomID: 88, UserID: int64(i + 1), At: time.Now()},
+			Trace: map[string]string{"traceparent": fmt.Sprintf("00-0102030405060708090a0b0c0d0e0f10-%016x-01", i+1)},
+		}
+	}
+	bad := append(slices.Clone(records[:2]), kafka.Record{Event: &events.Event{Type: "bogus", RoomID: 88, UserID: 1, At: time.Now()}})
+	if stored, err := p.PublishBatch(ctx, bad); err == nil || stored != 0 {
+		t.Fatalf("batch with an invalid event: stored %d, err %v", stored, err)
+	}
+	if stored, err := p.PublishBatch(ctx, records); err != nil || stored != n {
+		t.Fatalf("stored %d of %d: %v", stored, n, err)
+	}
+
+	consumer, err := sarama.NewConsumer(brokers, kafka.ConsumerConfig("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	part := int32(-1)
+	parts, err := consumer.Partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pt := range parts {
+		pc, err := consumer.ConsumePartition(topic, pt, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		if pc.HighWaterMarkOffset() > 0 {
+			part = pt
+			for i := range n {
+				select {
+				case m := <-pc.Messages():
+					e, err := events.Unmarshal(m.Value)
+					if err != nil || e.UserID != int64(i+1) || m.Offset != int64(i) {
+						t.Fatalf("record %d: offset %d value %s: %v", i, m.Offset, m.Value, err)
+					}
+					hs := kafka.ConsumerHeaders(m.Headers)
+					sc := trace.SpanContextFromContext(prop.Extract(context.Background(), kafka.HeaderCarrier{Headers: &hs}))
+					if want := fmt.Sprintf("%016x", i+1); sc.SpanID().String() != want {
+						t.Fatalf("record %d: span %s, want %s", i, sc.SpanID(), want)
+					}
+				case <-ctx.Done():
+					t.Fatalf("record %d not consumed", i)
+				}
+			}
+		}
+	}
+	if part < 0 {
+		t.Fatal("no partition holds the batch")
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"relay/pkg/chat"
 	"relay/pkg/config"
 	"relay/pkg/events"
+	"relay/pkg/kafka"
 	"relay/pkg/store"
 	"relay/pkg/telemetry"
 	"relay/pkg/testenv"
@@ -547,15 +548,15 @@ type switchPublisher struct {
 	next     httpapi.EventPublisher
 }
 
-func (p *switchPublisher) Publish(ctx context.Context, e *events.Event) (int32, int64, error) {
+func (p *switchPublisher) PublishBatch(ctx context.Context, records []kafka.Record) (int, error) {
 	if p.down.Load() {
 		p.failures.Add(1)
-		return 0, 0, errors.New("broker unreachable (test)")
+		return 0, errors.New("broker unreachable (test)")
 	}
 	p.mu.Lock()
 	next := p.next
 	p.mu.Unlock()
-	return next.Publish(ctx, e)
+	return next.PublishBatch(ctx, records)
 }
 
 // recordingPublisher accepts every event and notes it, with the instance
@@ -575,11 +576,13 @@ type loggedEvent struct {
 	event    events.Event
 }
 
-func (p *recordingPublisher) Publish(_ context.Context, e *events.Event) (int32, int64, error) {
+func (p *recordingPublisher) PublishBatch(_ context.Context, records []kafka.Record) (int, error) {
 	p.log.mu.Lock()
 	defer p.log.mu.Unlock()
-	p.log.entries = append(p.log.entries, loggedEvent{instance: p.instance, event: *e})
-	return 0, int64(len(p.log.entries) - 1), nil
+	for _, r := range records {
+		p.log.entries = append(p.log.entries, loggedEvent{instance: p.instance, event: *r.Event})
+	}
+	return len(records), nil
 }
 
 // snapshot returns the events logged so far.

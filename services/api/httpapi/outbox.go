@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"golang.org/x/sync/errgroup"
 
+	"relay/pkg/kafka"
 	"relay/pkg/store"
 )
 
@@ -57,10 +58,9 @@ const (
 
 // outboxRelay produces the outbox to Kafka.
 type outboxRelay struct {
-	url  string
-	pub  EventPublisher
-	prop propagation.TextMapPropagator
-	log  *slog.Logger
+	url string
+	pub EventPublisher
+	log *slog.Logger
 	// pending is the outbox depth as last seen; active is 1 while this
 	// instance holds the relay lock; failures counts failed produces.
 	pending  prometheus.Gauge
@@ -68,9 +68,9 @@ type outboxRelay struct {
 	failures prometheus.Counter
 }
 
-func newOutboxRelay(url string, pub EventPublisher, prop propagation.TextMapPropagator, log *slog.Logger, reg prometheus.Registerer) (*outboxRelay, error) {
+func newOutboxRelay(url string, pub EventPublisher, log *slog.Logger, reg prometheus.Registerer) (*outboxRelay, error) {
 	r := &outboxRelay{
-		url: url, pub: pub, prop: prop, log: log,
+		url: url, pub: pub, log: log,
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "api_outbox_pending", Help: "Member events in the outbox waiting to be produced to Kafka (as last seen by this instance).",
 		}),
@@ -266,13 +266,14 @@ func (r *outboxRelay) wait(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// produce publishes rows, each room's in order and rooms concurrently,
-// deleting each row as soon as Kafka acked it, and returns how many went
-// out. A room stops at its first failure (perr, the first one), so its
-// later events never overtake it. Deleting row by row means a crash or a
-// lost connection leaves at most one acked row per room, the room's last
-// produced event, so a duplicate always directly follows its original in
-// the room's log. A failed delete (dbErr) stops every room.
+// produce publishes rows, each room's in order and rooms concurrently:
+// each room's rows of the round go to Kafka as one batch, and the rows
+// Kafka stored are deleted at once. It returns how many went out. A room
+// stops at its first failure (perr, the first one), so its later events
+// never overtake it. A crash or a lost connection between Kafka's ack and
+// the delete leaves at most that batch to be produced again, right after
+// its first copy in the room's log (at least once). A failed delete
+// (dbErr) stops every room.
 func (r *outboxRelay) produce(ctx context.Context, conn *pgx.Conn, rows []store.OutboxEvent) (produced int, perr, dbErr error) {
 	var order []int64
 	byRoom := map[int64][]*store.OutboxEvent{}
@@ -284,32 +285,35 @@ func (r *outboxRelay) produce(ctx context.Context, conn *pgx.Conn, rows []store.
 		byRoom[id] = append(byRoom[id], &rows[i])
 	}
 	var (
-		mu    sync.Mutex // guards conn (one statement at a time), produced, perr
+		mu    sync.Mutex // guards conn (one statement at a time), produced, first
 		first error
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(outboxRooms)
 	for _, room := range order {
 		g.Go(func() error {
-			for _, o := range byRoom[room] {
-				if err := r.publish(gctx, o); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = err
-					}
-					mu.Unlock()
-					return nil
-				}
+			batch := byRoom[room]
+			stored, err := r.publish(gctx, batch)
+			if err != nil {
 				mu.Lock()
-				err := r.statement(ctx, func(ctx context.Context) error { return store.DeleteOutbox(ctx, conn, []int64{o.ID}) })
-				if err == nil {
-					produced++
+				if first == nil {
+					first = err
 				}
 				mu.Unlock()
-				if err != nil {
-					return err
-				}
 			}
+			if stored == 0 {
+				return nil
+			}
+			ids := make([]int64, stored)
+			for i, o := range batch[:stored] {
+				ids[i] = o.ID
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err := r.statement(ctx, func(ctx context.Context) error { return store.DeleteOutbox(ctx, conn, ids) }); err != nil {
+				return err
+			}
+			produced += stored
 			return nil
 		})
 	}
@@ -317,21 +321,26 @@ func (r *outboxRelay) produce(ctx context.Context, conn *pgx.Conn, rows []store.
 	return produced, first, dbErr
 }
 
-// publish produces one outbox event under the trace of the change.
-func (r *outboxRelay) publish(ctx context.Context, o *store.OutboxEvent) error {
-	if len(o.Trace) > 0 {
-		ctx = r.prop.Extract(ctx, propagation.MapCarrier(o.Trace))
+// publish produces a room's outbox events, each under the trace of its
+// change, and returns how many of them, from the first, Kafka stored.
+func (r *outboxRelay) publish(ctx context.Context, batch []*store.OutboxEvent) (int, error) {
+	records := make([]kafka.Record, len(batch))
+	for i, o := range batch {
+		records[i] = kafka.Record{Event: &o.Event, Trace: o.Trace}
 	}
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	_, seq, err := r.pub.Publish(ctx, &o.Event)
+	stored, err := r.pub.PublishBatch(ctx, records)
 	if err != nil {
 		r.failures.Inc()
-		return fmt.Errorf("outbox event %d (%s, room %d): %w", o.ID, o.Event.Type, o.RoomID, err)
+		o := batch[stored]
+		err = fmt.Errorf("outbox event %d (%s, room %d): %w", o.ID, o.Event.Type, o.RoomID, err)
 	}
-	r.log.DebugContext(ctx, "member event produced", "type", o.Event.Type, "room", o.RoomID,
-		"user", o.Event.UserID, "seq", seq, "outbox", o.ID)
-	return nil
+	if stored > 0 {
+		last := batch[stored-1]
+		r.log.DebugContext(ctx, "member events produced", "room", last.RoomID, "count", stored, "outbox_last", last.ID)
+	}
+	return stored, err
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"relay/pkg/chat"
-	"relay/pkg/events"
+	"relay/pkg/kafka"
 )
 
 func TestUsers(t *testing.T) {
@@ -386,16 +386,19 @@ type flakyPublisher struct {
 	accepted []string
 }
 
-func (p *flakyPublisher) Publish(_ context.Context, e *events.Event) (int32, int64, error) {
+func (p *flakyPublisher) PublishBatch(_ context.Context, records []kafka.Record) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	key := fmt.Sprintf("%s:%d:%d", e.Type, e.RoomID, e.UserID)
-	p.attempts[key]++
-	if p.attempts[key] == 1 {
-		return 0, 0, errors.New("transient (test)")
+	for i, r := range records {
+		e := r.Event
+		key := fmt.Sprintf("%s:%d:%d", e.Type, e.RoomID, e.UserID)
+		p.attempts[key]++
+		if p.attempts[key] == 1 {
+			return i, errors.New("transient (test)")
+		}
+		p.accepted = append(p.accepted, key)
 	}
-	p.accepted = append(p.accepted, key)
-	return 0, int64(len(p.accepted)), nil
+	return len(records), nil
 }
 
 func TestPublishRetriesTransientFailure(t *testing.T) {

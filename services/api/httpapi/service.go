@@ -23,7 +23,6 @@ import (
 	"gorm.io/gorm"
 
 	"relay/pkg/auth"
-	"relay/pkg/events"
 	"relay/pkg/kafka"
 	"relay/pkg/presence"
 	"relay/pkg/redis"
@@ -32,10 +31,11 @@ import (
 	"relay/pkg/web"
 )
 
-// EventPublisher produces room events and returns their partition and seq;
-// *kafka.Producer is the production implementation.
+// EventPublisher produces room events in order and says how many of them,
+// from the first, Kafka stored (see kafka.Producer.PublishBatch, the
+// production implementation).
 type EventPublisher interface {
-	Publish(ctx context.Context, e *events.Event) (partition int32, seq int64, err error)
+	PublishBatch(ctx context.Context, records []kafka.Record) (stored int, err error)
 }
 
 // Option adjusts a Service at construction; tests use it to swap neighbours.
@@ -136,7 +136,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 		}
 		s.events = s.producer
 	}
-	if s.outbox, err = newOutboxRelay(cfg.Postgres.URL, s.events, tel.Propagator, tel.Log, tel.Registry); err != nil {
+	if s.outbox, err = newOutboxRelay(cfg.Postgres.URL, s.events, tel.Log, tel.Registry); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	s.app = s.newApp()
