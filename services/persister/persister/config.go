@@ -7,7 +7,7 @@
 //	PERSIST_GROUP                  Kafka consumer group id (default persister)
 //	PERSIST_DLQ_TOPIC              dead-letter topic for unusable records (default <KAFKA_TOPIC>.dlq)
 //	PERSIST_BATCH_SIZE             flush when this many records are pending (default 500)
-//	PERSIST_FLUSH_INTERVAL         flush when the oldest pending record waited this long (default 50ms)
+//	PERSIST_FLUSH_INTERVAL         flush when the oldest pending record waited this long (default 20ms)
 //	PERSIST_WRITE_TIMEOUT          bound on one batch transaction (default 10s)
 //	PERSIST_BREAKER_FAILURES       consecutive failed batches that open the breaker (default 3)
 //	PERSIST_BREAKER_OPEN_TIMEOUT   how long the breaker stays open before a trial batch (default 5s)
@@ -29,7 +29,7 @@ const (
 	DefaultAddr               = "127.0.0.1:8110"
 	DefaultGroup              = "persister"
 	DefaultBatchSize          = 500
-	DefaultFlushInterval      = 50 * time.Millisecond
+	DefaultFlushInterval      = 20 * time.Millisecond
 	DefaultWriteTimeout       = 10 * time.Second
 	DefaultBreakerFailures    = 3
 	DefaultBreakerOpenTimeout = 5 * time.Second
