@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -25,6 +26,9 @@ type Broker struct {
 	cluster *kfake.Cluster
 	addr    string
 	logger  *slog.Logger
+	// closeDir releases the data directory held for group syncs (nil
+	// without -sync).
+	closeDir func() error
 }
 
 // Start creates the cluster, reloading DataDir if it holds earlier state, and
@@ -60,8 +64,25 @@ func Start(cfg Config, logger *slog.Logger) (*Broker, error) {
 	} else {
 		logger.Warn("no -data-dir: topics and records are kept in memory and lost on exit")
 	}
-	if cfg.SyncWrites {
-		opts = append(opts, kfake.SyncWrites())
+	var closeDir func() error
+	if cfg.SyncWrites && cfg.DataDir != "" {
+		// Not kfake.SyncWrites: acks wait for a shared syncfs at the
+		// connection instead (groupsync.go).
+		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		g, closeFn, err := newFSSyncer(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		closeDir = closeFn
+		opts = append(opts, kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			ln, err := net.Listen(network, address)
+			if err != nil {
+				return nil, err
+			}
+			return syncListener{Listener: ln, g: g}, nil
+		}))
 	}
 	// SeedTopics only applies when the data dir is empty (kfake skips seeding
 	// when it loads persisted state); ensureTopics below covers topics added
@@ -72,16 +93,20 @@ func Start(cfg Config, logger *slog.Logger) (*Broker, error) {
 
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
+		if closeDir != nil {
+			_ = closeDir()
+		}
 		return nil, fmt.Errorf("starting kfake cluster on %s (data dir %q): %w", cfg.Addr, cfg.DataDir, err)
 	}
+	b := &Broker{cluster: c, logger: logger, closeDir: closeDir}
 	addrs := c.ListenAddrs()
 	if len(addrs) != 1 {
-		c.Close()
+		b.closeNow()
 		return nil, fmt.Errorf("expected exactly one listener, got %v", addrs)
 	}
-	b := &Broker{cluster: c, addr: addrs[0], logger: logger}
+	b.addr = addrs[0]
 	if err := b.ensureTopics(cfg.Topics); err != nil {
-		c.Close()
+		b.closeNow()
 		return nil, err
 	}
 	logger.Info("broker started", "addr", b.addr, "data_dir", cfg.DataDir, "sync_writes", cfg.SyncWrites, "auto_create_topics", cfg.AutoCreate)
@@ -128,7 +153,7 @@ func (b *Broker) Close(ctx context.Context) error {
 	defer cancel()
 	done := make(chan struct{})
 	go func() {
-		b.cluster.Close()
+		b.closeNow()
 		close(done)
 	}()
 	select {
@@ -136,6 +161,15 @@ func (b *Broker) Close(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", errShutdownAborted, ctx.Err())
+	}
+}
+
+// closeNow closes the cluster (which persists its state), then the data
+// directory it no longer syncs.
+func (b *Broker) closeNow() {
+	b.cluster.Close()
+	if b.closeDir != nil {
+		_ = b.closeDir()
 	}
 }
 
