@@ -259,6 +259,21 @@ func (s *Service) newApp() *fiber.App {
 	return app
 }
 
+// admit refuses new connections, native and Socket.IO, while draining or
+// full (the exact check is made when the socket connects).
+func (s *Service) admit() error {
+	s.clientsMu.Lock()
+	draining := s.draining
+	s.clientsMu.Unlock()
+	if draining {
+		return chat.Errorf(chat.CodeUnavailable, "server is shutting down; reconnect")
+	}
+	if s.active.Load() >= int64(s.cfg.MaxConnections) {
+		return chat.Errorf(chat.CodeServerFull, "server is full; retry later or elsewhere")
+	}
+	return nil
+}
+
 // upgrade authenticates a WebSocket upgrade before it happens: a missing,
 // invalid or expired token is refused with 401 and the JSON error body.
 func (s *Service) upgrade(c *fiber.Ctx) error {
@@ -275,14 +290,8 @@ func (s *Service) upgrade(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	s.clientsMu.Lock()
-	draining := s.draining
-	s.clientsMu.Unlock()
-	if draining {
-		return chat.Errorf(chat.CodeUnavailable, "server is shutting down; reconnect")
-	}
-	if s.active.Load() >= int64(s.cfg.MaxConnections) {
-		return chat.Errorf(chat.CodeServerFull, "server is full; retry later or elsewhere")
+	if err := s.admit(); err != nil {
+		return err
 	}
 	// fasthttp reuses the request's buffers once the hijack handler
 	// returned: keep a copy of the token.

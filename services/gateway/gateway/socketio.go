@@ -62,21 +62,6 @@ func (s *Service) bodyLimit() int {
 	return s.sio.BodyLimit()
 }
 
-// admit refuses new connections while draining or full (the exact check
-// is made when the socket connects).
-func (s *Service) admit() error {
-	s.clientsMu.Lock()
-	draining := s.draining
-	s.clientsMu.Unlock()
-	if draining {
-		return chat.Errorf(chat.CodeUnavailable, "server is shutting down; reconnect")
-	}
-	if s.active.Load() >= int64(s.cfg.MaxConnections) {
-		return chat.Errorf(chat.CodeServerFull, "server is full; retry later or elsewhere")
-	}
-	return nil
-}
-
 // sioHandler serves connected Socket.IO sockets.
 type sioHandler struct{ s *Service }
 
