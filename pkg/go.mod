@@ -24,6 +24,8 @@ require (
 	gorm.io/plugin/opentelemetry v0.1.16
 )
 
+require github.com/sony/gobreaker/v2 v2.4.0
+
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect
 	github.com/ClickHouse/ch-go v0.75.0 // indirect

@@ -17,6 +17,7 @@ import (
 	"gorm.io/gorm"
 
 	"relay/pkg/chat"
+	"relay/pkg/telemetry"
 )
 
 // dbBreaker is a circuit breaker around the api's PostgreSQL access, so an
@@ -68,13 +69,7 @@ func newDBBreaker(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*dbB
 }
 
 func (b *dbBreaker) setState(s gobreaker.State) {
-	for _, st := range []gobreaker.State{gobreaker.StateClosed, gobreaker.StateHalfOpen, gobreaker.StateOpen} {
-		v := 0.0
-		if st == s {
-			v = 1
-		}
-		b.state.WithLabelValues(breakerName, st.String()).Set(v)
-	}
+	telemetry.SetBreakerState(b.state, s, breakerName)
 }
 
 // open reports whether the breaker refuses requests.

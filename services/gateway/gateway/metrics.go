@@ -6,6 +6,7 @@ import (
 
 	"relay/pkg/chat"
 	"relay/pkg/protocol"
+	"relay/pkg/telemetry"
 )
 
 // metrics are the gateway's Prometheus series. Label values come from
@@ -117,13 +118,7 @@ func newMetrics(reg prometheus.Registerer, subscribedRooms, inflight func() floa
 
 // setBreaker sets the breaker state gauge of breaker to state.
 func (m *metrics) setBreaker(breaker string, state gobreaker.State) {
-	for _, st := range []gobreaker.State{gobreaker.StateClosed, gobreaker.StateHalfOpen, gobreaker.StateOpen} {
-		v := 0.0
-		if st == state {
-			v = 1
-		}
-		m.breakerState.WithLabelValues(breaker, st.String()).Set(v)
-	}
+	telemetry.SetBreakerState(m.breakerState, state, breaker)
 }
 
 // clientEvents are the events a client may send.

@@ -7,6 +7,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"relay/pkg/kafka"
+	"relay/pkg/telemetry"
 )
 
 // metrics are the persister's Prometheus series (docs/architecture.md).
@@ -64,11 +65,5 @@ func newMetrics(reg prometheus.Registerer, lag *kafka.LagTracker) (*metrics, err
 }
 
 func (m *metrics) setBreaker(s gobreaker.State) {
-	for _, st := range []gobreaker.State{gobreaker.StateClosed, gobreaker.StateHalfOpen, gobreaker.StateOpen} {
-		v := 0.0
-		if st == s {
-			v = 1
-		}
-		m.breaker.WithLabelValues(st.String()).Set(v)
-	}
+	telemetry.SetBreakerState(m.breaker, s)
 }
