@@ -16,15 +16,23 @@ import (
 	"relay/pkg/testenv"
 )
 
-func TestPublishReturnsOffsetsAndCarriesTrace(t *testing.T) {
-	t.Parallel()
-	brokers, topic := testenv.Kafka(t, 3)
-	prop := propagation.TraceContext{}
-	p, err := kafka.NewProducer(brokers, topic, "test", prop)
+// newProducer connects a producer (W3C trace context) to a topic of its
+// own with 3 partitions, closed when the test ends.
+func newProducer(t *testing.T) (p *kafka.Producer, brokers []string, topic string) {
+	t.Helper()
+	brokers, topic = testenv.Kafka(t, 3)
+	p, err := kafka.NewProducer(brokers, topic, "test", propagation.TraceContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { _ = p.Close() })
+	return p, brokers, topic
+}
+
+func TestPublishReturnsOffsetsAndCarriesTrace(t *testing.T) {
+	t.Parallel()
+	p, brokers, topic := newProducer(t)
+	prop := propagation.TraceContext{}
 
 	tid, _ := trace.TraceIDFromHex("0102030405060708090a0b0c0d0e0f10")
 	sid, _ := trace.SpanIDFromHex("0102030405060708")
@@ -81,13 +89,8 @@ func TestPublishReturnsOffsetsAndCarriesTrace(t *testing.T) {
 // sent.
 func TestPublishBatchKeepsOrderAndTraces(t *testing.T) {
 	t.Parallel()
-	brokers, topic := testenv.Kafka(t, 3)
+	p, brokers, topic := newProducer(t)
 	prop := propagation.TraceContext{}
-	p, err := kafka.NewProducer(brokers, topic, "test", prop)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
