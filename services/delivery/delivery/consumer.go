@@ -37,8 +37,8 @@ func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
 // Cleanup runs after every ConsumeClaim returned.
 func (h *handler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
-// ConsumeClaim publishes the partition's records one at a time, in offset
-// order, marking each offset only after its publication succeeded.
+// ConsumeClaim publishes the partition's records in batches, in offset
+// order, marking a batch's offsets only after all of it was published.
 func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	s := h.s
 	// The cache is per claim: rooms live in one partition, so no other
@@ -68,10 +68,11 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 				// over and the records stay unmarked, to be redelivered.
 				return nil
 			}
-			for _, m := range batch {
-				sess.MarkMessage(m, "")
-			}
-			s.lag.Done(p, batch[len(batch)-1].Offset+1)
+			// Marking the last record marks the batch: a partition's
+			// committed offset is the next one to read.
+			last := batch[len(batch)-1]
+			sess.MarkMessage(last, "")
+			s.lag.Done(p, last.Offset+1)
 			if !open {
 				return nil
 			}
@@ -145,10 +146,7 @@ func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessag
 			w.published(e, seq)
 			return nil
 		case redis.Duplicate:
-			// The room is already past seq; its actual seq is unknown here.
-			w.cache.Remove(e.RoomID)
-			s.m.duplicates.Inc()
-			span.SetAttributes(attribute.Bool("delivery.duplicate", true))
+			w.duplicate(e, span)
 			return nil
 		case redis.Stale:
 			s.m.staleRetry.Inc()
@@ -188,6 +186,14 @@ func (w *partitionWorker) published(e *events.Event, seq int64) {
 	if !e.At.IsZero() {
 		w.s.m.age.Observe(time.Since(e.At).Seconds())
 	}
+}
+
+// duplicate records that e's seq was published before (a redelivery): the
+// room is already past it, its actual seq unknown here.
+func (w *partitionWorker) duplicate(e *events.Event, span trace.Span) {
+	w.cache.Remove(e.RoomID)
+	w.s.m.duplicates.Inc()
+	span.SetAttributes(attribute.Bool("delivery.duplicate", true))
 }
 
 // dedupeAck is the ack a sender's retry of e's clientMsgId must get, or
@@ -341,10 +347,7 @@ func (w *partitionWorker) settled(b *pending) bool {
 		w.published(b.e, b.msg.Offset)
 		return true
 	}
-	// The room is already past seq; its actual seq is unknown here.
-	w.cache.Remove(b.e.RoomID)
-	w.s.m.duplicates.Inc()
-	b.span.SetAttributes(attribute.Bool("delivery.duplicate", true))
+	w.duplicate(b.e, b.span)
 	return true
 }
 
