@@ -39,7 +39,7 @@ type Consumer struct {
 }
 
 // NewConsumer creates the topics when missing and connects; it joins the
-// group only when Run starts.
+// group only when Consume starts.
 func NewConsumer(ctx context.Context, o ConsumerOptions) (c *Consumer, err error) {
 	c = &Consumer{topic: o.Topic}
 	defer func() {
