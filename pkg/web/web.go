@@ -47,7 +47,11 @@ type Options struct {
 	Service string
 	// Telemetry provides the logger, tracer provider and registry.
 	Telemetry *telemetry.Telemetry
-	// BodyLimit bounds request bodies in bytes; zero means 64 KiB.
+	// BodyLimit bounds request bodies in bytes; zero means 64 KiB. A body
+	// up to minReadLimit (or BodyLimit, if larger) is read and refused with
+	// 413 TOO_LARGE on a connection that stays open; a larger one is refused
+	// by fasthttp, which closes the connection at once, so a client still
+	// writing the body may see a reset instead of the 413.
 	BodyLimit int
 	// Checks are run by /ready, each with ReadyTimeout; nil means always ready.
 	Checks map[string]Check
@@ -69,7 +73,7 @@ func NewApp(o Options) *fiber.App {
 	log := o.Telemetry.Log
 	app := fiber.New(fiber.Config{
 		AppName:               o.Service,
-		BodyLimit:             o.BodyLimit,
+		BodyLimit:             max(o.BodyLimit, minReadLimit),
 		DisableStartupMessage: true,
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           120 * time.Second,
@@ -84,6 +88,7 @@ func NewApp(o Options) *fiber.App {
 		otelfiber.WithNext(func(c *fiber.Ctx) bool { return isProbe(c.Path()) }),
 	))
 	app.Use(metricsMiddleware(o.Telemetry.Registry))
+	app.Use(bodyLimit(o.BodyLimit))
 	if o.Pprof {
 		app.Use(pprof.New())
 	}
@@ -94,6 +99,22 @@ func NewApp(o Options) *fiber.App {
 	app.Get("/ready", readyHandler(o.Checks, o.ReadyTimeout, log))
 	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(o.Telemetry.Registry, promhttp.HandlerOpts{})))
 	return app
+}
+
+// minReadLimit is the size up to which a body over Options.BodyLimit is
+// still read (and refused) without closing the connection.
+const minReadLimit = 1 << 20
+
+// bodyLimit refuses bodies over limit bytes. Fasthttp has read them in
+// full, so the answer reaches the client and the connection stays usable.
+func bodyLimit(limit int) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		// The raw body: c.Body() would decompress it first.
+		if len(c.Request().Body()) > limit {
+			return chat.Errorf(chat.CodeTooLarge, "request body exceeds %d bytes", limit)
+		}
+		return c.Next()
+	}
 }
 
 func isProbe(path string) bool {

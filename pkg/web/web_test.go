@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -69,6 +70,9 @@ func TestErrorsBecomeCodedJSON(t *testing.T) {
 	}
 }
 
+// An oversized body is read and refused with 413 TOO_LARGE, and the
+// connection stays usable: a client still writing its body gets the answer
+// rather than a reset.
 func TestBodyLimitOverTheWire(t *testing.T) {
 	app := newApp(t, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -79,15 +83,34 @@ func TestBodyLimitOverTheWire(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- ServeListener(ctx, app, ln, time.Second) }()
 	defer func() { cancel(); <-done }()
-	resp, err := http.Post("http://"+ln.Addr().String()+"/echo", "text/plain", strings.NewReader(strings.Repeat("x", 64)))
+	conn, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	post := func(body string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+"/echo", strings.NewReader(body))
+		if err := req.Write(conn); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	resp, body := post(strings.Repeat("x", 64<<10))
 	var eb ErrorBody
-	_ = json.NewDecoder(resp.Body).Decode(&eb)
-	if resp.StatusCode != 413 || eb.Error.Code != chat.CodeTooLarge {
-		t.Fatalf("oversized body: %d %+v", resp.StatusCode, eb)
+	_ = json.Unmarshal([]byte(body), &eb)
+	if resp.StatusCode != 413 || eb.Error.Code != chat.CodeTooLarge || resp.Close {
+		t.Fatalf("oversized body: %d %+v (close %v)", resp.StatusCode, eb, resp.Close)
+	}
+	if resp, body = post("small"); resp.StatusCode != 200 || body != "small" {
+		t.Fatalf("same connection after the 413: %d %q", resp.StatusCode, body)
 	}
 }
 

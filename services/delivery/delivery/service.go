@@ -66,6 +66,11 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, cfg.Telemetry.OTLPEndpoint != ""); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
+	// Loaded up front so the first batches take the pipelined path; a
+	// failure here is only slower (publish loads them on NOSCRIPT).
+	if err := redis.LoadScripts(ctx, s.rdb); err != nil {
+		s.log.WarnContext(ctx, "load scripts", "err", err)
+	}
 	if s.kafka, err = kafka.NewConsumer(ctx, kafka.ConsumerOptions{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Partitions: cfg.Kafka.Partitions,
 		Group: cfg.Group, DLQTopic: cfg.DLQTopic, ClientID: clientID, InstanceID: cfg.Kafka.GroupInstanceID,
