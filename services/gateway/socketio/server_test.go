@@ -586,10 +586,13 @@ func TestPingTimeout(t *testing.T) {
 	o := Options{PingInterval: 20 * time.Millisecond, PingTimeout: 40 * time.Millisecond}
 	t.Run("websocket client that pongs stays", func(t *testing.T) {
 		t.Parallel()
+		// A pong timeout a loaded machine's scheduler cannot miss, and
+		// pings answered for several of them.
+		o := Options{PingInterval: o.PingInterval, PingTimeout: 200 * time.Millisecond}
 		_, base := testServer(t, o)
 		ws := dialWS(t, base, "")
 		readWS(t, ws)
-		for range 5 {
+		for start := time.Now(); time.Since(start) < 3*(o.PingInterval+o.PingTimeout); {
 			if got := readWS(t, ws); got != "2" {
 				t.Fatalf("want a ping, got %q", got)
 			}
@@ -768,29 +771,38 @@ func TestBusyHandlerIsNotAPingTimeout(t *testing.T) {
 			h.events <- ev
 		}
 	}
-	srv, base := testServer(t, Options{Handler: h, PingInterval: 20 * time.Millisecond, PingTimeout: 40 * time.Millisecond})
+	o := Options{Handler: h, PingInterval: 20 * time.Millisecond, PingTimeout: 200 * time.Millisecond}
+	srv, base := testServer(t, o)
 	ws := dialWS(t, base, "")
 	readWS(t, ws)
-	writeWS(t, ws, "40")
-	readWS(t, ws)
-	// More events than the inbox holds, then pongs to every ping.
-	for i := range 40 {
-		writeWS(t, ws, `42["e`+strconv.Itoa(i)+`"]`)
+	// From the open packet on, every ping gets its pong at once (a pong
+	// timeout a loaded machine's scheduler cannot miss): only the busy
+	// handler can hold a pong back.
+	var wmu sync.Mutex
+	write := func(s string) {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = ws.WriteMessage(websocket.TextMessage, []byte(s))
 	}
 	go func() {
 		for {
-			_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 			_, b, err := ws.ReadMessage()
 			if err != nil {
 				return
 			}
 			if string(b) == "2" {
-				_ = ws.WriteMessage(websocket.TextMessage, []byte("3"))
+				write("3")
 			}
 		}
 	}()
+	write("40")
+	// More events than the inbox holds.
+	for i := range 40 {
+		write(`42["e` + strconv.Itoa(i) + `"]`)
+	}
 	// Several ping timeouts' worth of a busy handler.
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(5 * o.PingTimeout)
 	if srv.Sessions() != 1 {
 		t.Fatal("session closed while its handler was busy")
 	}
