@@ -198,6 +198,14 @@ func TestPresenceFollowsTheLastConnectionAcrossGateways(t *testing.T) {
 	a1.expectPresence(alice, presence.StatusOnline)
 	a2 := e.dial(g2, at) // a second device: still one online user
 	a2.ack(protocol.EventPing, struct{}{}, nil)
+	// a2's connect reaches presence through g2's publisher and a1's
+	// disconnect through g1's: two independent queues. Close a1 only once
+	// presence holds both connections, or a fast g1 could report alice's
+	// only known connection gone.
+	conns := presence.NewKeys(e.keys.Prefix).User(alice)
+	eventually(t, "presence to hold both of alice's connections", func() bool {
+		return e.rdb.ZCard(context.Background(), conns).Val() == 2
+	})
 
 	// Closing one of two connections changes nothing, through several
 	// heartbeats and past the timeout.
@@ -362,11 +370,12 @@ func TestTypingRenewsWithoutRebroadcastAndExpires(t *testing.T) {
 	if ty := b.expectTyping(room, alice, true); ty.Username != "alice" {
 		t.Fatalf("typing %+v, want username alice", ty)
 	}
-	// Renewed within the TTL, twice: no new broadcast, and it lasts past
-	// the first start's TTL.
+	// Renewed well within the TTL, twice: no new broadcast, and it lasts
+	// past the first start's TTL. A quarter TTL apart, so a slow round trip
+	// to presence cannot let the typing lapse between two renewals.
 	started := time.Now()
 	for range 2 {
-		time.Sleep(testTypingTTL / 2)
+		time.Sleep(testTypingTTL / 4)
 		a.ack(protocol.EventTypingStart, protocol.TypingRequest{RoomID: rid(room)}, nil)
 	}
 	b.expectTyping(room, alice, false) // only by expiry: alice never stopped
