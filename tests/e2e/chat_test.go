@@ -125,6 +125,9 @@ func TestMessageAcrossGateways(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The log order checked below (the member events, then the message)
+	// holds once the creation's events are in Kafka.
+	relayed(t, ctx, s)
 
 	ca := dial(t, ctx, s, 0, alice)
 	cb := dial(t, ctx, s, 1, bob)

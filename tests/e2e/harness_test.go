@@ -103,6 +103,25 @@ func join(t *testing.T, ctx context.Context, c *stack.Conn, roomID string) *int6
 	return ack.LastSeq
 }
 
+// relayed waits until the api's outbox relay has produced every member
+// event committed so far: the HTTP answer does not wait for Kafka, and a
+// row leaves the outbox only once Kafka stored its event. A test that
+// checks a room's log order against sends made right after creating the
+// room calls it first.
+func relayed(t *testing.T, ctx context.Context, s *stack.Stack) {
+	t.Helper()
+	err := stack.WaitFor(ctx, 20*time.Second, func(ctx context.Context) (bool, error) {
+		var n int
+		if err := s.SQL().QueryRowContext(ctx, "SELECT count(*) FROM outbox").Scan(&n); err != nil {
+			return false, err
+		}
+		return n == 0, fmt.Errorf("%d member events still in the outbox", n)
+	})
+	if err != nil {
+		t.Fatalf("outbox relay: %v", err)
+	}
+}
+
 // wantCode fails t unless err carries code.
 func wantCode(t *testing.T, what string, err error, code string) {
 	t.Helper()

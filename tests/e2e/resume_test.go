@@ -141,6 +141,9 @@ func TestRejoinWithNothingSeen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The room's log is read once the message is delivered: its member
+	// events must be in Kafka by then too.
+	relayed(t, ctx, s)
 	ca := dial(t, ctx, s, 0, alice)
 	join(t, ctx, ca, room.ID)
 	sent, err := ca.Send(ctx, room.ID, "hello", "")
