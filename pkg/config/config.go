@@ -116,7 +116,8 @@ func Load[T any]() (T, error) {
 
 // Consumer is the configuration every service consuming the room event log
 // has; each embeds it under its own prefix (`envPrefix:"DELIVERY_"` reads
-// DELIVERY_GROUP, DELIVERY_DLQ_TOPIC, DELIVERY_RETRY_MIN, DELIVERY_RETRY_MAX).
+// DELIVERY_GROUP, DELIVERY_DLQ_TOPIC, DELIVERY_RETRY_MIN, DELIVERY_RETRY_MAX,
+// DELIVERY_FETCH_WAIT).
 type Consumer struct {
 	// Group is the consumer group id.
 	Group string `env:"GROUP"`
@@ -126,6 +127,9 @@ type Consumer struct {
 	RetryMin time.Duration `env:"RETRY_MIN"`
 	// RetryMax caps the backoff.
 	RetryMax time.Duration `env:"RETRY_MAX"`
+	// FetchWait lets the broker hold a fetch this long to gather a batch
+	// (kafka.ConsumerOptions.FetchWait); each service sets its default.
+	FetchWait time.Duration `env:"FETCH_WAIT"`
 }
 
 // WithDefaults fills zero fields: the group, <topic>.dlq and the backoff
@@ -160,6 +164,8 @@ func (c Consumer) Validate(prefix string, k Kafka) error {
 		return fmt.Errorf("%sDLQ_TOPIC must differ from KAFKA_TOPIC", prefix)
 	case c.RetryMin < 0 || c.RetryMax < c.RetryMin:
 		return fmt.Errorf("need 0 <= %sRETRY_MIN <= %sRETRY_MAX", prefix, prefix)
+	case c.FetchWait < 0 || c.FetchWait > 10*time.Second:
+		return fmt.Errorf("%sFETCH_WAIT must be between 0 and 10s", prefix)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/IBM/sarama"
 )
@@ -22,6 +23,11 @@ type ConsumerOptions struct {
 	ClientID string
 	// InstanceID makes the member static (see GroupConfig); "" is dynamic.
 	InstanceID string
+	// FetchWait lets the broker hold a fetch this long to gather a batch
+	// (up to the fetch size) rather than answer as soon as one record is
+	// there: fewer, larger fetches for a consumer that can wait. Zero
+	// answers at once.
+	FetchWait time.Duration
 }
 
 // Consumer is what a service consuming the room event log holds in Kafka:
@@ -55,7 +61,12 @@ func NewConsumer(ctx context.Context, o ConsumerOptions) (c *Consumer, err error
 	if err := EnsureTopic(ctx, o.Brokers, o.DLQTopic, 1); err != nil {
 		return nil, err
 	}
-	if c.client, err = sarama.NewClient(o.Brokers, GroupConfig(o.ClientID, o.InstanceID)); err != nil {
+	cfg := GroupConfig(o.ClientID, o.InstanceID)
+	if o.FetchWait > 0 {
+		cfg.Consumer.Fetch.Min = cfg.Consumer.Fetch.Default
+		cfg.Consumer.MaxWaitTime = o.FetchWait
+	}
+	if c.client, err = sarama.NewClient(o.Brokers, cfg); err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	if c.group, err = sarama.NewConsumerGroupFromClient(o.Group, c.client); err != nil {

@@ -12,6 +12,7 @@
 //	DELIVERY_BATCH             records of a partition published with one Redis round trip, at most (default 64)
 //	DELIVERY_RETRY_MIN         first wait after a failed Redis or Kafka call (default 50ms)
 //	DELIVERY_RETRY_MAX         longest wait between retries (default 5s)
+//	DELIVERY_FETCH_WAIT        how long the broker may hold a fetch to gather a batch (default 0: answer at once)
 
 package delivery
 

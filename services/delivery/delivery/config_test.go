@@ -13,6 +13,7 @@ func TestConfigFromEnv(t *testing.T) {
 	t.Setenv("DELIVERY_GROUP", "g")
 	t.Setenv("DELIVERY_HISTORY_CAP", "50")
 	t.Setenv("DELIVERY_RETRY_MAX", "2s")
+	t.Setenv("DELIVERY_FETCH_WAIT", "3ms")
 	cfg, err := config.Load[Config]()
 	if err != nil {
 		t.Fatal(err)
@@ -21,7 +22,7 @@ func TestConfigFromEnv(t *testing.T) {
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.HTTP.Addr != "127.0.0.1:9999" || cfg.Group != "g" || cfg.HistoryCap != 50 || cfg.RetryMax != 2*time.Second ||
+	if cfg.HTTP.Addr != "127.0.0.1:9999" || cfg.Group != "g" || cfg.HistoryCap != 50 || cfg.RetryMax != 2*time.Second || cfg.FetchWait != 3*time.Millisecond ||
 		cfg.DLQTopic != "events.dlq" || cfg.SeqCacheRooms != DefaultSeqCacheRooms || cfg.Redis.URL == "" || len(cfg.Kafka.Brokers) == 0 {
 		t.Fatalf("config = %+v", cfg)
 	}

@@ -156,17 +156,16 @@ func (s *Service) sendMessage(ctx context.Context, c *client, data json.RawMessa
 	if _, err := s.requireMember(ctx, cmd.room, c.userID); err != nil {
 		return nil, err
 	}
-	var dedupeKey string
-	if cmd.clientMsgID != "" {
-		dedupeKey = s.keys.Dedupe(c.userID, cmd.clientMsgID)
-		first, err := s.claimClientMsgID(ctx, dedupeKey)
-		if err != nil || first != nil {
-			return first, err
-		}
-	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("message id: %w", err)
+	}
+	var dedupeKey string
+	if cmd.clientMsgID != "" {
+		dedupeKey = s.keys.Dedupe(c.userID, cmd.clientMsgID)
+	}
+	if first, err := s.reserve(ctx, dedupeKey, id.String(), author{room: cmd.room, user: c.userID}); err != nil || first != nil {
+		return first, err
 	}
 	// Microseconds: what PostgreSQL keeps, so REST history shows the same time.
 	at := time.Now().UTC().Truncate(time.Microsecond)
@@ -187,18 +186,42 @@ func (s *Service) sendMessage(ctx context.Context, c *client, data json.RawMessa
 	// The message is what the typing was for.
 	s.stopTyping(ctx, c, cmd.room)
 	ack := mustJSON(protocol.SendAck{ID: id.String(), RoomID: roomString(cmd.room), Seq: seq, ClientMsgID: cmd.clientMsgID, CreatedAt: at})
-	pipe := s.rdb.Pipeline()
-	pipe.Set(ctx, s.keys.MessageAuthor(id.String()), author{room: cmd.room, user: c.userID}.String(), s.cfg.AuthorTTL)
 	if dedupeKey != "" {
-		pipe.Set(ctx, dedupeKey, []byte(ack), s.cfg.DedupeTTL)
-	}
-	if _, err := pipe.Exec(context.WithoutCancel(ctx)); err != nil {
-		// The message is stored; only dedupe and the fast author check
-		// degrade (edits fall back to PostgreSQL).
-		s.log.WarnContext(ctx, "record ack in redis", "message_id", id.String(), "err", err)
+		s.acks.record(ctx, dedupeKey, ack)
 	}
 	s.metrics.sendAck.Observe(time.Since(start).Seconds())
 	return ack, nil
+}
+
+// reserve, in one round trip before the message is produced, records its
+// author (so an edit right after the ack finds it, though the row may not
+// be persisted yet) and claims the clientMsgId when there is one. It
+// returns the first ack when the clientMsgId was used before. Without a
+// clientMsgId a Redis failure only degrades the author check (edits fall
+// back to PostgreSQL); with one the send is refused, as it cannot be
+// deduplicated. An author recorded for a send that then fails names a
+// message id no one was given, and expires.
+func (s *Service) reserve(ctx context.Context, dedupeKey, messageID string, a author) (json.RawMessage, error) {
+	pipe := s.rdb.Pipeline()
+	pipe.Set(ctx, s.keys.MessageAuthor(messageID), a.String(), s.cfg.AuthorTTL)
+	var claim *goredis.BoolCmd
+	if dedupeKey != "" {
+		claim = pipe.SetNX(ctx, dedupeKey, dedupePending, s.cfg.DedupePendingTTL)
+	}
+	_, err := pipe.Exec(ctx)
+	switch {
+	case claim == nil:
+		if err != nil {
+			s.log.WarnContext(ctx, "record author in redis", "message_id", messageID, "err", err)
+		}
+		return nil, nil
+	case claim.Err() != nil:
+		return nil, chat.Wrap(chat.CodeUnavailable, claim.Err(), "could not check clientMsgId; retry")
+	case claim.Val():
+		return nil, nil
+	}
+	// Used before, or in flight: the first send's ack, once there is one.
+	return s.claimClientMsgID(ctx, dedupeKey)
 }
 
 // claimClientMsgID sets the pending marker of a clientMsgId. It returns the

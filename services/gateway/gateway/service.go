@@ -67,9 +67,11 @@ type Service struct {
 	breaker *gobreaker.CircuitBreaker[int64]
 	tokens  *auth.Tokens
 	// roles caches positive membership checks: (room, user) → role.
-	roles   *expirable.LRU[memberKey, chat.Role]
-	hub     *hub.Hub
-	broker  *roomBroker
+	roles  *expirable.LRU[memberKey, chat.Role]
+	hub    *hub.Hub
+	broker *roomBroker
+	// acks records the acks of sends with a clientMsgId (acks.go).
+	acks    *ackRecorder
 	api     *http.Client
 	app     *fiber.App
 	metrics *metrics
@@ -195,6 +197,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 	}
 	s.router = newPresenceRouter(s)
 	s.broker = newRoomBroker(s, pkeys.Events())
+	s.acks = newAckRecorder(s.rdb, cfg.DedupeTTL, tel.Log)
 	s.hub = hub.New(s.broker, hub.Options{MaxBuffered: cfg.QueueSize})
 	s.routes = s.handlers()
 	if s.sio, err = s.newSocketIO(); err != nil {
@@ -434,6 +437,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 		defer close(brokerDone)
 		s.broker.run()
 	}()
+	go s.acks.run()
 	routerDone := make(chan struct{})
 	go func() {
 		defer close(routerDone)
@@ -507,6 +511,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 		s.log.Warn("connections still open at shutdown deadline")
 	}
 	s.sio.Close()
+	s.acks.close()
 	s.sayGoodbyeToAll()
 	pctx, cancel := context.WithDeadline(context.WithoutCancel(s.base), deadline)
 	if err := s.pub.Close(pctx); err != nil {

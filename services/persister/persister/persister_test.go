@@ -289,6 +289,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		"batch size": func(c *persister.Config) { c.BatchSize = -1 },
 		"dlq topic":  func(c *persister.Config) { c.DLQTopic = "t" },
 		"retry":      func(c *persister.Config) { c.RetryMin, c.RetryMax = 2, 1 },
+		"fetch wait": func(c *persister.Config) { c.FetchWait = -time.Millisecond },
 		"no db":      func(c *persister.Config) { c.Postgres.URL = "" },
 	} {
 		c := cfg
