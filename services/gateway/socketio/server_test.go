@@ -583,12 +583,16 @@ func TestWebSocketClosedWhenItsHandlerReturns(t *testing.T) {
 
 func TestPingTimeout(t *testing.T) {
 	t.Parallel()
-	o := Options{PingInterval: 20 * time.Millisecond, PingTimeout: 40 * time.Millisecond}
+	// For the clients that are dropped: a first ping late enough that the
+	// handshake and CONNECT (three requests when polling) come before it
+	// also on a loaded machine, so the CONNECT reply is the first packet
+	// after the open one and the handler starts.
+	o := Options{PingInterval: 250 * time.Millisecond, PingTimeout: 100 * time.Millisecond}
 	t.Run("websocket client that pongs stays", func(t *testing.T) {
 		t.Parallel()
-		// A pong timeout a loaded machine's scheduler cannot miss, and
-		// pings answered for several of them.
-		o := Options{PingInterval: o.PingInterval, PingTimeout: 200 * time.Millisecond}
+		// Frequent pings, a pong timeout a loaded machine's scheduler
+		// cannot miss, and pings answered for several of them.
+		o := Options{PingInterval: 20 * time.Millisecond, PingTimeout: 200 * time.Millisecond}
 		_, base := testServer(t, o)
 		ws := dialWS(t, base, "")
 		readWS(t, ws)
@@ -635,8 +639,11 @@ func TestPollingBackpressure(t *testing.T) {
 	h := newEcho()
 	h.serve = func(s *Session) {
 		f, _ := json.Marshal(protocol.Frame{Event: "message", Data: json.RawMessage(`{}`)})
-		for range 3 {
-			results <- s.SendNative(f, time.Now().Add(50*time.Millisecond))
+		// The second send finds the queue full and must time out; the
+		// third waits for the test's poll to make room, which a loaded
+		// machine may take well over 50 ms to send.
+		for _, d := range []time.Duration{50 * time.Millisecond, 50 * time.Millisecond, 10 * time.Second} {
+			results <- s.SendNative(f, time.Now().Add(d))
 		}
 		_, _ = s.Next()
 	}
