@@ -209,15 +209,13 @@ func (s *Service) reserve(ctx context.Context, dedupeKey, messageID string, a au
 		claim = pipe.SetNX(ctx, dedupeKey, dedupePending, s.cfg.DedupePendingTTL)
 	}
 	_, err := pipe.Exec(ctx)
-	switch {
-	case claim == nil:
-		if err != nil {
-			s.log.WarnContext(ctx, "record author in redis", "message_id", messageID, "err", err)
-		}
-		return nil, nil
-	case claim.Err() != nil:
+	if claim != nil && claim.Err() != nil {
 		return nil, chat.Wrap(chat.CodeUnavailable, claim.Err(), "could not check clientMsgId; retry")
-	case claim.Val():
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "record author in redis", "message_id", messageID, "err", err)
+	}
+	if claim == nil || claim.Val() {
 		return nil, nil
 	}
 	// Used before, or in flight: the first send's ack, once there is one.
