@@ -30,7 +30,7 @@ package gateway
 //	MEMBERSHIP_CACHE_SIZE  entries of that cache                    100000
 //	DEDUPE_TTL             how long a clientMsgId's ack is kept     24h
 //	DEDUPE_PENDING_TTL     lifetime of the "send in progress" marker 10s
-//	AUTHOR_TTL             how long a message's author is kept in Redis 24h
+//	AUTHOR_TTL             how long a message's author is kept in Redis 1h
 //	REPLAY_LIMIT           most events replayed on join_room with lastSeq,
 //	                       or read by one gap repair; beyond it the client
 //	                       gets resync_required (replay_limit)     1000
@@ -132,8 +132,11 @@ type Config struct {
 	// Kafka stored it, the delivery worker records the ack at once), so it
 	// just has to outlast one produce (SEND_TIMEOUT).
 	DedupePendingTTL time.Duration `env:"DEDUPE_PENDING_TTL" envDefault:"10s"`
-	// AuthorTTL keeps a message's author in Redis; zero means 24 h.
-	AuthorTTL time.Duration `env:"AUTHOR_TTL" envDefault:"24h"`
+	// AuthorTTL keeps a message's author in Redis; zero means 1 h. The key
+	// only has to outlive the persister's lag (PostgreSQL answers after
+	// that), and one is written per message: at 1,000 msgs/s a day of them
+	// would be ~86 million keys.
+	AuthorTTL time.Duration `env:"AUTHOR_TTL" envDefault:"1h"`
 	// ReplayLimit bounds a join replay and one gap repair read; zero
 	// means 1000.
 	ReplayLimit int `env:"REPLAY_LIMIT" envDefault:"1000"`
@@ -241,7 +244,7 @@ func (c Config) withDefaults() Config {
 	defInt(&c.MembershipCacheSize, 100000)
 	def(&c.DedupeTTL, 24*time.Hour)
 	def(&c.DedupePendingTTL, 10*time.Second)
-	def(&c.AuthorTTL, 24*time.Hour)
+	def(&c.AuthorTTL, time.Hour)
 	defInt(&c.ReplayLimit, 1000)
 	defInt(&c.RepairHold, 1024)
 	def(&c.RepairWait, 2*time.Second)
