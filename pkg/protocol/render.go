@@ -54,11 +54,15 @@ func RenderEvent(e *events.Event, seq int64, prev *int64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("render %s: %w", e.Type, err)
 	}
-	f, err := json.Marshal(Frame{Event: name, Data: d})
-	if err != nil {
-		return nil, fmt.Errorf("render %s: %w", e.Type, err)
-	}
-	return f, nil
+	// What json.Marshal(Frame{Event: name, Data: d}) gives, without
+	// scanning d again: it is json.Marshal's compact output, and name is
+	// one of the event constants (nothing to escape).
+	f := make([]byte, 0, len(d)+len(name)+20)
+	f = append(f, `{"event":"`...)
+	f = append(f, name...)
+	f = append(f, `","data":`...)
+	f = append(f, d...)
+	return append(f, '}'), nil
 }
 
 // metadata drops an explicit JSON null so the field is omitted.

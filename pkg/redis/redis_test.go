@@ -111,3 +111,39 @@ func TestDecodePublicationRefuses(t *testing.T) {
 		}
 	}
 }
+
+// Encode writes what json.Marshal writes, for every optional field set or
+// not, and refuses a publication without a frame.
+func TestPublicationEncodeIsJSONMarshal(t *testing.T) {
+	frame, err := json.Marshal(map[string]any{"event": "message", "data": map[string]string{"content": `<b>"hi"</b> & é`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := int64(41)
+	zero := int64(0)
+	for i, p := range []redis.Publication{
+		{RoomID: 1, Seq: 0, Frame: frame},
+		{RoomID: 9223372036854775807, Seq: 42, PrevSeq: &prev, Frame: frame},
+		{RoomID: 7, Seq: 3, PrevSeq: &zero, Trace: map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": `a=<&>"`}, Frame: frame},
+		{RoomID: 7, Ephemeral: true, SkipUserID: 12, Trace: map[string]string{}, Frame: frame},
+	} {
+		got, err := p.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%d: Encode\n%s\nwant\n%s", i, got, want)
+		}
+		back, err := redis.DecodePublication(got)
+		if err != nil || back.RoomID != p.RoomID || back.Seq != p.Seq || string(back.Frame) != string(frame) {
+			t.Errorf("%d: decodes to %+v, %v", i, back, err)
+		}
+	}
+	if _, err := (&redis.Publication{RoomID: 1}).Encode(); err == nil {
+		t.Error("a publication without a frame encoded")
+	}
+}

@@ -1,7 +1,6 @@
 package delivery
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"relay/pkg/events"
@@ -16,7 +15,8 @@ func renderPublication(e *events.Event, seq int64, prev *int64, trace map[string
 	if err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(redis.Publication{RoomID: e.RoomID, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame})
+	p := redis.Publication{RoomID: e.RoomID, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame}
+	b, err := p.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("render publication: %w", err)
 	}
