@@ -56,6 +56,8 @@ package gateway
 //	PRESENCE_CACHE_SIZE    entries of each of those two caches      10000
 //	PRESENCE_QUEUE_SIZE    presence events waiting to be routed before
 //	                       new ones are dropped (counted)           1024
+//	PRESENCE_MAX_ROOM_MEMBERS  rooms with more members carry no
+//	                       presence_update (REST has the state)     1000
 //	SOCKETIO_PING_INTERVAL Engine.IO heartbeat period at /socket.io/ 25s
 //	SOCKETIO_PING_TIMEOUT  a Socket.IO session whose pong is this late is closed 20s
 //	SOCKETIO_MAX_PAYLOAD   largest Socket.IO polling body / WebSocket message 1000000
@@ -176,6 +178,10 @@ type Config struct {
 	// PresenceQueueSize bounds the presence events waiting to be routed;
 	// zero means 1024.
 	PresenceQueueSize int `env:"PRESENCE_QUEUE_SIZE" envDefault:"1024"`
+	// PresenceMaxRoomMembers: a room with more members does not route
+	// presence_update (each change would go to every member, and the
+	// member list would fill the cache); zero means 1000.
+	PresenceMaxRoomMembers int `env:"PRESENCE_MAX_ROOM_MEMBERS" envDefault:"1000"`
 
 	// SocketIO configures the Socket.IO endpoint (socketio.go).
 	SocketIO SocketIOConfig
@@ -258,6 +264,7 @@ func (c Config) withDefaults() Config {
 	def(&c.TypingTTL, presence.DefaultTypingTTL)
 	def(&c.PresenceCacheTTL, 30*time.Second)
 	defInt(&c.PresenceCacheSize, 10000)
+	defInt(&c.PresenceMaxRoomMembers, 1000)
 	defInt(&c.PresenceQueueSize, 1024)
 	return c
 }
@@ -284,6 +291,7 @@ func (c Config) Validate() error {
 		"PRESENCE_HEARTBEAT_INTERVAL": float64(c.HeartbeatInterval), "TYPING_TTL": float64(c.TypingTTL),
 		"PRESENCE_CACHE_TTL": float64(c.PresenceCacheTTL), "PRESENCE_CACHE_SIZE": float64(c.PresenceCacheSize),
 		"PRESENCE_QUEUE_SIZE": float64(c.PresenceQueueSize), "REPAIR_HOLD": float64(c.RepairHold),
+		"PRESENCE_MAX_ROOM_MEMBERS": float64(c.PresenceMaxRoomMembers),
 		"REPAIR_WAIT":        float64(c.RepairWait),
 		"RESYNC_RETRY_AFTER": float64(c.ResyncRetryAfter),
 	}

@@ -238,7 +238,8 @@ type presenceRouter struct {
 	events chan *presence.Event
 	// userRooms caches user id → the rooms the user is a member of.
 	userRooms *expirable.LRU[int64, []int64]
-	// roomMembers caches room id → the room's member user ids.
+	// roomMembers caches room id → the room's member user ids, nil for a
+	// room over PresenceMaxRoomMembers (it routes nothing).
 	roomMembers *expirable.LRU[int64, []int64]
 }
 
@@ -357,7 +358,9 @@ func (r *presenceRouter) roomsOf(ctx context.Context, user int64) ([]int64, erro
 }
 
 // membersOf returns the member ids of each of rooms, reading the ones not
-// cached in one query.
+// cached in one query; a room over PresenceMaxRoomMembers has none. Like
+// Discord's large guilds, such a room carries no presence pushes: one
+// change would go to every member, and all of them change now and then.
 func (r *presenceRouter) membersOf(ctx context.Context, rooms []int64) ([][]int64, error) {
 	out := make([][]int64, 0, len(rooms))
 	var missing []int64
@@ -375,7 +378,11 @@ func (r *presenceRouter) membersOf(ctx context.Context, rooms []int64) ([][]int6
 		RoomID int64
 		UserID int64
 	}
-	if err := r.s.db.WithContext(ctx).Raw(`SELECT room_id, user_id FROM room_members WHERE room_id IN ?`, missing).Scan(&rows).Error; err != nil {
+	// Members of the rooms not over the limit, without reading the others'.
+	err := r.s.db.WithContext(ctx).Raw(`SELECT room_id, user_id FROM room_members WHERE room_id IN (
+		SELECT room_id FROM room_members WHERE room_id IN ? GROUP BY room_id HAVING count(*) <= ?)`,
+		missing, r.s.cfg.PresenceMaxRoomMembers).Scan(&rows).Error
+	if err != nil {
 		return nil, fmt.Errorf("members of %d rooms: %w", len(missing), err)
 	}
 	byRoom := make(map[int64][]int64, len(missing))

@@ -513,6 +513,28 @@ func TestPresenceFollowsMembershipChanges(t *testing.T) {
 	c.expectPresence(alice, presence.StatusOnline)
 }
 
+// A room over PRESENCE_MAX_ROOM_MEMBERS routes no presence_update; a small
+// room the same user is in still does.
+func TestPresenceSkipsRoomsOverTheLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.startPresence(nil)
+	g := e.start(func(c *Config) { presenceTimings(c); c.PresenceMaxRoomMembers = 2 })
+	alice, at := e.user("alice")
+	bob, bt := e.user("bob")
+	carol, _ := e.user("carol")
+	dave, dt := e.user("dave")
+	e.room(chat.RoomGroup, alice, bob, carol) // 3 members: over the limit
+	e.room(chat.RoomGroup, alice, dave)
+	b := e.dial(g, bt)
+	d := e.dial(g, dt)
+	e.dial(g, at)
+	d.expectPresence(alice, presence.StatusOnline)
+	if got := about(b.quiet(200*time.Millisecond), alice); len(got) != 0 {
+		t.Fatalf("bob shares only a room over the limit with alice, got %+v", got)
+	}
+}
+
 func TestConfigPresenceValidation(t *testing.T) {
 	t.Parallel()
 	base := Config{}.withDefaults()
