@@ -25,7 +25,7 @@
 // service writes them):
 //
 //	presence:cmds            stream, capped    commands from gateways (group "presence")
-//	presence:events          pub/sub channel   presence_update events
+//	presence:events          stream, capped    presence_update events (AddEvent, FollowEvents)
 //	presence:u:<user>        sorted set        "<gatewayId>/<connId>" → expiry (unix ms)
 //	presence:online          sorted set        user id → latest expiry of its connections
 //	presence:lastseen        hash              user id → last seen (unix ms)
@@ -80,7 +80,8 @@ func NewKeys(prefix string) Keys { return Keys{relayredis.Keys{Prefix: prefix}} 
 // Commands is the stream gateways append commands to.
 func (k Keys) Commands() string { return k.Prefix + "presence:cmds" }
 
-// Events is the channel presence_update events are published on.
+// Events is the stream presence_update events are appended to (AddEvent,
+// FollowEvents).
 func (k Keys) Events() string { return k.Prefix + "presence:events" }
 
 // User is the sorted set of a user's live connections, scored by expiry.
@@ -240,7 +241,7 @@ type PresenceUpdate struct {
 	LastSeen time.Time `json:"lastSeen"`
 }
 
-// Event is what the presence service publishes on Keys.Events: the
+// Event is what the presence service appends to Keys.Events: the
 // rendered presence_update frame and the user it is about, for the
 // gateway's filter.
 type Event struct {
@@ -254,7 +255,7 @@ type Event struct {
 	Frame json.RawMessage `json:"frame"`
 }
 
-// DecodeEvent parses a message of the events channel.
+// DecodeEvent parses an event of the events stream.
 func DecodeEvent(b []byte) (*Event, error) {
 	var e Event
 	if err := json.Unmarshal(b, &e); err != nil {

@@ -69,7 +69,7 @@ func benchService(b *testing.B) *Service {
 	s.metrics = newMetrics(s.tel.Registry, func() float64 { return 0 }, func() float64 { return 0 })
 	s.users = newUserIndex()
 	s.clients = make(map[*client]struct{})
-	s.router = newPresenceRouter(s)
+	s.router = newPresenceRouter(s, presence.NewKeys(""))
 	return s
 }
 

@@ -23,8 +23,6 @@ import (
 type roomBroker struct {
 	s  *Service
 	ps *goredis.PubSub
-	// events is the presence events channel, carried on the same connection.
-	events string
 
 	mu sync.Mutex
 	// expected holds, per channel, the confirmations still due for our own
@@ -40,11 +38,10 @@ type roomBroker struct {
 
 var _ hub.Broker = (*roomBroker)(nil)
 
-func newRoomBroker(s *Service, events string) *roomBroker {
+func newRoomBroker(s *Service) *roomBroker {
 	b := &roomBroker{
 		s:        s,
 		ps:       s.rdb.Subscribe(context.Background()),
-		events:   events,
 		expected: make(map[string][]chan struct{}),
 	}
 	b.seq = newSequencer(b)
@@ -60,12 +57,6 @@ func (b *roomBroker) Subscribe(ctx context.Context, roomID int64) (<-chan struct
 		b.seq.close(roomID)
 	}
 	return ready, err
-}
-
-// subscribeEvents subscribes to the presence events channel; the returned
-// channel is closed once Redis confirmed it.
-func (b *roomBroker) subscribeEvents(ctx context.Context) (<-chan struct{}, error) {
-	return b.subscribe(ctx, b.events)
 }
 
 func (b *roomBroker) subscribe(ctx context.Context, ch string) (<-chan struct{}, error) {
@@ -133,22 +124,15 @@ func (b *roomBroker) confirmed(kind, ch string) (resubscribed bool) {
 	return false
 }
 
-// run receives from the room channels and the presence events channel
-// until close. go-redis reconnects and resubscribes by itself; rooms
-// resubscribed that way are recovered from the log by the sequencer, since
-// publications sent meanwhile were lost (presence events of that moment
-// are lost: the REST presence endpoints have the state). At the end it
-// closes the presence router's queue.
+// run receives from the room channels until close. go-redis reconnects
+// and resubscribes by itself; rooms resubscribed that way are recovered
+// from the log by the sequencer, since publications sent meanwhile were
+// lost.
 func (b *roomBroker) run() {
-	defer close(b.s.router.events)
 	msgs := b.ps.ChannelWithSubscriptions(goredis.WithChannelSize(4096))
 	for msg := range msgs {
 		switch m := msg.(type) {
 		case *goredis.Message:
-			if m.Channel == b.events {
-				b.s.router.offer([]byte(m.Payload))
-				continue
-			}
 			b.fanout([]byte(m.Payload))
 		case *goredis.Subscription:
 			if b.confirmed(m.Kind, m.Channel) {

@@ -292,8 +292,8 @@ func (c Config) Validate() error {
 		"PRESENCE_CACHE_TTL": float64(c.PresenceCacheTTL), "PRESENCE_CACHE_SIZE": float64(c.PresenceCacheSize),
 		"PRESENCE_QUEUE_SIZE": float64(c.PresenceQueueSize), "REPAIR_HOLD": float64(c.RepairHold),
 		"PRESENCE_MAX_ROOM_MEMBERS": float64(c.PresenceMaxRoomMembers),
-		"REPAIR_WAIT":        float64(c.RepairWait),
-		"RESYNC_RETRY_AFTER": float64(c.ResyncRetryAfter),
+		"REPAIR_WAIT":               float64(c.RepairWait),
+		"RESYNC_RETRY_AFTER":        float64(c.ResyncRetryAfter),
 	}
 	for name, v := range positive {
 		if v <= 0 {

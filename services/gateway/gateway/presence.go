@@ -235,6 +235,7 @@ func (x *userIndex) len() int64 { return x.users.Load() }
 // receive loop only hands events over and never waits on PostgreSQL.
 type presenceRouter struct {
 	s      *Service
+	keys   presence.Keys
 	events chan *presence.Event
 	// userRooms caches user id → the rooms the user is a member of.
 	userRooms *expirable.LRU[int64, []int64]
@@ -243,18 +244,56 @@ type presenceRouter struct {
 	roomMembers *expirable.LRU[int64, []int64]
 }
 
-func newPresenceRouter(s *Service) *presenceRouter {
+func newPresenceRouter(s *Service, keys presence.Keys) *presenceRouter {
 	return &presenceRouter{
 		s:           s,
+		keys:        keys,
 		events:      make(chan *presence.Event, s.cfg.PresenceQueueSize),
 		userRooms:   expirable.NewLRU[int64, []int64](s.cfg.PresenceCacheSize, nil, s.cfg.PresenceCacheTTL),
 		roomMembers: expirable.NewLRU[int64, []int64](s.cfg.PresenceCacheSize, nil, s.cfg.PresenceCacheTTL),
 	}
 }
 
-// offer queues a message of the presence events channel; called by the
-// broker's receive loop. A full queue drops the event (counted): the state
-// stays readable over REST.
+// follow reads the presence events stream into the routing queue until
+// ctx ends, then closes the queue; the returned channel is closed after
+// that. It first reads where the stream ends (bounded by SendTimeout), so
+// connections accepted once it returned get every event from then on, also
+// across a dropped Redis connection: the reader goes on from the last
+// event it read.
+func (r *presenceRouter) follow(ctx context.Context) <-chan struct{} {
+	s := r.s
+	tctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+	after, err := presence.EventsTail(tctx, s.rdb, r.keys)
+	cancel()
+	if err != nil {
+		// "$" is each read's own start until one succeeds: events between
+		// those reads are missed, only until Redis answers.
+		after = "$"
+		s.log.Warn("presence events position unknown; presence_update may be missed until Redis answers", "err", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(r.events)
+		var failing bool
+		presence.FollowEvents(ctx, s.rdb, r.keys, after, func(payload []byte) {
+			if failing {
+				failing = false
+				s.log.Info("reading presence events again")
+			}
+			r.offer(payload)
+		}, presence.FollowOptions{OnError: func(err error) {
+			if !failing {
+				failing = true
+				s.log.Warn("reading presence events failed; retrying from the last one read", "err", err)
+			}
+		}})
+	}()
+	return done
+}
+
+// offer queues an event of the presence events stream. A full queue drops
+// the event (counted): the state stays readable over REST.
 func (r *presenceRouter) offer(payload []byte) {
 	ev, err := presence.DecodeEvent(payload)
 	if err != nil {

@@ -195,8 +195,8 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 	if s.pub, err = presence.NewPublisher(s.rdb, pkeys, s.gatewayID, presence.PublisherOptions{Registerer: tel.Registry, Log: tel.Log}); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	s.router = newPresenceRouter(s)
-	s.broker = newRoomBroker(s, pkeys.Events())
+	s.router = newPresenceRouter(s, pkeys)
+	s.broker = newRoomBroker(s)
 	s.acks = newAckRecorder(s.rdb, cfg.DedupeTTL, tel.Log)
 	s.hub = hub.New(s.broker, hub.Options{MaxBuffered: cfg.QueueSize})
 	s.routes = s.handlers()
@@ -443,7 +443,9 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 		defer close(routerDone)
 		s.router.run(s.base)
 	}()
-	s.awaitPresenceEvents(ctx)
+	followCtx, stopFollowing := context.WithCancel(s.base)
+	defer stopFollowing()
+	followed := s.router.follow(followCtx)
 	hbCtx, stopHeartbeats := context.WithCancel(s.base)
 	defer stopHeartbeats()
 	heartbeatsDone := make(chan struct{})
@@ -520,26 +522,10 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	cancel()
 	_ = s.broker.close()
 	<-brokerDone
+	stopFollowing()
+	<-followed
 	<-routerDone
 	return serveErr
-}
-
-// awaitPresenceEvents subscribes to the presence events channel and waits
-// (bounded) for the confirmation, so connections accepted from now on get
-// every presence_update. Without it, go-redis keeps trying on its own.
-func (s *Service) awaitPresenceEvents(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
-	defer cancel()
-	ready, err := s.broker.subscribeEvents(ctx)
-	if err == nil {
-		select {
-		case <-ready:
-			return
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	s.log.Warn("presence events subscription not confirmed yet; presence_update may be missed until it is", "err", err)
 }
 
 // sayGoodbyeToAll disconnects, towards presence, the connections still

@@ -142,52 +142,67 @@ type listener struct {
 
 func (e *env) listen(rooms ...int64) *listener {
 	e.t.Helper()
-	chans := []string{e.keys.Events()}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &listener{t: e.t, ch: make(chan received, 10000)}
+	// Presence events: the stream, from its end now.
+	tail, err := presence.EventsTail(ctx, e.rdb, e.keys)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		presence.FollowEvents(ctx, e.rdb, e.keys, tail, func(payload []byte) {
+			r := received{at: time.Now()}
+			ev, err := presence.DecodeEvent(payload)
+			if err != nil {
+				e.t.Errorf("bad presence event %s: %v", payload, err)
+				return
+			}
+			var f protocol.Frame
+			if err := json.Unmarshal(ev.Frame, &f); err != nil || f.Event != protocol.EventPresenceUpdate {
+				e.t.Errorf("bad presence frame %s: %v", ev.Frame, err)
+				return
+			}
+			if err := json.Unmarshal(f.Data, &r.update); err != nil {
+				e.t.Errorf("bad presence_update %s: %v", f.Data, err)
+			}
+			r.presence = ev
+			l.ch <- r
+		}, presence.FollowOptions{Block: 100 * time.Millisecond})
+	}()
+	e.t.Cleanup(func() { cancel(); <-followed })
+	if len(rooms) == 0 {
+		return l
+	}
+	// Typing: the rooms' channels.
+	chans := make([]string, 0, len(rooms))
 	for _, r := range rooms {
 		chans = append(chans, e.keys.RoomChannel(r))
 	}
-	ctx := context.Background()
 	ps := e.rdb.Subscribe(ctx, chans...)
 	for range chans {
 		if _, err := ps.Receive(ctx); err != nil {
 			e.t.Fatal(err)
 		}
 	}
-	l := &listener{t: e.t, ch: make(chan received, 10000)}
 	go func() {
 		for m := range ps.Channel() {
 			r := received{at: time.Now()}
-			if m.Channel == e.keys.Events() {
-				ev, err := presence.DecodeEvent([]byte(m.Payload))
-				if err != nil {
-					e.t.Errorf("bad presence event %s: %v", m.Payload, err)
-					continue
-				}
-				var f protocol.Frame
-				if err := json.Unmarshal(ev.Frame, &f); err != nil || f.Event != protocol.EventPresenceUpdate {
-					e.t.Errorf("bad presence frame %s: %v", ev.Frame, err)
-					continue
-				}
-				if err := json.Unmarshal(f.Data, &r.update); err != nil {
-					e.t.Errorf("bad presence_update %s: %v", f.Data, err)
-				}
-				r.presence = ev
-			} else {
-				p, err := relayredis.DecodePublication([]byte(m.Payload))
-				if err != nil {
-					e.t.Errorf("bad publication %s: %v", m.Payload, err)
-					continue
-				}
-				var f protocol.Frame
-				if err := json.Unmarshal(p.Frame, &f); err != nil || f.Event != protocol.EventTyping {
-					e.t.Errorf("bad typing frame %s: %v", p.Frame, err)
-					continue
-				}
-				if err := json.Unmarshal(f.Data, &r.typing); err != nil {
-					e.t.Errorf("bad typing %s: %v", f.Data, err)
-				}
-				r.pub = p
+			p, err := relayredis.DecodePublication([]byte(m.Payload))
+			if err != nil {
+				e.t.Errorf("bad publication %s: %v", m.Payload, err)
+				continue
 			}
+			var f protocol.Frame
+			if err := json.Unmarshal(p.Frame, &f); err != nil || f.Event != protocol.EventTyping {
+				e.t.Errorf("bad typing frame %s: %v", p.Frame, err)
+				continue
+			}
+			if err := json.Unmarshal(f.Data, &r.typing); err != nil {
+				e.t.Errorf("bad typing %s: %v", f.Data, err)
+			}
+			r.pub = p
 			l.ch <- r
 		}
 	}()

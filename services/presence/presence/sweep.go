@@ -80,7 +80,7 @@ func (s *Service) publish(ctx context.Context, ts []Transition, tcs []TypingChan
 			if err != nil {
 				return err
 			}
-			p.Publish(ctx, s.keys.Events(), b)
+			presence.AddEvent(ctx, p, s.keys, b)
 		}
 		for _, c := range tcs {
 			b, err := renderTyping(c, tr)
