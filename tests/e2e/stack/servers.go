@@ -439,12 +439,39 @@ func (s *Server) Running() bool {
 	}
 }
 
-// freePort returns a 127.0.0.1 address nobody listens on now.
+// handedOut holds the ports freePort returned in this process. The kernel
+// gives a port just closed to the next listen on port 0 again, so without
+// it two services of one stack (or of two parallel tests) could be handed
+// the same port before either listens on it. Process-wide, as ports are.
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
+
+// freePort returns a 127.0.0.1 address nobody listens on now and that it
+// never returned before in this process.
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("free port: %w", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	// Ports refused for being handed out already stay bound until a new one
+	// is found, so the kernel offers another.
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			_ = ln.Close()
+		}
+	}()
+	for range 1000 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", fmt.Errorf("free port: %w", err)
+		}
+		held = append(held, ln)
+		addr := ln.Addr().String()
+		if !handedOut.ports[addr] {
+			handedOut.ports[addr] = true
+			return addr, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", errors.New("free port: every port offered was handed out before")
 }

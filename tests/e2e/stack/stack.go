@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -528,17 +527,16 @@ func (w *lineWriter) flush() {
 	}
 }
 
-// freeAddr returns a 127.0.0.1 address with a port nobody listens on now.
-// A process restarted later reuses it (the services listen with
+// freeAddr is freePort for a service: a 127.0.0.1 address nobody listens
+// on now. A process restarted later reuses it (the services listen with
 // SO_REUSEADDR, Go's default).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freePort()
 	if err != nil {
-		t.Fatalf("stack: free port: %v", err)
+		t.Fatalf("stack: %v", err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 func sanitize(name string) string {
