@@ -231,13 +231,10 @@ func (p *Producer) renew(failed sarama.SyncProducer) {
 // acks=all. The trace context of ctx travels in the headers. ctx bounds how
 // long the caller waits; a send abandoned on ctx may still be stored.
 func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int32, seq int64, err error) {
-	value, err := events.Marshal(e)
+	msg, err := p.message(e, func(hc HeaderCarrier) { p.prop.Inject(ctx, hc) })
 	if err != nil {
 		return 0, 0, err
 	}
-	headers := []sarama.RecordHeader{{Key: []byte(events.HeaderType), Value: []byte(e.Type)}}
-	p.prop.Inject(ctx, HeaderCarrier{Headers: &headers})
-	msg := &sarama.ProducerMessage{Topic: p.topic, Key: sarama.ByteEncoder(e.Key()), Value: sarama.ByteEncoder(value), Headers: headers}
 	type result struct {
 		partition int32
 		offset    int64
@@ -263,6 +260,18 @@ func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int3
 	}
 }
 
+// message is e as a record of the topic, keyed by its room, with its type
+// header; trace adds the trace context headers.
+func (p *Producer) message(e *events.Event, trace func(HeaderCarrier)) (*sarama.ProducerMessage, error) {
+	value, err := events.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	headers := []sarama.RecordHeader{{Key: []byte(events.HeaderType), Value: []byte(e.Type)}}
+	trace(HeaderCarrier{Headers: &headers})
+	return &sarama.ProducerMessage{Topic: p.topic, Key: sarama.ByteEncoder(e.Key()), Value: sarama.ByteEncoder(value), Headers: headers}, nil
+}
+
 // Record is one event for PublishBatch with the trace context it belongs
 // to (a W3C carrier, e.g. the one stored with an outbox row; nil for none).
 type Record struct {
@@ -282,17 +291,16 @@ func (p *Producer) PublishBatch(ctx context.Context, records []Record) (stored i
 	msgs := make([]*sarama.ProducerMessage, len(records))
 	index := make(map[*sarama.ProducerMessage]int, len(records))
 	for i, r := range records {
-		value, err := events.Marshal(r.Event)
+		msg, err := p.message(r.Event, func(hc HeaderCarrier) {
+			for k, v := range r.Trace {
+				hc.Set(k, v)
+			}
+		})
 		if err != nil {
 			return 0, err
 		}
-		headers := []sarama.RecordHeader{{Key: []byte(events.HeaderType), Value: []byte(r.Event.Type)}}
-		hc := HeaderCarrier{Headers: &headers}
-		for k, v := range r.Trace {
-			hc.Set(k, v)
-		}
-		msgs[i] = &sarama.ProducerMessage{Topic: p.topic, Key: sarama.ByteEncoder(r.Event.Key()), Value: sarama.ByteEncoder(value), Headers: headers}
-		index[msgs[i]] = i
+		msgs[i] = msg
+		index[msg] = i
 	}
 	done := make(chan error, 1)
 	sp := p.current()
