@@ -146,5 +146,6 @@ func renderTyping(c TypingChange, tr map[string]string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(redis.Publication{RoomID: c.RoomID, Ephemeral: true, SkipUserID: c.UserID, Trace: tr, Frame: frame})
+	pub := redis.Publication{RoomID: c.RoomID, Ephemeral: true, SkipUserID: c.UserID, Trace: tr, Frame: frame}
+	return pub.Encode()
 }
