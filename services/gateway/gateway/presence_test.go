@@ -18,7 +18,7 @@ import (
 	"relay/pkg/protocol"
 	"relay/pkg/redis"
 	"relay/pkg/store"
-	presencesvc "relay/services/presence/presence"
+	presencesvc "relay/services/presence/tracker"
 )
 
 // Short presence timings for tests: heartbeat 200 ms, timeout 1.5 s,
