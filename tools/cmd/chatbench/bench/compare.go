@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -35,6 +36,9 @@ type System struct {
 	// MaxRate skips the rates above it (0: none skipped), for a peer known
 	// to fall over there: its runs would only cost the others time.
 	MaxRate float64 `json:"maxRate,omitempty"`
+	// Metrics are Prometheus /metrics URLs scraped around each run for
+	// relay's per-hop histograms (hops.go); empty for peers.
+	Metrics []string `json:"metrics,omitempty"`
 }
 
 // CompareParams is a comparison's configuration.
@@ -70,7 +74,9 @@ type CompareRun struct {
 	// send phase; MachineCPU the whole machine's.
 	CPU        []ProcCPU `json:"cpu"`
 	MachineCPU float64   `json:"machineCpuPct"`
-	Error      string    `json:"error,omitempty"`
+	// Hops are the system's own per-hop histograms over the run.
+	Hops  []HopStat `json:"hops,omitempty"`
+	Error string    `json:"error,omitempty"`
 }
 
 // ProcCPU is one process row's average CPU over a run's send phase.
@@ -149,6 +155,17 @@ type CompareRow struct {
 	// same per 1,000 msgs/s sent.
 	CPU      Spread `json:"cpuPct"`
 	CPUPer1k Spread `json:"cpuPctPer1kMsgs"`
+	// Hops are the per-hop p50 and p99 over the rounds (systems with
+	// metrics only).
+	Hops []HopSpread `json:"hops,omitempty"`
+}
+
+// HopSpread is one hop's quantiles over the rounds.
+type HopSpread struct {
+	Name string `json:"name"`
+	Hop  string `json:"hop"`
+	P50  Spread `json:"p50Ms"`
+	P99  Spread `json:"p99Ms"`
 }
 
 // Summarize builds the per-rate, per-system rows from runs: medians over
@@ -209,9 +226,29 @@ func Summarize(runs []CompareRun, baseline string) []CompareRow {
 		}
 		row.P50, row.P99, row.Max, row.AckP99 = spreadOf(p50), spreadOf(p99), spreadOf(mx), spreadOf(ack)
 		row.Ratio, row.CPU, row.CPUPer1k = spreadOf(ratio), spreadOf(cpu), spreadOf(per1k)
+		row.Hops = hopSpreads(rs)
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+// hopSpreads gathers each hop's quantiles over runs, in path order.
+func hopSpreads(rs []CompareRun) []HopSpread {
+	var out []HopSpread
+	for _, m := range hopMetrics {
+		var p50, p99 []float64
+		for _, r := range rs {
+			for _, h := range r.Hops {
+				if h.Name == m.Name {
+					p50, p99 = append(p50, h.P50), append(p99, h.P99)
+				}
+			}
+		}
+		if len(p99) > 0 {
+			out = append(out, HopSpread{Name: m.Name, Hop: m.Hop, P50: spreadOf(p50), P99: spreadOf(p99)})
+		}
+	}
+	return out
 }
 
 func cmpFloat(a, b float64) int {
@@ -234,7 +271,7 @@ func roundOrder(n, round int) []int {
 	return out
 }
 
-// ParseSystem reads NAME=PROTOCOL@URL[,URL...][;procs=a,b][;max-rate=R].
+// ParseSystem reads NAME=PROTOCOL@URL[,URL...][;procs=a,b][;metrics=URL,URL][;max-rate=R].
 func ParseSystem(s string) (System, error) {
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok || !validPrefix(name) {
@@ -276,12 +313,19 @@ func ParseSystem(s string) (System, error) {
 		switch strings.TrimSpace(k) {
 		case "procs":
 			sys.Procs = splitList(v)
+		case "metrics":
+			for _, u := range splitList(v) {
+				if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+					return System{}, fmt.Errorf("%s: metrics URL %q: want http://host:port/metrics", name, u)
+				}
+				sys.Metrics = append(sys.Metrics, u)
+			}
 		case "max-rate":
 			if sys.MaxRate, err = strconv.ParseFloat(v, 64); err != nil || sys.MaxRate <= 0 {
 				return System{}, fmt.Errorf("%s: max-rate %q: want a positive number", name, v)
 			}
 		default:
-			return System{}, fmt.Errorf("%s: unknown option %q (want procs= or max-rate=)", name, k)
+			return System{}, fmt.Errorf("%s: unknown option %q (want procs=, metrics= or max-rate=)", name, k)
 		}
 	}
 	return sys, nil
@@ -293,7 +337,7 @@ func ParseCompareArgs(args []string, out io.Writer) (CompareParams, error) {
 	fs := flag.NewFlagSet("chatbench compare", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var systems []System
-	fs.Func("system", "a system to drive: NAME=PROTOCOL@URL[,URL...][;procs=comm,comm][;max-rate=R] (repeat; the first is the baseline of the ratios)", func(s string) error {
+	fs.Func("system", "a system to drive: NAME=PROTOCOL@URL[,URL...][;procs=comm,comm][;metrics=URL,URL][;max-rate=R] (repeat; the first is the baseline of the ratios; procs=stack is the pid files in .data/pids; metrics are relay's /metrics, scraped for per-hop latency)", func(s string) error {
 		sys, err := ParseSystem(s)
 		if err == nil {
 			systems = append(systems, sys)
@@ -432,12 +476,26 @@ rounds:
 				}
 				fmt.Fprintf(progress, "chatbench compare: round %d/%d, %g msgs/s, %s\n", round+1, cp.Rounds, rate, sys.Name)
 				r := CompareRun{Round: round + 1, Rate: rate, System: sys.Name, Order: pos + 1, Started: time.Now().UTC()}
+				var before map[string]promHist
+				var scrapeErr error
+				if len(sys.Metrics) > 0 {
+					before, scrapeErr = scrapeHops(ctx, sys.Metrics)
+				}
 				one, err := Run(ctx, cp.runParams(sys, rate), progress)
 				if err != nil {
 					r.Error = err.Error()
 				}
 				if one != nil {
 					r.fill(one)
+				}
+				if len(sys.Metrics) > 0 && scrapeErr == nil {
+					var after map[string]promHist
+					if after, scrapeErr = scrapeHops(ctx, sys.Metrics); scrapeErr == nil {
+						r.Hops = hopStats(before, after)
+					}
+				}
+				if scrapeErr != nil {
+					fmt.Fprintf(progress, "chatbench compare: %s: per-hop metrics not read: %v\n", sys.Name, scrapeErr)
 				}
 				res.Runs = append(res.Runs, r)
 				printRun(out, r)
@@ -503,6 +561,19 @@ func PrintCompare(w io.Writer, res *CompareResult) {
 			ratio, r.Lost, r.Unacked, fmtSpread(r.CPU, "%.0f"), fmtSpread(r.CPUPer1k, "%.0f"))
 	}
 	_ = tw.Flush()
+	first := true
+	for _, r := range res.Rows {
+		if len(r.Hops) == 0 {
+			continue
+		}
+		if first {
+			fmt.Fprintf(w, "\nper hop (the system's own histograms over each run; bucket-interpolated), ms, median of the rounds [min–max]:\n")
+			first = false
+		}
+		for _, h := range r.Hops {
+			fmt.Fprintf(w, "  %g %s  %-34s p50 %-22s p99 %-22s %s\n", r.Rate, r.System, h.Name, fmtSpread(h.P50, "%.1f"), fmtSpread(h.P99, "%.1f"), h.Hop)
+		}
+	}
 }
 
 // fmtSpread renders "median [min–max]", or "-" when nothing was measured.

@@ -107,6 +107,10 @@ func TestParseSystem(t *testing.T) {
 		!slices.Equal(s.Procs, []string{"stack", "redis-server"}) {
 		t.Fatalf("relay: %+v %v", s, err)
 	}
+	s, err = ParseSystem("relay=native@127.0.0.1:8090;metrics=http://127.0.0.1:8090/metrics,http://127.0.0.1:8100/metrics")
+	if err != nil || len(s.Metrics) != 2 || s.Metrics[1] != "http://127.0.0.1:8100/metrics" {
+		t.Fatalf("metrics: %+v %v", s, err)
+	}
 	s, err = ParseSystem("cf=centrifugo@127.0.0.1:8200;procs=centrifugo")
 	if err != nil || s.Gateways[0] != "ws://127.0.0.1:8200/connection/websocket" {
 		t.Fatalf("centrifugo: %+v %v", s, err)
@@ -117,7 +121,7 @@ func TestParseSystem(t *testing.T) {
 	}
 	for _, bad := range []string{
 		"relay", "Relay=native@ws://h:1/ws", "x=mqtt@ws://h:1", "x=native", "x=native@http://h:1",
-		"x=native@ws://h:1/ws;max-rate=-1", "x=native@ws://h:1/ws;colour=red",
+		"x=native@ws://h:1/ws;max-rate=-1", "x=native@ws://h:1/ws;colour=red", "x=native@ws://h:1/ws;metrics=h:1",
 	} {
 		if _, err := ParseSystem(bad); err == nil {
 			t.Errorf("%q was accepted", bad)
