@@ -6,8 +6,6 @@ import (
 	"net"
 	"os"
 	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // Group commit for -sync. kfake's own SyncWrites fsyncs a partition's
@@ -16,9 +14,10 @@ import (
 // fsyncs, one after another, and every other request (fetches too) waits
 // behind them. Here kfake writes to the page cache only, and the response
 // of every request that acknowledges a write is held at the connection
-// until one syncfs(2) of the data directory's filesystem that started after
-// the write has returned: acks still mean "on disk", the syncs of
-// concurrent requests are shared, and none runs on the cluster goroutine.
+// until one sync of the data directory (the files and directories there
+// that changed, dirsync.go) that started after the write has returned:
+// acks still mean "on disk", the syncs of concurrent requests are shared,
+// and none runs on the cluster goroutine.
 
 // durableKeys are the request kinds whose responses acknowledge state kfake
 // persisted: Produce, OffsetCommit, CreateTopics, InitProducerID,
@@ -38,24 +37,22 @@ type groupSyncer struct {
 	err     error // of the sync numbered done
 }
 
-// newFSSyncer syncs the filesystem holding dir. The returned close syncs
-// once more (what kfake wrote while shutting down) and releases the
-// directory.
+// newFSSyncer syncs what changed under dir (dirsync.go). The returned
+// close syncs once more (what kfake wrote while shutting down) and
+// releases the handles.
 func newFSSyncer(dir string) (*groupSyncer, func() error, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open data dir for syncing: %w", err)
+	if _, err := os.Stat(dir); err != nil {
+		return nil, nil, fmt.Errorf("data dir for syncing: %w", err)
 	}
-	fd := int(f.Fd())
-	syncFS := func() error { return unix.Syncfs(fd) }
+	d := newDirSyncer(dir)
 	closeDir := func() error {
-		err := syncFS()
-		if cerr := f.Close(); err == nil {
+		err := d.sync()
+		if cerr := d.close(); err == nil {
 			err = cerr
 		}
 		return err
 	}
-	return newGroupSyncer(syncFS), closeDir, nil
+	return newGroupSyncer(d.sync), closeDir, nil
 }
 
 func newGroupSyncer(fn func() error) *groupSyncer {

@@ -33,6 +33,10 @@ type System struct {
 	// Procs are the process names whose CPU is charged to it; "stack" is
 	// every process with a pid file in <repo>/.data/pids (scripts/run.sh).
 	Procs []string `json:"procs"`
+	// Pids are more processes charged to it: shared dependencies (the
+	// Redis, broker and PostgreSQL it uses) named by pid, because other
+	// instances of the same program may run on the machine.
+	Pids []int `json:"pids,omitempty"`
 	// MaxRate skips the rates above it (0: none skipped), for a peer known
 	// to fall over there: its runs would only cost the others time.
 	MaxRate float64 `json:"maxRate,omitempty"`
@@ -271,7 +275,7 @@ func roundOrder(n, round int) []int {
 	return out
 }
 
-// ParseSystem reads NAME=PROTOCOL@URL[,URL...][;procs=a,b][;metrics=URL,URL][;max-rate=R].
+// ParseSystem reads NAME=PROTOCOL@URL[,URL...][;procs=a,b][;pids=N,N][;metrics=URL,URL][;max-rate=R].
 func ParseSystem(s string) (System, error) {
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok || !validPrefix(name) {
@@ -313,6 +317,10 @@ func ParseSystem(s string) (System, error) {
 		switch strings.TrimSpace(k) {
 		case "procs":
 			sys.Procs = splitList(v)
+		case "pids":
+			if sys.Pids, err = parseInts(v); err != nil {
+				return System{}, fmt.Errorf("%s: pids: %w", name, err)
+			}
 		case "metrics":
 			for _, u := range splitList(v) {
 				if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
@@ -325,7 +333,7 @@ func ParseSystem(s string) (System, error) {
 				return System{}, fmt.Errorf("%s: max-rate %q: want a positive number", name, v)
 			}
 		default:
-			return System{}, fmt.Errorf("%s: unknown option %q (want procs=, metrics= or max-rate=)", name, k)
+			return System{}, fmt.Errorf("%s: unknown option %q (want procs=, pids=, metrics= or max-rate=)", name, k)
 		}
 	}
 	return sys, nil
@@ -337,7 +345,7 @@ func ParseCompareArgs(args []string, out io.Writer) (CompareParams, error) {
 	fs := flag.NewFlagSet("chatbench compare", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var systems []System
-	fs.Func("system", "a system to drive: NAME=PROTOCOL@URL[,URL...][;procs=comm,comm][;metrics=URL,URL][;max-rate=R] (repeat; the first is the baseline of the ratios; procs=stack is the pid files in .data/pids; metrics are relay's /metrics, scraped for per-hop latency)", func(s string) error {
+	fs.Func("system", "a system to drive: NAME=PROTOCOL@URL[,URL...][;procs=comm,comm][;pids=N,N][;metrics=URL,URL][;max-rate=R] (repeat; the first is the baseline of the ratios; procs=stack is the pid files in .data/pids; metrics are relay's /metrics, scraped for per-hop latency)", func(s string) error {
 		sys, err := ParseSystem(s)
 		if err == nil {
 			systems = append(systems, sys)
@@ -449,6 +457,8 @@ func (cp *CompareParams) runParams(sys System, rate float64) Params {
 	p.Gateways = slices.Clone(sys.Gateways)
 	p.GatewaysDefaulted = false
 	p.Procs = slices.Clone(sys.Procs)
+	p.Pids = slices.Clone(sys.Pids)
+	p.NoStack = true
 	p.PG, p.Persister = "", ""
 	p.Heartbeat = 0
 	p.JSON = ""

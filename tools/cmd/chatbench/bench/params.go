@@ -147,6 +147,9 @@ type Params struct {
 	Persister string `json:"persister,omitempty"`
 	// Pids are extra processes to sample.
 	Pids []int `json:"pids,omitempty"`
+	// NoStack leaves the stack's pid files out of the process table unless
+	// Procs names "stack" (compare mode, for peers).
+	NoStack bool `json:"noStack,omitempty"`
 	// Procs are process names to sample; empty means the stack's pid files.
 	Procs []string `json:"procs,omitempty"`
 	// LocalAddrs are source IPs spread over the connections (more

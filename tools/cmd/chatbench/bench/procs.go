@@ -382,9 +382,12 @@ func byComm(comm string) func() []int {
 // The name "stack" stands for the pid files, so names can add processes to
 // them ("stack,redis-server"); a name whose row the pid files already gave
 // is not added twice.
-func discoverProcs(dataDir string, names []string, pids []int) []procGroup {
+//
+// noStack leaves the pid files out unless "stack" is named (compare mode:
+// a peer's row must not carry relay's idle processes).
+func discoverProcs(dataDir string, names []string, pids []int, noStack bool) []procGroup {
 	var groups []procGroup
-	stack := len(names) == 0 || slices.Contains(names, procsStack)
+	stack := (len(names) == 0 && !noStack) || slices.Contains(names, procsStack)
 	names = slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == procsStack })
 	if stack {
 		files, _ := filepath.Glob(filepath.Join(dataDir, "pids", "*.pid"))
@@ -448,8 +451,21 @@ func discoverProcs(dataDir string, names []string, pids []int) []procGroup {
 			groups = append(groups, procGroup{Label: label, find: fixed(ps...), Addr: addr})
 		}
 	}
+	comms := map[int]string{}
+	if len(pids) > 0 {
+		for _, p := range listProcs() {
+			comms[p.pid] = p.comm
+		}
+	}
 	for _, pid := range pids {
-		groups = append(groups, procGroup{Label: "pid " + strconv.Itoa(pid), find: fixed(pid), Addr: procEnv(pid, "HTTP_ADDR")})
+		g := procGroup{Label: "pid " + strconv.Itoa(pid), find: fixed(pid), Addr: procEnv(pid, "HTTP_ADDR")}
+		if comm := comms[pid]; comm != "" {
+			g.Label = comm + " " + strconv.Itoa(pid)
+			if comm == "postgres" {
+				g.find = withChildren(pid) // the postmaster: its backends do the work
+			}
+		}
+		groups = append(groups, g)
 	}
 	groups = append(groups, procGroup{Label: "chatbench", find: fixed(os.Getpid())})
 	return groups
