@@ -66,8 +66,8 @@ func Start(cfg Config, logger *slog.Logger) (*Broker, error) {
 	}
 	var closeDir func() error
 	if cfg.SyncWrites && cfg.DataDir != "" {
-		// Not kfake.SyncWrites: acks wait for a shared sync of the data
-		// dir at the connection instead (groupsync.go).
+		// Not kfake.SyncWrites: acks wait for a shared syncfs at the
+		// connection instead (groupsync.go).
 		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
 		}

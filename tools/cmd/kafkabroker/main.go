@@ -22,10 +22,9 @@
 // and shutdown, so a crash or power loss can drop records that producers
 // already saw acknowledged. The chat platform treats an acked message as
 // persisted, so with -sync the dev broker acknowledges a write only once the
-// files it changed in the data directory were fsynced after it: one sync
-// shared by all requests waiting at that moment, run at the connection
-// rather than inside kfake's request loop (groupsync.go), and of the
-// broker's own files only, never the whole filesystem (dirsync.go). Pass -sync=false for throughput
+// data directory's filesystem was synced after it: one syncfs shared by all
+// requests waiting at that moment, run at the connection rather than inside
+// kfake's request loop (groupsync.go). Pass -sync=false for throughput
 // experiments where that guarantee is not needed.
 package main
 
@@ -201,7 +200,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address; kfake always binds 127.0.0.1, so only the port is configurable (0 = random)")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for topics, records, offsets; empty keeps everything in memory")
 	fs.Var(&topicFlag{specs: &cfg.Topics}, "topic", "topic to ensure at start as name[:partitions] (repeatable, comma lists allowed)")
-	fs.BoolVar(&cfg.SyncWrites, "sync", cfg.SyncWrites, "acknowledge writes only after what changed in the data dir was fsynced (one shared sync per group of requests); on by default so acked messages survive a crash (-sync=false to trade that for speed)")
+	fs.BoolVar(&cfg.SyncWrites, "sync", cfg.SyncWrites, "acknowledge writes only after the data dir's filesystem was synced (one shared syncfs per group of requests); on by default so acked messages survive a crash (-sync=false to trade that for speed)")
 	fs.BoolVar(&cfg.AutoCreate, "auto-create-topics", cfg.AutoCreate, "create unknown topics on metadata requests, like Kafka's auto.create.topics.enable")
 	fs.StringVar(&logLevel, "log-level", logLevel, "kfake log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
