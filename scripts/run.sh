@@ -79,6 +79,29 @@ plan() {
 	PATHS+=(/health)
 }
 
+# service_env BIN prints the environment one service gets on top of
+# env.sh's, one VAR=value per line. On a small machine seven Go runtimes
+# that each run one P per core contend for the same cores: the services
+# off the message path (api, persister, presence, devproxy) get one P, the
+# gateway and the delivery worker one per core. An exported GOMAXPROCS
+# applies to every service instead. The persister's broker fetch wait is
+# 50 ms: it only bounds how long a fetch may gather a batch (a record for
+# the database waits its 20 ms flush interval anyway), and at the
+# persister's 10 ms default an idle stack polled the broker 100 times a
+# second (docs/performance.md). PERSIST_FETCH_WAIT set by the caller wins.
+service_env() {
+	if [[ -n "${GOMAXPROCS:-}" ]]; then
+		echo "GOMAXPROCS=$GOMAXPROCS"
+	else
+		case "$1" in
+		gateway | delivery) echo "GOMAXPROCS=$(nproc)" ;;
+		*) echo "GOMAXPROCS=1" ;;
+		esac
+	fi
+	[[ "$1" == persister ]] && echo "PERSIST_FETCH_WAIT=${PERSIST_FETCH_WAIT:-50ms}"
+	return 0
+}
+
 gateway_upstreams() {
 	local i out=""
 	for i in "${!INST[@]}"; do
@@ -270,9 +293,11 @@ up() {
 	local gws api
 	gws="$(gateway_upstreams)"
 	api="$(api_upstream)"
+	local extra
 	for i in "${!INST[@]}"; do
 		printf '%s %s\n' "${INST[$i]}" "${BINS[$i]}" >>"$RUN_SERVICES_FILE"
-		start_bg "${INST[$i]}" env \
+		mapfile -t extra < <(service_env "${BINS[$i]}")
+		start_bg "${INST[$i]}" env "${extra[@]}" \
 			HTTP_ADDR="${ADDRS[$i]}" INSTANCE_ID="${INST[$i]}" SERVICE_NAME="${BINS[$i]}" \
 			KAFKA_GROUP_INSTANCE_ID="${KAFKA_GROUP_INSTANCE_ID:-${INST[$i]}}" \
 			DEVPROXY_ADDR="$DEVPROXY_ADDR" API_UPSTREAM="$api" GATEWAY_UPSTREAMS="$gws" \
