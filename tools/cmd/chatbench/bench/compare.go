@@ -78,6 +78,9 @@ type CompareRun struct {
 	// send phase; MachineCPU the whole machine's.
 	CPU        []ProcCPU `json:"cpu"`
 	MachineCPU float64   `json:"machineCpuPct"`
+	// OtherCPU is the machine's CPU not used by the sampled processes:
+	// other work on a shared machine (% of one core).
+	OtherCPU float64 `json:"otherCpuPct"`
 	// Hops are the system's own per-hop histograms over the run.
 	Hops  []HopStat `json:"hops,omitempty"`
 	Error string    `json:"error,omitempty"`
@@ -524,7 +527,7 @@ rounds:
 
 // fill copies what compare reports from one run's result.
 func (r *CompareRun) fill(one *Result) {
-	r.MachineCPU = one.MachineCPU
+	r.MachineCPU, r.OtherCPU = one.MachineCPU, one.OtherCPU
 	if len(one.Steps) > 0 {
 		st := one.Steps[0]
 		r.Accounting, r.Ack, r.Deliver, r.SentPerSec = st.Accounting, st.Ack, st.Deliver, st.SentPerSec
@@ -535,7 +538,7 @@ func (r *CompareRun) fill(one *Result) {
 }
 
 func printRunHeader(w io.Writer) {
-	fmt.Fprintln(w, "round  rate  system        sent   acked  lost  unacked  ack p99  deliver p50    p99     max  stack CPU%  machine%  per process")
+	fmt.Fprintln(w, "round  rate  system        sent   acked  lost  unacked  ack p99  deliver p50    p99     max  stack CPU%  machine%  other%  per process")
 }
 
 func printRun(w io.Writer, r CompareRun) {
@@ -543,9 +546,9 @@ func printRun(w io.Writer, r CompareRun) {
 	for _, p := range r.CPU {
 		procs = append(procs, fmt.Sprintf("%s %.0f", p.Label, p.Pct))
 	}
-	fmt.Fprintf(w, "%5d %5g  %-12s %6d %7d %5d %8d %8.1f %12.1f %7.1f %7.1f %11.0f %9.0f  %s",
+	fmt.Fprintf(w, "%5d %5g  %-12s %6d %7d %5d %8d %8.1f %12.1f %7.1f %7.1f %11.0f %9.0f %7.0f  %s",
 		r.Round, r.Rate, r.System, r.Sent, r.Acked, r.Lost, r.Unacked, r.Ack.P99, r.Deliver.P50, r.Deliver.P99, r.Deliver.Max,
-		r.StackCPU(), r.MachineCPU, strings.Join(procs, ", "))
+		r.StackCPU(), r.MachineCPU, r.OtherCPU, strings.Join(procs, ", "))
 	if r.Error != "" {
 		fmt.Fprintf(w, "  error: %s", truncate(r.Error, 80))
 	}
