@@ -79,6 +79,29 @@ plan() {
 	PATHS+=(/health)
 }
 
+# service_env BIN prints the environment one service gets on top of
+# env.sh's, one VAR=value per line. On a small machine seven Go runtimes
+# that each run one P per core contend for the same cores: the services
+# off the message path (api, persister, presence, devproxy) get one P, the
+# gateway and the delivery worker one per core. An exported GOMAXPROCS
+# applies to every service instead. The persister's broker fetch wait is
+# 50 ms: it only bounds how long a fetch may gather a batch (a record for
+# the database waits its 20 ms flush interval anyway), and at the
+# persister's 10 ms default an idle stack polled the broker 100 times a
+# second (docs/performance.md). PERSIST_FETCH_WAIT set by the caller wins.
+service_env() {
+	if [[ -n "${GOMAXPROCS:-}" ]]; then
+		echo "GOMAXPROCS=$GOMAXPROCS"
+	else
+		case "$1" in
+		gateway | delivery) echo "GOMAXPROCS=$(nproc)" ;;
+		*) echo "GOMAXPROCS=1" ;;
+		esac
+	fi
+	[[ "$1" == persister ]] && echo "PERSIST_FETCH_WAIT=${PERSIST_FETCH_WAIT:-50ms}"
+	return 0
+}
+
 gateway_upstreams() {
 	local i out=""
 	for i in "${!INST[@]}"; do
@@ -158,6 +181,23 @@ deps_ours() {
 	pidfile_alive redis redis-server && echo redis
 	pidfile_alive kafkabroker "$RELAY_BIN/kafkabroker" && echo kafka
 	return 0
+}
+
+# instance_running NAME PATTERN: like pidfile_alive, with bash builtins only.
+# The foreground loop checks every instance each second; pidfile_alive runs
+# head, tr and awk for each, ~28 processes a second for the default stack,
+# which measured 0.45 s of CPU per pass on the loaded 2-core dev machine
+# (docs/performance.md). A stale pid file is left for stop to remove.
+instance_running() {
+	local pid stat args=()
+	read -r pid 2>/dev/null <"$RELAY_PIDS/$1.pid" || return 1
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
+	read -r stat 2>/dev/null <"/proc/$pid/stat" || return 1
+	stat="${stat##*) }"
+	stat="${stat%% *}"
+	[[ -n "$stat" && "$stat" != Z && "$stat" != X ]] || return 1
+	mapfile -d '' args 2>/dev/null <"/proc/$pid/cmdline" || return 1
+	[[ " ${args[*]} " == *"$2"* ]]
 }
 
 # who_listens PORT: a hint about the process holding PORT.
@@ -270,9 +310,11 @@ up() {
 	local gws api
 	gws="$(gateway_upstreams)"
 	api="$(api_upstream)"
+	local extra
 	for i in "${!INST[@]}"; do
 		printf '%s %s\n' "${INST[$i]}" "${BINS[$i]}" >>"$RUN_SERVICES_FILE"
-		start_bg "${INST[$i]}" env \
+		mapfile -t extra < <(service_env "${BINS[$i]}")
+		start_bg "${INST[$i]}" env "${extra[@]}" \
 			HTTP_ADDR="${ADDRS[$i]}" INSTANCE_ID="${INST[$i]}" SERVICE_NAME="${BINS[$i]}" \
 			KAFKA_GROUP_INSTANCE_ID="${KAFKA_GROUP_INSTANCE_ID:-${INST[$i]}}" \
 			DEVPROXY_ADDR="$DEVPROXY_ADDR" API_UPSTREAM="$api" GATEWAY_UPSTREAMS="$gws" \
@@ -315,7 +357,7 @@ foreground() {
 		wait $! || true
 		alive=0
 		for i in "${!INST[@]}"; do
-			if pidfile_alive "${INST[$i]}" "$RELAY_BIN/${BINS[$i]}"; then
+			if instance_running "${INST[$i]}" "$RELAY_BIN/${BINS[$i]}"; then
 				alive=$((alive + 1))
 			elif [[ -z "${warned[$i]:-}" && -f "$RUN_SERVICES_FILE" ]]; then
 				warned[i]=1

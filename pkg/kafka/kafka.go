@@ -82,7 +82,10 @@ func ConsumerConfig(clientID string) *sarama.Config {
 	c.Consumer.Group.Session.Timeout = 10 * time.Second
 	c.Consumer.Group.Heartbeat.Interval = 3 * time.Second
 	c.Consumer.Fetch.Default = 1 << 20
-	c.Consumer.MaxWaitTime = 100 * time.Millisecond
+	// With Fetch.Min at 1 byte the broker answers a fetch as soon as one
+	// record arrives, so the wait only decides how often an idle consumer
+	// polls: 500 ms is two requests a second instead of ten.
+	c.Consumer.MaxWaitTime = 500 * time.Millisecond
 	c.Metadata.Retry.Max = 5
 	c.Metadata.Retry.Backoff = 200 * time.Millisecond
 	c.Net.DialTimeout = 5 * time.Second
