@@ -80,6 +80,10 @@ type Publication struct {
 	PrevSeq *int64 `json:"prevSeq,omitempty"`
 	// Trace carries W3C trace context (traceparent, tracestate).
 	Trace map[string]string `json:"trace,omitempty"`
+	// PublishedAt is when the publisher sent it, in Unix nanoseconds (0:
+	// unknown); a receiver of the live channel measures pub/sub latency
+	// from it (a history entry keeps its original time).
+	PublishedAt int64 `json:"pubAt,omitempty"`
 	// Frame is the server frame to write to sockets as it is.
 	Frame json.RawMessage `json:"frame"`
 	// Ephemeral marks a frame without a log position (typing): Seq is 0,
@@ -111,6 +115,10 @@ func (p *Publication) Encode() ([]byte, error) {
 		}
 		b = append(b, `,"trace":`...)
 		b = append(b, t...)
+	}
+	if p.PublishedAt != 0 {
+		b = append(b, `,"pubAt":`...)
+		b = strconv.AppendInt(b, p.PublishedAt, 10)
 	}
 	if len(p.Frame) == 0 {
 		return nil, errors.New("redis: publication without a frame")
