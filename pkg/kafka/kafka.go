@@ -233,8 +233,8 @@ func (p *Producer) renew(failed sarama.SyncProducer) {
 // long the caller waits; a send abandoned on ctx may still be stored.
 func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int32, seq int64, err error) {
 	var span trace.Span
-	msg, err := p.message(e, func(msg *sarama.ProducerMessage, key []byte, size int) {
-		span = startSend(ctx, p.prop, msg, key, size)
+	msg, err := p.message(e, func(msg *sarama.ProducerMessage, e *events.Event, key []byte, size int) {
+		span = startSend(ctx, p.prop, msg, key, size, e.MessageID)
 	})
 	if err != nil {
 		return 0, 0, err
@@ -268,7 +268,7 @@ func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int3
 // message is e as a record of the topic, keyed by its room, with its type
 // header; traced starts the record's producer span, which adds the trace
 // context headers.
-func (p *Producer) message(e *events.Event, traced func(msg *sarama.ProducerMessage, key []byte, size int)) (*sarama.ProducerMessage, error) {
+func (p *Producer) message(e *events.Event, traced func(msg *sarama.ProducerMessage, e *events.Event, key []byte, size int)) (*sarama.ProducerMessage, error) {
 	value, err := events.Marshal(e)
 	if err != nil {
 		return nil, err
@@ -276,7 +276,7 @@ func (p *Producer) message(e *events.Event, traced func(msg *sarama.ProducerMess
 	key := e.Key()
 	msg := &sarama.ProducerMessage{Topic: p.topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value),
 		Headers: []sarama.RecordHeader{{Key: []byte(events.HeaderType), Value: []byte(e.Type)}}}
-	traced(msg, key, len(value))
+	traced(msg, e, key, len(value))
 	return msg, nil
 }
 
@@ -306,8 +306,8 @@ func (p *Producer) PublishBatch(ctx context.Context, records []Record) (stored i
 		if len(r.Trace) == 0 {
 			rctx = ctx
 		}
-		msg, err := p.message(r.Event, func(msg *sarama.ProducerMessage, key []byte, size int) {
-			spans = append(spans, startSend(rctx, p.prop, msg, key, size))
+		msg, err := p.message(r.Event, func(msg *sarama.ProducerMessage, e *events.Event, key []byte, size int) {
+			spans = append(spans, startSend(rctx, p.prop, msg, key, size, e.MessageID))
 		})
 		if err != nil {
 			for _, sp := range spans {

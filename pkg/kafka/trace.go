@@ -24,21 +24,26 @@ const scope = "relay/pkg/kafka"
 func tracer() trace.Tracer { return otel.Tracer(scope) }
 
 // sendAttrs are a producer span's attributes before the broker answered.
-func sendAttrs(topic string, key []byte, bodySize int) []attribute.KeyValue {
-	return []attribute.KeyValue{
+func sendAttrs(topic string, key []byte, bodySize int, messageID string) []attribute.KeyValue {
+	kv := []attribute.KeyValue{
 		semconv.MessagingSystemKafka,
 		semconv.MessagingOperationName("send"), semconv.MessagingOperationTypeSend,
 		semconv.MessagingDestinationName(topic),
 		semconv.MessagingKafkaMessageKey(string(key)),
 		semconv.MessagingMessageBodySize(bodySize),
 	}
+	if messageID != "" {
+		// The chat message's id: what an operator searches a trace by.
+		kv = append(kv, semconv.MessagingMessageID(messageID))
+	}
+	return kv
 }
 
 // startSend starts the producer span of one record as a child of ctx and
 // puts its context in the record's headers, so consumers continue it.
-func startSend(ctx context.Context, prop propagation.TextMapPropagator, msg *sarama.ProducerMessage, key []byte, bodySize int) trace.Span {
+func startSend(ctx context.Context, prop propagation.TextMapPropagator, msg *sarama.ProducerMessage, key []byte, bodySize int, messageID string) trace.Span {
 	ctx, span := tracer().Start(ctx, "send "+msg.Topic, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(sendAttrs(msg.Topic, key, bodySize)...))
+		trace.WithAttributes(sendAttrs(msg.Topic, key, bodySize, messageID)...))
 	prop.Inject(ctx, HeaderCarrier{Headers: &msg.Headers})
 	return span
 }

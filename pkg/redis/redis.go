@@ -17,7 +17,8 @@ import (
 )
 
 // Open connects to url and checks the connection. With tracing, every
-// command is a span.
+// command is a span named for the command, without its arguments (they
+// hold message text and session data).
 func Open(ctx context.Context, url string, tracing bool) (*goredis.Client, error) {
 	opt, err := goredis.ParseURL(url)
 	if err != nil {
@@ -25,7 +26,7 @@ func Open(ctx context.Context, url string, tracing bool) (*goredis.Client, error
 	}
 	c := goredis.NewClient(opt)
 	if tracing {
-		if err := redisotel.InstrumentTracing(c); err != nil {
+		if err := redisotel.InstrumentTracing(c, redisotel.WithDBStatement(false)); err != nil {
 			return nil, fmt.Errorf("redis: tracing: %w", err)
 		}
 	}

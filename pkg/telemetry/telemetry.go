@@ -79,7 +79,7 @@ func setup(ctx context.Context, service string, cfg config.Telemetry, w io.Write
 		// No WithSampler: the SDK then honours OTEL_TRACES_SAMPLER and
 		// OTEL_TRACES_SAMPLER_ARG (e.g. parentbased_traceidratio and 0.1),
 		// and defaults to parentbased_always_on.
-		sdk := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		sdk := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(redactor{}), sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		tp = sdk
 		t.shutdown = sdk.Shutdown
 		log.Info("tracing enabled", "endpoint", cfg.OTLPEndpoint, "protocol", cfg.OTLPProtocol)
@@ -166,7 +166,7 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("telemetry: LOG_LEVEL: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: redactLogAttr}
 	var h slog.Handler
 	switch strings.ToLower(format) {
 	case "json", "":

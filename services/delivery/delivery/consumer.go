@@ -192,7 +192,7 @@ func (w *partitionWorker) startSpan(ctx context.Context, msg *sarama.ConsumerMes
 	s := w.s
 	ctx, process := kafka.StartProcess(ctx, s.tel.Tracer, s.tel.Propagator, msg, s.cfg.Consumer.Group, "process",
 		trace.WithAttributes(attribute.Int64("relay.room.id", e.RoomID), attribute.Int64("relay.room.seq", msg.Offset),
-			attribute.String("relay.event.type", string(e.Type))))
+			attribute.String("relay.event.type", string(e.Type)), semconv.MessagingMessageID(e.MessageID)))
 	channel := s.keys.RoomChannel(e.RoomID)
 	// The publish script appends to the history and publishes on the
 	// room's channel: a Redis client span named for what it does.
