@@ -66,6 +66,9 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, cfg.Telemetry.OTLPEndpoint != ""); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
+	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {
+		return nil, fmt.Errorf("delivery: metrics: %w", err)
+	}
 	// Loaded up front so the first batches take the pipelined path; a
 	// failure here is only slower (publish loads them on NOSCRIPT).
 	if err := redis.LoadScripts(ctx, s.rdb); err != nil {
