@@ -85,6 +85,10 @@ type Publication struct {
 	// unknown); a receiver of the live channel measures pub/sub latency
 	// from it (a history entry keeps its original time).
 	PublishedAt int64 `json:"pubAt,omitempty"`
+	// EventAt is the event's time in Unix nanoseconds (0: none), which the
+	// gateway sets just before producing it: receivers measure produce ->
+	// delivered-to-socket from it.
+	EventAt int64 `json:"eventAt,omitempty"`
 	// Frame is the server frame to write to sockets as it is.
 	Frame json.RawMessage `json:"frame"`
 	// Ephemeral marks a frame without a log position (typing): Seq is 0,
@@ -120,6 +124,10 @@ func (p *Publication) Encode() ([]byte, error) {
 	if p.PublishedAt != 0 {
 		b = append(b, `,"pubAt":`...)
 		b = strconv.AppendInt(b, p.PublishedAt, 10)
+	}
+	if p.EventAt != 0 {
+		b = append(b, `,"eventAt":`...)
+		b = strconv.AppendInt(b, p.EventAt, 10)
 	}
 	if len(p.Frame) == 0 {
 		return nil, errors.New("redis: publication without a frame")

@@ -17,6 +17,9 @@ func renderPublication(e *events.Event, seq int64, prev *int64, trace map[string
 		return nil, err
 	}
 	p := redis.Publication{RoomID: e.RoomID, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame, PublishedAt: time.Now().UnixNano()}
+	if !e.At.IsZero() {
+		p.EventAt = e.At.UnixNano()
+	}
 	b, err := p.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("render publication: %w", err)
