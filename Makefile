@@ -27,9 +27,10 @@ deps: ## start (or reuse) PostgreSQL, Redis and the Kafka broker
 
 # -race=false keeps the suite inside CI's time budget on 2 cores; run
 # `go test -race` on a package when chasing a data race.
-test: deps ## all tests of every workspace module, then test-socketio (needs deps; starts them)
+test: deps ## all tests of every workspace module, then test-socketio and test-alerts (needs deps; starts them)
 	@. scripts/env.sh && go test -count=1 -race=false -timeout 20m $(addsuffix /...,$(MODULE_DIRS))
 	@$(MAKE) test-socketio
+	@$(MAKE) test-alerts
 
 test-short: ## unit tests only (-short), no deps needed
 	@. scripts/env.sh && go test -count=1 -short -timeout 10m $(addsuffix /...,$(MODULE_DIRS))
@@ -92,3 +93,14 @@ test-socketio: deps tests/socketio/node_modules/.relay-installed ## socket.io-cl
 # ARTILLERY_ARGS adds flags to `artillery run` (e.g. -s for one user).
 artillery: deps tests/artillery/node_modules/.relay-installed ## the seed's Artillery Socket.IO scenario (phases shortened to 10 s + 20 s) against a gateway; zero errors required
 	@. scripts/env.sh && RELAY_ARTILLERY_IT=1 go test -count=1 -v -run '^TestArtillery$$' -timeout 15m ./tests/socketio/
+
+# Observability (docs/operations.md). The alert rules' unit tests need
+# promtool, from Debian's prometheus package (installed when missing).
+.PHONY: test-alerts trace
+test-alerts: ## promtool check + unit tests of deploy/prometheus/alerts.yml
+	@scripts/observability.sh check
+
+# ID is a message id (the ack's id); JAEGER defaults to the local Jaeger
+# that OBSERVABILITY=1 make run starts.
+trace: ## print a message's trace as a tree from Jaeger: make trace ID=<message id>
+	@go run ./tools/cmd/tracetree $(if $(JAEGER),--jaeger $(JAEGER)) "$(ID)"

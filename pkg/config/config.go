@@ -57,6 +57,9 @@ type Telemetry struct {
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 	// LogFormat is json or text.
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
+	// InstanceID names this process among its service's instances in traces
+	// (service.instance.id); "" leaves it out.
+	InstanceID string `env:"INSTANCE_ID"`
 }
 
 // HTTP configures a service's HTTP listener.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ConsumerOptions says what a Consumer reads and where its dead letters go.
@@ -28,6 +29,9 @@ type ConsumerOptions struct {
 	// there: fewer, larger fetches for a consumer that can wait. Zero
 	// answers at once.
 	FetchWait time.Duration
+	// Metrics, when set, gets the group's lag per partition from the
+	// brokers (GroupLag).
+	Metrics prometheus.Registerer
 }
 
 // Consumer is what a service consuming the room event log holds in Kafka:
@@ -79,6 +83,16 @@ func NewConsumer(ctx context.Context, o ConsumerOptions) (c *Consumer, err error
 		return nil, fmt.Errorf("dead-letter producer: %w", err)
 	}
 	c.DeadLetters = NewDeadLetters(c.dlqProducer, o.DLQTopic, o.Group)
+	if o.Metrics != nil {
+		// On the dead-letter client, which is never busy with a rebalance.
+		lag, err := NewGroupLag(c.dlqClient, o.Group, o.Topic)
+		if err != nil {
+			return nil, err
+		}
+		if err := o.Metrics.Register(lag); err != nil {
+			return nil, fmt.Errorf("kafka: lag metrics: %w", err)
+		}
+	}
 	return c, nil
 }
 

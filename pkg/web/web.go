@@ -88,6 +88,7 @@ func NewApp(o Options) *fiber.App {
 		otelfiber.WithNext(func(c *fiber.Ctx) bool { return isProbe(c.Path()) }),
 	))
 	app.Use(metricsMiddleware(o.Telemetry.Registry))
+	o.Telemetry.Registry.MustRegister(readyGauge(o.Checks, o.ReadyTimeout, log))
 	app.Use(bodyLimit(o.BodyLimit))
 	if o.Pprof {
 		app.Use(pprof.New())
@@ -162,32 +163,9 @@ func fiberCode(status int) chat.Code {
 
 func readyHandler(checks map[string]Check, timeout time.Duration, log *slog.Logger) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		results := make(map[string]string, len(checks))
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		ok := true
 		// UserContext lazily stores a context on the request: call it once,
 		// not from the check goroutines (a data race otherwise).
-		base := c.UserContext()
-		for name, check := range checks {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ctx, cancel := context.WithTimeout(base, timeout)
-				defer cancel()
-				err := check(ctx)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					ok = false
-					results[name] = err.Error()
-					log.Warn("readiness check failed", "check", name, "err", err)
-					return
-				}
-				results[name] = "ok"
-			}()
-		}
-		wg.Wait()
+		results, ok := runChecks(c.UserContext(), checks, timeout, log)
 		status := fiber.StatusOK
 		state := "ready"
 		if !ok {
@@ -195,6 +173,49 @@ func readyHandler(checks map[string]Check, timeout time.Duration, log *slog.Logg
 		}
 		return c.Status(status).JSON(fiber.Map{"status": state, "checks": results})
 	}
+}
+
+// runChecks runs every check at once, each bounded by timeout, and returns
+// their results ("ok" or the error) and whether all passed.
+func runChecks(base context.Context, checks map[string]Check, timeout time.Duration, log *slog.Logger) (map[string]string, bool) {
+	results := make(map[string]string, len(checks))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	ok := true
+	for name, check := range checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(base, timeout)
+			defer cancel()
+			err := check(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				ok = false
+				results[name] = err.Error()
+				log.Warn("readiness check failed", "check", name, "err", err)
+				return
+			}
+			results[name] = "ok"
+		}()
+	}
+	wg.Wait()
+	return results, ok
+}
+
+// readyGauge is relay_ready: the readiness checks run at each scrape, so
+// an alert sees a process that is up but cannot serve (its /ready is not
+// what Prometheus scrapes).
+func readyGauge(checks map[string]Check, timeout time.Duration, log *slog.Logger) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "relay_ready", Help: "1 when every readiness check of the service passes (as GET /ready answers 200), else 0.",
+	}, func() float64 {
+		if _, ok := runChecks(context.Background(), checks, timeout, log); ok {
+			return 1
+		}
+		return 0
+	})
 }
 
 func metricsMiddleware(reg *prometheus.Registry) fiber.Handler {

@@ -105,6 +105,9 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: true}); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
+	if err := store.RegisterPool(tel.Registry, s.db); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 	if s.breaker, err = newDBBreaker(cfg, tel.Log, tel.Registry); err != nil {
 		return nil, fmt.Errorf("api: breaker: %w", err)
 	}
@@ -122,6 +125,9 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 	}
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, true); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
+	}
+	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
 	}
 	if s.presence == nil {
 		s.presence = presence.NewReader(s.rdb, presence.NewKeys(cfg.Redis.Prefix))
