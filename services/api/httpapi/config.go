@@ -128,6 +128,9 @@ func (c *Config) Validate() error {
 	if d.Kafka.Partitions < 0 {
 		return errors.New("KAFKA_PARTITIONS must not be negative")
 	}
+	if err := d.Kafka.ValidateReplication(); err != nil {
+		return err
+	}
 	if d.DBBreakerOpenTimeout < 0 {
 		return errors.New("DATABASE_BREAKER_OPEN_TIMEOUT must not be negative")
 	}
