@@ -27,9 +27,15 @@ deps: ## start (or reuse) PostgreSQL, Redis and the Kafka broker
 
 # -race=false keeps the suite inside CI's time budget on 2 cores; run
 # `go test -race` on a package when chasing a data race.
-test: deps ## all tests of every workspace module, then test-socketio (needs deps; starts them)
+test: deps cluster-tools ## all tests of every workspace module, then test-socketio (needs deps; starts them)
 	@. scripts/env.sh && go test -count=1 -race=false -timeout 20m $(addsuffix /...,$(MODULE_DIRS))
 	@$(MAKE) test-socketio
+
+# nginx (Debian's): tests/deploy runs `nginx -t` on deploy/compose/nginx.conf,
+# and the cluster mode runs it on :3000.
+.PHONY: cluster-tools
+cluster-tools:
+	@scripts/cluster.sh tools
 
 test-short: ## unit tests only (-short), no deps needed
 	@. scripts/env.sh && go test -count=1 -short -timeout 10m $(addsuffix /...,$(MODULE_DIRS))
