@@ -33,9 +33,24 @@ test: deps cluster-tools ## all tests of every workspace module, then test-socke
 
 # nginx (Debian's): tests/deploy runs `nginx -t` on deploy/compose/nginx.conf,
 # and the cluster mode runs it on :3000.
-.PHONY: cluster-tools
+.PHONY: cluster-tools cluster cluster-stop
 cluster-tools:
 	@scripts/cluster.sh tools
+
+# Local cluster mode (docs/deployment.md#local-cluster-mode): nginx on :3000
+# in front of three gateways, PostgreSQL primary + hot standby on :5433,
+# every service. Excludes `make run` (devproxy also wants :3000).
+cluster: ## the production topology on loopback: nginx :3000 (ip_hash) + 3 gateways, PostgreSQL replica :5433, all services (detached)
+	@scripts/cluster.sh up
+
+cluster-stop: ## stop what `make cluster` started (deps stay up)
+	@scripts/cluster.sh down
+
+# tests/cluster against a cluster of its own: started here, stopped after.
+.PHONY: test-cluster
+test-cluster: deps cluster-tools ## cluster mode tests (tests/cluster): message path through nginx, replica stopped, gateway killed
+	@scripts/cluster.sh up
+	@. scripts/env.sh && RELAY_CLUSTER_IT=1 go test -count=1 -v -timeout 10m ./tests/cluster/; rc=$$?; scripts/cluster.sh down; exit $$rc
 
 test-short: ## unit tests only (-short), no deps needed
 	@. scripts/env.sh && go test -count=1 -short -timeout 10m $(addsuffix /...,$(MODULE_DIRS))
