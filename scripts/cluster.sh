@@ -113,15 +113,17 @@ replica_up() {
 		hp="$(primary_hostport)"
 		say "replica:     pg_basebackup from $hp into $dir ..."
 		as_postgres "$bin/pg_basebackup" -h "${hp%:*}" -p "${hp##*:}" -U postgres -D "$dir" -R -X stream -c fast \
-			>"$RELAY_LOGS/pg-replica.log" 2>&1 || {
-			log_tail pg-replica
+			>"$RELAY_LOGS/pg-basebackup.log" 2>&1 || {
+			log_tail pg-basebackup
 			die "replica: pg_basebackup failed; the primary's pg_hba.conf needs 'host replication all 127.0.0.1/32 trust' (scripts/deps.sh writes it for its own cluster)"
 		}
 	fi
-	# Command-line settings win over the primary's copied relay.conf.
-	as_postgres "$bin/pg_ctl" -D "$dir" -l "$RELAY_LOGS/pg-replica.log" -w -t 60 -s start \
+	# Command-line settings win over the primary's copied relay.conf. The
+	# server log is written by the postgres user, so it lives in its
+	# directory (.data/cluster/pg-replica/server.log).
+	as_postgres "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 -s start \
 		-o "-p $REPLICA_PORT -k $dir -c listen_addresses=127.0.0.1 -c hot_standby=on -c max_connections=200" ||
-		{ log_tail pg-replica; die "replica: pg_ctl start failed"; }
+		{ tail -n 30 "$dir/server.log" >&2; die "replica: pg_ctl start failed"; }
 	printf '%s\n%s\n' "$(head -n1 "$dir/postmaster.pid")" "$dir" >"$RELAY_PIDS/pg-replica.pid"
 	say "replica:     hot standby on 127.0.0.1:$REPLICA_PORT"
 }
