@@ -27,10 +27,31 @@ deps: ## start (or reuse) PostgreSQL, Redis and the Kafka broker
 
 # -race=false keeps the suite inside CI's time budget on 2 cores; run
 # `go test -race` on a package when chasing a data race.
-test: deps ## all tests of every workspace module, then test-socketio and test-alerts (needs deps; starts them)
+test: deps cluster-tools ## all tests of every workspace module, then test-socketio and test-alerts (needs deps; starts them)
 	@. scripts/env.sh && go test -count=1 -race=false -timeout 20m $(addsuffix /...,$(MODULE_DIRS))
 	@$(MAKE) test-socketio
 	@$(MAKE) test-alerts
+
+# nginx (Debian's): tests/deploy runs `nginx -t` on deploy/compose/nginx.conf,
+# and the cluster mode runs it on :3000.
+.PHONY: cluster-tools cluster cluster-stop
+cluster-tools:
+	@scripts/cluster.sh tools
+
+# Local cluster mode (docs/deployment.md#local-cluster-mode): nginx on :3000
+# in front of three gateways, PostgreSQL primary + hot standby on :5433,
+# every service. Excludes `make run` (devproxy also wants :3000).
+cluster: ## the production topology on loopback: nginx :3000 (ip_hash) + 3 gateways, PostgreSQL replica :5433, all services (detached)
+	@scripts/cluster.sh up
+
+cluster-stop: ## stop what `make cluster` started (deps stay up)
+	@scripts/cluster.sh down
+
+# tests/cluster against a cluster of its own: started here, stopped after.
+.PHONY: test-cluster
+test-cluster: deps cluster-tools ## cluster mode tests (tests/cluster): message path through nginx, replica stopped, gateway killed
+	@scripts/cluster.sh up
+	@. scripts/env.sh && RELAY_CLUSTER_IT=1 go test -count=1 -v -timeout 10m ./tests/cluster/; rc=$$?; scripts/cluster.sh down; exit $$rc
 
 test-short: ## unit tests only (-short), no deps needed
 	@. scripts/env.sh && go test -count=1 -short -timeout 10m $(addsuffix /...,$(MODULE_DIRS))

@@ -113,6 +113,8 @@ pg_configure() {
 local   all   all                 trust
 host    all   all   127.0.0.1/32  trust
 host    all   all   ::1/128       trust
+# pg_basebackup of the local cluster mode's hot standby (scripts/cluster.sh)
+host    replication   all   127.0.0.1/32  trust
 EOF
 	# Rewritten every start so changes in this script take effect.
 	cat >"$dir/relay.conf" <<EOF

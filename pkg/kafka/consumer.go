@@ -18,8 +18,12 @@ type ConsumerOptions struct {
 	// with Partitions.
 	Topic      string
 	Partitions int32
-	Group      string
-	DLQTopic   string
+	// ReplicationFactor and MinInsyncReplicas create missing topics (see
+	// Replication); zero leaves them to the brokers' defaults.
+	ReplicationFactor int16
+	MinInsyncReplicas int
+	Group             string
+	DLQTopic          string
 	// ClientID names the service to the brokers.
 	ClientID string
 	// InstanceID makes the member static (see GroupConfig); "" is dynamic.
@@ -58,11 +62,12 @@ func NewConsumer(ctx context.Context, o ConsumerOptions) (c *Consumer, err error
 			c = nil
 		}
 	}()
-	if err := EnsureTopic(ctx, o.Brokers, o.Topic, o.Partitions); err != nil {
+	repl := Replication(o.ReplicationFactor, o.MinInsyncReplicas)
+	if err := EnsureTopic(ctx, o.Brokers, o.Topic, o.Partitions, repl); err != nil {
 		return nil, err
 	}
 	// One partition: dead letters are rare and read by people, not by rooms.
-	if err := EnsureTopic(ctx, o.Brokers, o.DLQTopic, 1); err != nil {
+	if err := EnsureTopic(ctx, o.Brokers, o.DLQTopic, 1, repl); err != nil {
 		return nil, err
 	}
 	cfg := GroupConfig(o.ClientID, o.InstanceID)

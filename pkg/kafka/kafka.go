@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,10 +94,34 @@ func ConsumerConfig(clientID string) *sarama.Config {
 	return c
 }
 
+// TopicOption sets how EnsureTopic creates a missing topic.
+type TopicOption func(*sarama.TopicDetail)
+
+// Replication creates the topic with factor copies of each partition and
+// min.insync.replicas = minInsync (with acks=all, a write is acknowledged
+// once that many copies have it). Zero for either leaves it to the brokers'
+// defaults (default.replication.factor, min.insync.replicas), which is
+// also what EnsureTopic does without this option.
+func Replication(factor int16, minInsync int) TopicOption {
+	return func(d *sarama.TopicDetail) {
+		if factor > 0 {
+			d.ReplicationFactor = factor
+		}
+		if minInsync > 0 {
+			v := strconv.Itoa(minInsync)
+			if d.ConfigEntries == nil {
+				d.ConfigEntries = map[string]*string{}
+			}
+			d.ConfigEntries["min.insync.replicas"] = &v
+		}
+	}
+}
+
 // EnsureTopic creates topic with the given partitions when it does not
 // exist. An existing topic is left as it is: its partition count decides
-// where rooms live.
-func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32) error {
+// where rooms live. Without options the replication factor is -1, which
+// asks the brokers for their default.replication.factor (KIP-464).
+func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32, opts ...TopicOption) error {
 	cfg := sarama.NewConfig()
 	cfg.Version = version
 	admin, err := sarama.NewClusterAdmin(brokers, cfg)
@@ -104,7 +129,11 @@ func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions
 		return fmt.Errorf("kafka: admin: %w", err)
 	}
 	defer admin.Close()
-	err = admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false)
+	detail := &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}
+	for _, o := range opts {
+		o(detail)
+	}
+	err = admin.CreateTopic(topic, detail, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		return fmt.Errorf("kafka: create topic %s: %w", topic, err)
 	}

@@ -33,6 +33,9 @@ type Options struct {
 	MaxConns int
 	// Tracing records a span per SQL statement when true.
 	Tracing bool
+	// Lazy skips the connection check: for a replica, which may be down
+	// when the service starts (its reads then go to the primary).
+	Lazy bool
 }
 
 // Open connects to PostgreSQL through GORM and checks the connection.
@@ -63,6 +66,9 @@ func Open(ctx context.Context, url string, o Options) (*gorm.DB, error) {
 	sqlDB.SetMaxOpenConns(o.MaxConns)
 	sqlDB.SetMaxIdleConns(o.MaxConns)
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	if o.Lazy {
+		return db, nil
+	}
 	if err := sqlDB.PingContext(ctx); err != nil {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("store: ping: %w", err)

@@ -5,6 +5,10 @@ package httpapi
 //	DATABASE_URL        PostgreSQL URL [postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable]
 //	DATABASE_MAX_CONNS  connection pool size [20]; the outbox relay holds one
 //	                    more connection of its own (outbox.go)
+//	DATABASE_REPLICA_URL  a hot-standby replica for history and search reads; a
+//	                    read that must see a seq the replica has not replayed, and
+//	                    every read while the replica fails, go to the primary [unset]
+//	DATABASE_REPLICA_MAX_CONNS  replica pool size [20]
 //	DATABASE_MIGRATE    apply the embedded SQL migrations at start [true]
 //	DATABASE_BREAKER_FAILURES      consecutive statements that could not reach
 //	                    PostgreSQL before the breaker opens (503 UNAVAILABLE at once,
@@ -44,6 +48,8 @@ const DefaultAddr = "127.0.0.1:8080"
 type Config struct {
 	// Postgres is the database holding users, rooms, members and messages.
 	Postgres config.Postgres
+	// Replica, when its URL is set, serves history and search (store.Reads).
+	Replica config.Replica
 	// Redis holds the presence state the api reads (under Redis.Prefix, the
 	// presence service's) and is checked by /ready.
 	Redis config.Redis
@@ -125,8 +131,14 @@ func (c *Config) Validate() error {
 	if d.Postgres.MaxConns < 0 {
 		return errors.New("DATABASE_MAX_CONNS must not be negative")
 	}
+	if d.Replica.MaxConns < 0 {
+		return errors.New("DATABASE_REPLICA_MAX_CONNS must not be negative")
+	}
 	if d.Kafka.Partitions < 0 {
 		return errors.New("KAFKA_PARTITIONS must not be negative")
+	}
+	if err := d.Kafka.ValidateReplication(); err != nil {
+		return err
 	}
 	if d.DBBreakerOpenTimeout < 0 {
 		return errors.New("DATABASE_BREAKER_OPEN_TIMEOUT must not be negative")

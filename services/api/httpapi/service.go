@@ -19,6 +19,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/go-playground/validator/v10"
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
@@ -50,10 +51,14 @@ func WithPublisher(p EventPublisher) Option {
 
 // Service is a running api: its connections and its Fiber app.
 type Service struct {
-	cfg      Config
-	log      *slog.Logger
-	tel      *telemetry.Telemetry
-	db       *gorm.DB
+	cfg Config
+	log *slog.Logger
+	tel *telemetry.Telemetry
+	db  *gorm.DB
+	// replica is the hot standby's pool (nil without DATABASE_REPLICA_URL);
+	// reads routes history and search between it and db.
+	replica  *gorm.DB
+	reads    *store.Reads
 	rdb      *goredis.Client
 	kclient  sarama.Client
 	producer *kafka.Producer
@@ -108,6 +113,24 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 	if err := store.RegisterPool(tel.Registry, s.db); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
+	// The replica has no breaker: when it fails, its reads go to the
+	// primary (store.Reads), which the breaker guards.
+	var replica *gorm.DB
+	if cfg.Replica.URL != "" {
+		if s.replica, err = store.Open(ctx, cfg.Replica.URL, store.Options{MaxConns: cfg.Replica.MaxConns, Tracing: true, Lazy: true}); err != nil {
+			return nil, fmt.Errorf("api: replica: %w", err)
+		}
+		replica = s.replica
+	}
+	s.reads = store.NewReads(s.db, replica, tel.Log)
+	readsTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_api_db_reads_total",
+		Help: "History and search reads by the database server they ran on (primary, replica).",
+	}, []string{"server"})
+	if err := tel.Registry.Register(readsTotal); err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
+	}
+	s.reads.Observe = func(on store.Server) { readsTotal.WithLabelValues(string(on)).Inc() }
 	if s.breaker, err = newDBBreaker(cfg, tel.Log, tel.Registry); err != nil {
 		return nil, fmt.Errorf("api: breaker: %w", err)
 	}
@@ -185,6 +208,9 @@ func (s *Service) Close() error {
 		}
 		if s.db != nil {
 			errs = append(errs, store.Close(s.db))
+		}
+		if s.replica != nil {
+			errs = append(errs, store.Close(s.replica))
 		}
 		s.closeErr = errors.Join(errs...)
 	})

@@ -81,6 +81,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	}
 	if s.kafka, err = kafka.NewConsumer(ctx, kafka.ConsumerOptions{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Partitions: cfg.Kafka.Partitions,
+		ReplicationFactor: cfg.Kafka.ReplicationFactor, MinInsyncReplicas: cfg.Kafka.MinInsyncReplicas,
 		Group: cfg.Group, DLQTopic: cfg.DLQTopic, ClientID: clientID, InstanceID: cfg.Kafka.GroupInstanceID,
 		FetchWait: cfg.FetchWait, Metrics: tel.Registry,
 	}); err != nil {
