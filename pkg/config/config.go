@@ -107,8 +107,9 @@ type HTTP struct {
 type JWT struct {
 	// Secret signs tokens; the dev default triggers a warning.
 	Secret string `env:"JWT_SECRET" envDefault:"relay-dev-secret-change-me"`
-	// TTL is how long an issued token is valid.
-	TTL time.Duration `env:"JWT_TTL" envDefault:"24h"`
+	// TTL is how long an issued access token is valid; short, since a
+	// refresh token renews it (services/api).
+	TTL time.Duration `env:"JWT_TTL" envDefault:"15m"`
 }
 
 // Validate checks the JWT settings.
