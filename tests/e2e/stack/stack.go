@@ -136,12 +136,14 @@ func NewStack(t testing.TB, opts Options) *Stack {
 		"KAFKA_TOPIC":        s.Topic,
 		"KAFKA_PARTITIONS":   strconv.Itoa(int(opts.Partitions)),
 		"JWT_SECRET":         Secret,
-		"LOG_LEVEL":          "warn",
-		"LOG_FORMAT":         "text",
-		"SHUTDOWN_TIMEOUT":   "5s",
-		"DELIVERY_GROUP":     testenv.RandomName("e2e-delivery-"),
-		"PERSIST_GROUP":      testenv.RandomName("e2e-persist-"),
-		"PRESENCE_CONSUMER":  testenv.RandomName("e2e-presence-"),
+		// The database URL carries the development password.
+		"RELAY_ENV":         "development",
+		"LOG_LEVEL":         "warn",
+		"LOG_FORMAT":        "text",
+		"SHUTDOWN_TIMEOUT":  "5s",
+		"DELIVERY_GROUP":    testenv.RandomName("e2e-delivery-"),
+		"PERSIST_GROUP":     testenv.RandomName("e2e-persist-"),
+		"PRESENCE_CONSUMER": testenv.RandomName("e2e-presence-"),
 		// Tests register a handful of users from one address.
 		"AUTH_RATE_LIMIT": "10000",
 	}
