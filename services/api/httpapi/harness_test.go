@@ -112,6 +112,8 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 		// The test client connects from loopback; trusting it lets tests
 		// pose as different clients through X-Forwarded-For.
 		TrustedProxies: []string{"127.0.0.1", "::1"},
+		// High enough not to matter; limits_test.go sets its own.
+		Limits: httpapi.Limits{WritesPerMin: 1 << 20, RoomsPerHour: 1 << 20, SearchesPerMin: 1 << 20, RoomCreateMaxMembers: chat.MaxRoomMembers},
 	}
 	if o.config != nil {
 		o.config(&cfg)
