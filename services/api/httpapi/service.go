@@ -195,8 +195,8 @@ func (s *Service) Close() error {
 
 func (s *Service) newApp() *fiber.App {
 	app := web.NewApp(web.Options{
-		Service:   "api",
-		Telemetry: s.tel,
+		Service:        "api",
+		Telemetry:      s.tel,
 		BodyLimit:      64 << 10,
 		Pprof:          s.cfg.HTTP.Pprof,
 		AllowedOrigins: s.origins,
