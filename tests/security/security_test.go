@@ -42,7 +42,8 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "security:", err)
 		return 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// Building five services can take minutes on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	if binaries, err = stack.Build(ctx, dir); err != nil {
 		fmt.Fprintln(os.Stderr, "security:", err)
