@@ -77,13 +77,33 @@ clean-data: ## stop everything and delete all local state (.data, /var/lib/relay
 # when everything already runs) with AUTH_RATE_LIMIT raised, because the
 # bench signs in up to 1,000 users through /api/auth/* (tokens are then
 # cached in .data/bench/). A stack already running with the default limit
-# makes the first run fail with a 429 message saying so.
+# makes the first run fail with a 429 message saying so. The per-user REST
+# limits and the room-creation cap are raised the same way: the bench
+# creates rooms of up to 1,000 members as one user.
 BENCH_SCENARIO ?= chat
 BENCH_ARGS ?=
 .PHONY: bench
 bench: ## load-test the stack with chatbench (starts it if needed); BENCH_SCENARIO=chat|fanout|idle|max|artillery BENCH_ARGS="--duration 30s ..."
-	@. scripts/env.sh && AUTH_RATE_LIMIT="$${AUTH_RATE_LIMIT:-100000}" scripts/run.sh --detach
+	@. scripts/env.sh && AUTH_RATE_LIMIT="$${AUTH_RATE_LIMIT:-100000}" RATE_WRITES_PER_MIN="$${RATE_WRITES_PER_MIN:-100000}" \
+		RATE_ROOMS_PER_HOUR="$${RATE_ROOMS_PER_HOUR:-100000}" ROOM_CREATE_MAX_MEMBERS="$${ROOM_CREATE_MAX_MEMBERS:-1000}" scripts/run.sh --detach
 	@. scripts/env.sh && go run ./tools/cmd/chatbench --scenario $(BENCH_SCENARIO) $(BENCH_ARGS)
+
+# Fuzzing (docs/security.md). Each target's committed corpus
+# (testdata/fuzz/<Target>/) and seeds run as ordinary tests in `make test`;
+# `make fuzz` runs every target for FUZZTIME, one after the other, at one
+# worker each. New crashers land in testdata/fuzz/: commit them with the fix.
+FUZZTIME ?= 1m
+FUZZ_TARGETS = \
+	./pkg/protocol:FuzzCheckMetadata \
+	./pkg/events:FuzzUnmarshal \
+	./services/api/httpapi:FuzzDecodeBody \
+	./services/api/httpapi:FuzzSearchCursor
+.PHONY: fuzz
+fuzz: ## run every go fuzz target for FUZZTIME (default 1m) each
+	@. scripts/env.sh && for t in $(FUZZ_TARGETS); do \
+		pkg="$${t%%:*}"; name="$${t##*:}"; echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		RELAY_UNIT_ONLY=1 go test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -parallel 1 "$$pkg" || exit 1; \
+	done
 
 # Socket.IO compatibility (docs/protocol.md#socketio). The Node.js side runs
 # the real npm clients; tests/socketio/*_test.go starts a stack of its own

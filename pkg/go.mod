@@ -26,6 +26,8 @@ require (
 
 require github.com/sony/gobreaker/v2 v2.4.0
 
+require github.com/go-redis/redis_rate/v10 v10.0.1
+
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect
 	github.com/ClickHouse/ch-go v0.75.0 // indirect

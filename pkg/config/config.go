@@ -1,19 +1,108 @@
 // Package config loads service configuration from environment variables with
-// working local defaults (see .env.example) and validates it.
+// working local defaults (see .env.example) and validates it. The defaults
+// include public development credentials, which are refused unless
+// RELAY_ENV=development (see Mode).
 package config
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
+	"reflect"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 )
 
-// DevJWTSecret is the development default for JWT_SECRET. Services warn
-// loudly when they run with it.
+// DevJWTSecret is the development default for JWT_SECRET. It is public, so
+// Load refuses it outside development mode (see Mode).
 const DevJWTSecret = "relay-dev-secret-change-me"
+
+// DevDatabasePassword is the password of the development database URL
+// (DATABASE_URL's default); Load refuses it outside development mode.
+const DevDatabasePassword = "relay"
+
+// EnvVar is the variable that selects the mode; see Mode.
+const EnvVar = "RELAY_ENV"
+
+// Mode is how much the configuration is trusted to be a real deployment's.
+type Mode string
+
+// Modes. Production is the default: a deployment that forgets RELAY_ENV
+// gets the strict checks.
+const (
+	// Production refuses the public development credentials.
+	Production Mode = "production"
+	// Development allows them; `make run`, scripts/env.sh and the tests
+	// (pkg/testenv, the e2e stack) set it explicitly.
+	Development Mode = "development"
+)
+
+// CurrentMode reads RELAY_ENV: "" and "production" are Production,
+// "development" is Development, anything else is an error.
+func CurrentMode() (Mode, error) {
+	switch v := os.Getenv(EnvVar); v {
+	case "", string(Production):
+		return Production, nil
+	case string(Development):
+		return Development, nil
+	default:
+		return "", fmt.Errorf("%s must be %q or %q, not %q", EnvVar, Development, Production, v)
+	}
+}
+
+// ErrDevCredential is returned (wrapped) by Load when a public development
+// credential is configured outside development mode.
+var ErrDevCredential = errors.New("development credential outside development mode")
+
+// CheckCredentials refuses the public development credentials found in
+// cfg (any JWT or Postgres value in it, at any depth) unless mode is
+// Development: with the development JWT secret anyone can sign a token for
+// any user, and the development database password is in this repository.
+func CheckCredentials(cfg any, mode Mode) error {
+	if mode == Development {
+		return nil
+	}
+	var errs []error
+	walkConfig(reflect.ValueOf(cfg), func(v any) {
+		switch c := v.(type) {
+		case JWT:
+			if c.Secret == DevJWTSecret {
+				errs = append(errs, fmt.Errorf("%w: JWT_SECRET is the public development secret; set a random secret of at least 32 bytes (or %s=development on a developer machine)", ErrDevCredential, EnvVar))
+			}
+		case Postgres:
+			if u, err := url.Parse(c.URL); err == nil && u.User != nil {
+				if pw, ok := u.User.Password(); ok && pw == DevDatabasePassword {
+					errs = append(errs, fmt.Errorf("%w: DATABASE_URL uses the development database password; set a password of your own (or %s=development on a developer machine)", ErrDevCredential, EnvVar))
+				}
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// walkConfig calls f with every struct value in v, v included.
+func walkConfig(v reflect.Value, f func(any)) {
+	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		if v.IsNil() {
+			return
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return
+	}
+	if v.CanInterface() {
+		f(v.Interface())
+	}
+	for i := range v.NumField() {
+		if v.Type().Field(i).IsExported() {
+			walkConfig(v.Field(i), f)
+		}
+	}
+}
 
 // Postgres configures the PostgreSQL connection.
 type Postgres struct {
@@ -101,11 +190,16 @@ type HTTP struct {
 	// Pprof serves net/http/pprof under /debug/pprof/ when true (profiling
 	// under load; keep it off on a public listener).
 	Pprof bool `env:"PPROF" envDefault:"false"`
+	// AllowedOrigins are browser origins (https://chat.example.com) other
+	// than the service's own that may use it: CORS on REST, the Origin
+	// check on WebSocket and Socket.IO upgrades. Empty means same-origin only.
+	AllowedOrigins []string `env:"CORS_ALLOWED_ORIGINS" envSeparator:","`
 }
 
 // JWT configures token signing and verification (HS256).
 type JWT struct {
-	// Secret signs tokens; the dev default triggers a warning.
+	// Secret signs tokens; the development default is refused outside
+	// development mode (CheckCredentials).
 	Secret string `env:"JWT_SECRET" envDefault:"relay-dev-secret-change-me"`
 	// TTL is how long an issued access token is valid; short, since a
 	// refresh token renews it (services/api).
@@ -123,18 +217,20 @@ func (j JWT) Validate() error {
 	return nil
 }
 
-// WarnIfDev logs a loud warning when the development secret is in use.
+// WarnIfDev logs a warning when the development secret is in use (which
+// Load allows only in development mode).
 func (j JWT) WarnIfDev(log *slog.Logger) {
 	if j.Secret == DevJWTSecret {
-		log.Warn("JWT_SECRET is the development default: anyone can forge tokens; set JWT_SECRET in production")
+		log.Warn("JWT_SECRET is the development default: anyone can forge tokens; development mode only")
 	}
 }
 
 // Validator is implemented by configs that check themselves after loading.
 type Validator interface{ Validate() error }
 
-// Load parses the environment into a T and validates it when T implements
-// Validator.
+// Load parses the environment into a T, validates it when T implements
+// Validator, and refuses the development credentials in it unless
+// RELAY_ENV=development (CheckCredentials).
 func Load[T any]() (T, error) {
 	cfg, err := env.ParseAs[T]()
 	if err != nil {
@@ -144,6 +240,13 @@ func Load[T any]() (T, error) {
 		if err := v.Validate(); err != nil {
 			return cfg, fmt.Errorf("config: %w", err)
 		}
+	}
+	mode, err := CurrentMode()
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	if err := CheckCredentials(cfg, mode); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
 }

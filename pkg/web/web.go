@@ -37,6 +37,9 @@ type ErrorBody struct {
 type ErrorDetail struct {
 	Code    chat.Code `json:"code"`
 	Message string    `json:"message"`
+	// RetryAfterMs is set on RATE_LIMITED: how long to wait before retrying
+	// (also in the Retry-After header, in whole seconds).
+	RetryAfterMs int64 `json:"retryAfterMs,omitempty"`
 }
 
 // Check reports whether one dependency is usable; used by /ready.
@@ -66,6 +69,9 @@ type Options struct {
 	// Every other body is still read in full and held to BodyLimit. Nil
 	// streams nothing.
 	StreamBody func(c *fiber.Ctx) bool
+	// AllowedOrigins are the browser origins (ParseOrigins form) that may
+	// read responses cross-origin (CORS); nil means same-origin only.
+	AllowedOrigins []string
 }
 
 // NewApp returns a Fiber app with the shared middleware and the /health,
@@ -94,12 +100,16 @@ func NewApp(o Options) *fiber.App {
 	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
 		log.ErrorContext(c.UserContext(), "panic in handler", "panic", fmt.Sprint(e), "path", c.Path())
 	}}))
+	app.Use(securityHeaders)
+	app.Use(corsMiddleware(o.AllowedOrigins))
 	app.Use(otelfiber.Middleware(
 		otelfiber.WithTracerProvider(o.Telemetry.TracerProvider),
 		otelfiber.WithPropagators(o.Telemetry.Propagator),
 		otelfiber.WithNext(func(c *fiber.Ctx) bool { return isProbe(c.Path()) }),
 	))
 	app.Use(metricsMiddleware(o.Telemetry.Registry))
+	// Before anything can call c.Body(), which would inflate the body.
+	app.Use(refuseContentEncoding)
 	o.Telemetry.Registry.MustRegister(readyGauge(o.Checks, o.ReadyTimeout, log))
 	app.Use(bodyLimit(o.BodyLimit, o.StreamBody))
 	if o.Pprof {
@@ -195,7 +205,12 @@ func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
 		if code == chat.CodeInternal {
 			log.ErrorContext(c.UserContext(), "request failed", "err", err, "method", c.Method(), "path", c.Path())
 		}
-		return c.Status(chat.HTTPStatus(code)).JSON(ErrorBody{Error: ErrorDetail{Code: code, Message: msg}})
+		detail := ErrorDetail{Code: code, Message: msg}
+		if d := chat.RetryAfter(err); d > 0 {
+			c.Set(fiber.HeaderRetryAfter, retryAfterSeconds(d))
+			detail.RetryAfterMs = d.Milliseconds()
+		}
+		return c.Status(chat.HTTPStatus(code)).JSON(ErrorBody{Error: detail})
 	}
 }
 
@@ -205,6 +220,8 @@ func fiberCode(status int) chat.Code {
 		return chat.CodeNotFound
 	case fiber.StatusRequestEntityTooLarge:
 		return chat.CodeTooLarge
+	case fiber.StatusUnsupportedMediaType:
+		return chat.CodeUnsupportedMediaType
 	case fiber.StatusUnauthorized:
 		return chat.CodeUnauthorized
 	case fiber.StatusForbidden:

@@ -14,6 +14,7 @@ import (
 	"relay/pkg/auth"
 	"relay/pkg/chat"
 	"relay/pkg/store"
+	"relay/pkg/web"
 )
 
 // Account limits, documented in openapi.json.
@@ -264,36 +265,8 @@ func (s *Service) authLimiter() fiber.Handler {
 	})
 }
 
-// clientIP is the peer address, or, when the peer is a trusted proxy, the
-// nearest address in X-Forwarded-For that is not a trusted proxy.
+// clientIP is the client's address: the peer, or behind a trusted proxy
+// the address it forwarded (web.ClientIP).
 func (s *Service) clientIP(c *fiber.Ctx) string {
-	addr, ok := netip.AddrFromSlice(c.Context().RemoteIP())
-	if !ok {
-		return c.IP()
-	}
-	addr = addr.Unmap()
-	if !s.isTrusted(addr) {
-		return addr.String()
-	}
-	hops := strings.Split(c.Get(fiber.HeaderXForwardedFor), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break // a malformed entry ends what can be believed
-		}
-		addr = hop.Unmap()
-		if !s.isTrusted(addr) {
-			break
-		}
-	}
-	return addr.String()
-}
-
-func (s *Service) isTrusted(a netip.Addr) bool {
-	for _, p := range s.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return web.ClientIP(c, s.trusted)
 }

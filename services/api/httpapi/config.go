@@ -33,6 +33,17 @@ package httpapi
 //	UPLOAD_DIR          where uploaded files are stored [$RELAY_DATA/uploads]
 //	UPLOAD_MAX_BYTES    largest uploaded file [10485760 (10 MiB)]
 //	UPLOAD_RATE_LIMIT   uploads per minute per user [20]
+//	CORS_ALLOWED_ORIGINS  comma-separated browser origins besides the api's own
+//	                    that may call it (CORS) [none: same-origin only]
+//	RATE_WRITES_PER_MIN   REST writes (POST) per user per minute, across
+//	                    every api instance [120]
+//	RATE_ROOMS_PER_HOUR   rooms one user may create per hour [30]
+//	RATE_SEARCHES_PER_MIN searches per user per minute [60]
+//	ROOM_CREATE_MAX_MEMBERS  members a new room may be created with besides
+//	                    its creator; the rest join themselves or are added
+//	                    one by one [50]
+//	RELAY_ENV           development allows the development JWT secret and
+//	                    database password; anything else refuses them
 //	LOG_LEVEL, LOG_FORMAT, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL: see pkg/config.
 
 import (
@@ -43,7 +54,9 @@ import (
 	"strings"
 	"time"
 
+	"relay/pkg/chat"
 	"relay/pkg/config"
+	"relay/pkg/web"
 )
 
 // DefaultAddr is where the api listens unless HTTP_ADDR says otherwise.
@@ -73,6 +86,8 @@ type Config struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For header names the
 	// client; nil trusts none (the peer address is the client).
 	TrustedProxies []string `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/8,::1/128" envSeparator:","`
+	// Limits are the per-user rate limits and the room-creation cap.
+	Limits Limits
 	// Migrate applies pending database migrations in New; false leaves the
 	// schema to someone else.
 	Migrate bool `env:"DATABASE_MIGRATE" envDefault:"true"`
@@ -143,6 +158,7 @@ func (c Config) WithDefaults() Config {
 	if c.AuthRateLimit == 0 {
 		c.AuthRateLimit = 30
 	}
+	c.Limits = c.Limits.withDefaults()
 	if c.DBBreakerFailures == 0 {
 		c.DBBreakerFailures = 5
 	}
@@ -185,29 +201,56 @@ func (c *Config) Validate() error {
 	if d.DBBreakerOpenTimeout < 0 {
 		return errors.New("DATABASE_BREAKER_OPEN_TIMEOUT must not be negative")
 	}
-	if _, err := parsePrefixes(d.TrustedProxies); err != nil {
+	if _, err := web.ParsePrefixes(d.TrustedProxies); err != nil {
 		return err
 	}
-	return nil
+	if _, err := web.ParseOrigins(d.HTTP.AllowedOrigins); err != nil {
+		return err
+	}
+	return d.Limits.Validate()
 }
 
-// parsePrefixes parses IPs and CIDRs; a bare IP is a single-address prefix.
-func parsePrefixes(list []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(list))
-	for _, s := range list {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
-		}
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("TRUSTED_PROXIES: %q is neither an IP nor a CIDR", s)
-		}
-		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+// Limits are the api's per-user limits. Each is counted in Redis, so the
+// budget is one per user whatever the number of api instances.
+type Limits struct {
+	// WritesPerMin bounds POST requests (create room, join, leave, add a
+	// member) per user per minute; zero means 120.
+	WritesPerMin int `env:"RATE_WRITES_PER_MIN" envDefault:"120"`
+	// RoomsPerHour bounds the rooms one user creates per hour (direct rooms
+	// included); zero means 30.
+	RoomsPerHour int `env:"RATE_ROOMS_PER_HOUR" envDefault:"30"`
+	// SearchesPerMin bounds searches per user per minute; zero means 60.
+	SearchesPerMin int `env:"RATE_SEARCHES_PER_MIN" envDefault:"60"`
+	// RoomCreateMaxMembers bounds the members a room is created with
+	// (besides its creator); zero means 50. Nobody can be put in a large
+	// room in one request: members beyond it join themselves (channels) or
+	// are added one by one, which WritesPerMin bounds.
+	RoomCreateMaxMembers int `env:"ROOM_CREATE_MAX_MEMBERS" envDefault:"50"`
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.WritesPerMin == 0 {
+		l.WritesPerMin = 120
 	}
-	return out, nil
+	if l.RoomsPerHour == 0 {
+		l.RoomsPerHour = 30
+	}
+	if l.SearchesPerMin == 0 {
+		l.SearchesPerMin = 60
+	}
+	if l.RoomCreateMaxMembers == 0 {
+		l.RoomCreateMaxMembers = 50
+	}
+	return l
+}
+
+// Validate checks the limits after defaults are applied.
+func (l Limits) Validate() error {
+	if l.WritesPerMin < 0 || l.RoomsPerHour < 0 || l.SearchesPerMin < 0 {
+		return errors.New("RATE_WRITES_PER_MIN, RATE_ROOMS_PER_HOUR and RATE_SEARCHES_PER_MIN must not be negative")
+	}
+	if l.RoomCreateMaxMembers < 0 || l.RoomCreateMaxMembers > chat.MaxRoomMembers {
+		return fmt.Errorf("ROOM_CREATE_MAX_MEMBERS must be between 1 and %d", chat.MaxRoomMembers)
+	}
+	return nil
 }

@@ -121,6 +121,8 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 		// pose as different clients through X-Forwarded-For.
 		TrustedProxies: []string{"127.0.0.1", "::1"},
 		UploadDir:      t.TempDir(),
+		// High enough not to matter; limits_test.go sets its own.
+		Limits: httpapi.Limits{WritesPerMin: 1 << 20, RoomsPerHour: 1 << 20, SearchesPerMin: 1 << 20, RoomCreateMaxMembers: chat.MaxRoomMembers},
 	}
 	if o.pair != nil {
 		cfg.Migrate = true

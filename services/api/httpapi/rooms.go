@@ -42,8 +42,10 @@ func (s *Service) createRoom(c *fiber.Ctx) error {
 	} else if name == "" || utf8.RuneCountInString(name) > chat.MaxRoomNameLen {
 		return chat.Errorf(chat.CodeBadRequest, "name must be 1 to %d characters", chat.MaxRoomNameLen)
 	}
-	if len(req.MemberIDs) > chat.MaxRoomMembers {
-		return chat.Errorf(chat.CodeBadRequest, "a room is created with at most %d members", chat.MaxRoomMembers)
+	// Nobody is put into a big room by one request: past the cap, members
+	// join themselves or are added one at a time (rate-limited writes).
+	if maxMembers := s.cfg.Limits.RoomCreateMaxMembers; len(req.MemberIDs) > maxMembers {
+		return chat.Errorf(chat.CodeBadRequest, "a room is created with at most %d members besides its creator; add others one by one or let them join", maxMembers)
 	}
 	ids := make([]int64, len(req.MemberIDs))
 	for i, raw := range req.MemberIDs {

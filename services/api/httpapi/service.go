@@ -26,6 +26,7 @@ import (
 	"relay/pkg/auth"
 	"relay/pkg/kafka"
 	"relay/pkg/presence"
+	"relay/pkg/ratelimit"
 	"relay/pkg/redis"
 	"relay/pkg/store"
 	"relay/pkg/telemetry"
@@ -82,6 +83,9 @@ type Service struct {
 	breaker  *dbBreaker
 	validate *validator.Validate
 	trusted  []netip.Prefix
+	origins  []string
+	// limits counts per-user requests in Redis, shared by every instance.
+	limits *ratelimit.Limiter
 	// dummyHash is checked against when a login names no user, so the
 	// response time does not tell which usernames exist.
 	dummyHash string
@@ -111,7 +115,8 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 			_ = s.Close()
 		}
 	}()
-	s.trusted, _ = parsePrefixes(cfg.TrustedProxies) // validated above
+	s.trusted, _ = web.ParsePrefixes(cfg.TrustedProxies) // validated above
+	s.origins, _ = web.ParseOrigins(cfg.HTTP.AllowedOrigins)
 	if s.tokens, err = auth.NewTokens(cfg.JWT.Secret, cfg.JWT.TTL); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
@@ -173,6 +178,9 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 	if s.presence == nil {
 		s.presence = presence.NewReader(s.rdb, presence.NewKeys(cfg.Redis.Prefix))
 	}
+	s.limits = ratelimit.New(s.rdb, ratelimit.Options{Prefix: cfg.Redis.Prefix, OnError: func(err error) {
+		tel.Log.Warn("rate limits unavailable; allowing", "err", err)
+	}})
 	// A plain client answers /ready; the producer's own is not exposed.
 	if s.kclient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ProducerConfig("relay-api-ready")); err != nil {
 		return nil, fmt.Errorf("api: kafka: %w", err)
@@ -244,8 +252,9 @@ func (s *Service) newApp() *fiber.App {
 		Telemetry: s.tel,
 		BodyLimit: 64 << 10,
 		// Only uploads stream their (larger) bodies; upload bounds them.
-		StreamBody: isUploadRequest,
-		Pprof:      s.cfg.HTTP.Pprof,
+		StreamBody:     isUploadRequest,
+		Pprof:          s.cfg.HTTP.Pprof,
+		AllowedOrigins: s.origins,
 		Checks: map[string]web.Check{
 			"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
 			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
@@ -260,6 +269,18 @@ func (s *Service) newApp() *fiber.App {
 	})
 	s.routes(app)
 	return app
+}
+
+// limitUser counts the authenticated caller's request against limit,
+// shared by every api instance through Redis; over it the request is
+// refused with 429 RATE_LIMITED and Retry-After.
+func (s *Service) limitUser(kind string, limit ratelimit.Limit) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if err := s.limits.AllowUser(c.UserContext(), kind, currentUser(c).ID, limit); err != nil {
+			return err
+		}
+		return c.Next()
+	}
 }
 
 // routes registers every endpoint; openapi.json documents exactly these
@@ -279,21 +300,22 @@ func (s *Service) routes(app *fiber.App) {
 	app.Get("/api/users/:id", s.requireAuth, s.user)
 	app.Get("/api/users/:id/presence", s.requireAuth, s.userPresence)
 
-	app.Post("/api/rooms", s.requireAuth, s.createRoom)
+	write := s.limitUser("rest_write", ratelimit.PerMinute(s.cfg.Limits.WritesPerMin))
+	app.Post("/api/rooms", s.requireAuth, write, s.limitUser("room_create", ratelimit.PerHour(s.cfg.Limits.RoomsPerHour)), s.createRoom)
 	app.Get("/api/rooms", s.requireAuth, s.listRooms)
 	app.Get("/api/rooms/:id", s.requireAuth, s.getRoom)
-	app.Patch("/api/rooms/:id", s.requireAuth, s.updateRoom)
-	app.Post("/api/rooms/:id/join", s.requireAuth, s.joinRoom)
-	app.Post("/api/rooms/:id/leave", s.requireAuth, s.leaveRoom)
+	app.Patch("/api/rooms/:id", s.requireAuth, write, s.updateRoom)
+	app.Post("/api/rooms/:id/join", s.requireAuth, write, s.joinRoom)
+	app.Post("/api/rooms/:id/leave", s.requireAuth, write, s.leaveRoom)
 	app.Get("/api/rooms/:id/members", s.requireAuth, s.listMembers)
-	app.Post("/api/rooms/:id/members", s.requireAuth, s.addMember)
-	app.Patch("/api/rooms/:id/members/:userId", s.requireAuth, s.updateMember)
-	app.Delete("/api/rooms/:id/members/:userId", s.requireAuth, s.removeMember)
+	app.Post("/api/rooms/:id/members", s.requireAuth, write, s.addMember)
+	app.Patch("/api/rooms/:id/members/:userId", s.requireAuth, write, s.updateMember)
+	app.Delete("/api/rooms/:id/members/:userId", s.requireAuth, write, s.removeMember)
 	app.Post("/api/rooms/:id/uploads", s.requireAuth, s.uploadLimiter(), s.upload)
 	app.Get("/api/uploads/:id", s.requireAuth, s.download)
 	app.Get("/api/channels", s.requireAuth, s.listChannels)
 	app.Get("/api/rooms/:id/messages", s.requireAuth, s.history)
 	app.Get("/api/rooms/:id/presence", s.requireAuth, s.roomPresence)
 
-	app.Get("/api/search", s.requireAuth, s.search)
+	app.Get("/api/search", s.requireAuth, s.limitUser("search", ratelimit.PerMinute(s.cfg.Limits.SearchesPerMin)), s.search)
 }

@@ -243,7 +243,14 @@ func toMessage(m *store.MessageView) messageJSON {
 // v. Unknown fields are ignored; every failure is BAD_REQUEST with a message
 // that says what is wrong.
 func decodeBody(c *fiber.Ctx, v any) error {
-	body := bytes.TrimSpace(c.Body())
+	return decodeJSONBody(c.Body(), v)
+}
+
+// decodeJSONBody decodes a request body holding one JSON object into v,
+// with a BAD_REQUEST that names the field on a type mismatch. (The body is
+// never compressed: web refuses a Content-Encoding before handlers run.)
+func decodeJSONBody(body []byte, v any) error {
+	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return chat.Errorf(chat.CodeBadRequest, "request body required: a JSON object")
 	}

@@ -124,7 +124,7 @@ func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessag
 		err = s.retry(ctx, "publish", func() error {
 			start := time.Now()
 			var err error
-			res, current, err = redis.Publish(ctx, s.rdb, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap)
+			res, current, err = redis.Publish(ctx, s.rdb, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap, redactionOf(e)...)
 			if err != nil {
 				s.m.redisErrors.Inc()
 				return err
@@ -159,6 +159,19 @@ func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessag
 			}
 		}
 	}
+}
+
+// redactionOf is what an edit or delete changes in the room's recent
+// history (redis.Redaction), recorded with its publication so a replay
+// never shows a deleted message's content or an edited one's old text.
+func redactionOf(e *events.Event) []redis.Redaction {
+	switch e.Type {
+	case events.MessageDeleted:
+		return []redis.Redaction{{MessageID: e.MessageID, Deleted: true}}
+	case events.MessageEdited:
+		return []redis.Redaction{{MessageID: e.MessageID, Content: e.Content}}
+	}
+	return nil
 }
 
 // traced continues the producer's trace carried in msg's headers.
@@ -323,7 +336,7 @@ func (w *partitionWorker) publish(ctx context.Context, msgs []*sarama.ConsumerMe
 		}
 		b.e, b.span = e, span
 		last[e.RoomID] = &seq
-		b.pub = redis.QueuePublish(pctx, pipe, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap)
+		b.pub = redis.QueuePublish(pctx, pipe, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap, redactionOf(e)...)
 		if ack != nil {
 			b.fill = redis.QueueFillDedupe(pctx, pipe, s.keys, e.UserID, e.ClientMsgID, ack, s.cfg.DedupeTTL)
 		}
