@@ -121,6 +121,8 @@ export interface SendOptions {
 interface Call {
   resolve(data: unknown): void;
   reject(err: RelayError): void;
+  /** runs synchronously when the ack is read, before later frames (resolve runs a microtask later) */
+  onAck?: (data: unknown) => void;
 }
 
 interface OutboxEntry {
@@ -459,12 +461,14 @@ export class RelayClient extends Emitter<ClientEvents> {
     return this.callRef<T>(event, data).promise;
   }
 
-  private callRef<T>(event: string, data: Record<string, unknown>): { ref: string; promise: Promise<T> } {
+  private callRef<T>(event: string, data: Record<string, unknown>, onAck?: (data: T) => void): { ref: string; promise: Promise<T> } {
     const ws = this.ws;
     const ref = `r${++this.refs}`;
     if (!ws || ws.readyState !== OPEN) return { ref, promise: Promise.reject(new RelayError('UNAVAILABLE', NOT_CONNECTED)) };
     const promise = new Promise<T>((resolve, reject) => {
-      this.calls.set(ref, { resolve: resolve as (d: unknown) => void, reject });
+      const call: Call = { resolve: resolve as (d: unknown) => void, reject };
+      if (onAck) call.onAck = onAck as (d: unknown) => void;
+      this.calls.set(ref, call);
       this.write({ event, data, ref });
     });
     return { ref, promise };
@@ -512,6 +516,7 @@ export class RelayClient extends Emitter<ClientEvents> {
           const d = (f.data ?? {}) as { code?: string; message?: string };
           c.reject(new RelayError(d.code ?? 'INTERNAL', d.message ?? 'error'));
         } else {
+          c.onAck?.(f.data ?? {});
           c.resolve(f.data ?? {});
         }
       }
@@ -641,13 +646,15 @@ export class RelayClient extends Emitter<ClientEvents> {
     cursor.startRepair();
     const data: Record<string, unknown> = { roomId };
     if (sent !== undefined) data.lastSeq = sent;
-    return this.call<JoinAck>('join_room', data).then(
-      (ack) => {
-        if (this.cursors.get(roomId) !== cursor) return ack;
-        cursor.joined(ack.lastSeq, sent);
-        this.emit('joined', { roomId, lastSeq: ack.lastSeq });
-        return ack;
-      },
+    // The cursor must leave its repair state before the replay that
+    // follows the ack is read, so this runs synchronously with the ack.
+    const onAck = (ack: JoinAck) => {
+      if (this.cursors.get(roomId) !== cursor) return;
+      cursor.joined(ack.lastSeq, sent);
+      this.emit('joined', { roomId, lastSeq: ack.lastSeq });
+    };
+    return this.callRef<JoinAck>('join_room', data, onAck).promise.then(
+      (ack) => ack,
       (err) => {
         const e = asRelayError(err);
         if (this.cursors.get(roomId) !== cursor) return null;
