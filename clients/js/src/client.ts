@@ -185,6 +185,8 @@ export class RelayClient extends Emitter<ClientEvents> {
   private myRead = new Map<string, number>();
   private typists = new Map<string, Map<string, Typist>>();
   private presenceMap = new Map<string, PresenceUpdate>();
+  private presencePushes = 0;
+  private presencePushedAt = new Map<string, number>();
   private typingOut: TypingNotifier;
   private unsubscribeAuth: () => void;
   private onOnline = () => {
@@ -531,12 +533,9 @@ export class RelayClient extends Emitter<ClientEvents> {
       case 'typing':
         this.onTyping(d as unknown as Typing);
         return;
-      case 'presence_update': {
-        const p = d as unknown as PresenceUpdate;
-        this.presenceMap.set(p.userId, p);
-        this.emit('presence_update', p);
+      case 'presence_update':
+        this.setPresence(d as unknown as PresenceUpdate);
         return;
-      }
       case 'resync_required':
         this.onResync(d as unknown as ResyncRequired);
         return;
@@ -961,15 +960,30 @@ export class RelayClient extends Emitter<ClientEvents> {
 
   /** Loads the presence of a room's members and who types there (after joining or reconnecting). */
   async loadPresence(roomId: string): Promise<void> {
+    const before = this.presencePushes;
     const p = await this.api.roomPresence(roomId);
     for (const m of p.online) {
-      const u: PresenceUpdate = { userId: m.userId, status: m.status, lastSeen: m.lastSeen };
-      this.presenceMap.set(m.userId, u);
-      this.emit('presence_update', u);
+      // A push that arrived while the request was out is newer than its answer.
+      if ((this.presencePushedAt.get(m.userId) ?? 0) > before) continue;
+      this.setPresence({ userId: m.userId, status: m.status, lastSeen: m.lastSeen }, false);
     }
     for (const t of p.typing) {
       if (t.userId !== this.user?.id) this.onTyping({ roomId, userId: t.userId, username: t.username, typing: true });
     }
+  }
+
+  /** Loads one user's presence over REST (e.g. a direct room's peer). */
+  async loadUserPresence(userId: string): Promise<PresenceUpdate | undefined> {
+    const before = this.presencePushes;
+    const p = await this.api.userPresence(userId);
+    if ((this.presencePushedAt.get(userId) ?? 0) <= before) this.setPresence(p, false);
+    return this.presenceMap.get(userId);
+  }
+
+  private setPresence(p: PresenceUpdate, pushed = true): void {
+    if (pushed) this.presencePushedAt.set(p.userId, ++this.presencePushes);
+    this.presenceMap.set(p.userId, p);
+    this.emit('presence_update', p);
   }
 
   private onTyping(t: Typing): void {
