@@ -362,10 +362,20 @@ export class RelayClient extends Emitter<ClientEvents> {
       this.onFrame(ev.data);
     };
     ws.onerror = () => {
-      // The close event follows and decides.
+      // Browsers follow an error with a close event, which decides. Some
+      // implementations (Node.js 20's) do not after a failed handshake, so
+      // one is made up when none came.
+      setTimeout(() => {
+        if (this.ws === ws && ws.onclose) ws.onclose({ code: 1006, reason: 'connection failed' });
+      }, opened ? 1000 : 0);
     };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
+      try {
+        if (!opened) ws.close();
+      } catch {
+        // not open: nothing to close
+      }
       this.detach(ws);
       this.connectionLost();
       const action = closeAction(ev.code, this.closingByClient);

@@ -162,6 +162,17 @@ describe('RelayClient', () => {
     c.close();
   });
 
+  it('retries when a handshake fails with an error and no close event (Node.js 20)', async () => {
+    const c = newClient();
+    c.connect();
+    await until(() => FakeWS.all.length === 1, 'socket');
+    FakeWS.all[0].onerror({});
+    await until(() => FakeWS.all.length === 2, 'a second attempt');
+    FakeWS.all[1].open();
+    assert.equal(c.status.status, 'open');
+    c.close();
+  });
+
   it('does not reconnect after a close it cannot fix (1008)', async () => {
     const c = newClient();
     c.connect();
