@@ -89,6 +89,19 @@ async function shot(page, name) {
 describe('the web app in Chromium', () => {
   let browser;
   const users = {};
+  // The steps build on each other: after a failure the rest are skipped
+  // instead of each timing out on its own.
+  let broken = '';
+  const step = (name, fn) =>
+    it(name, async (t) => {
+      if (broken) return t.skip(`an earlier step failed: ${broken}`);
+      try {
+        await fn();
+      } catch (err) {
+        broken = name;
+        throw err;
+      }
+    });
 
   before(async () => {
     browser = await chromium.launch({
@@ -111,7 +124,7 @@ describe('the web app in Chromium', () => {
     await browser?.close();
   });
 
-  it('signs up two users', async () => {
+  step('signs up two users', async () => {
     for (const who of ['alice', 'bob']) {
       const { page, name } = users[who];
       await page.goto(proxy + '/');
@@ -125,7 +138,7 @@ describe('the web app in Chromium', () => {
     }
   });
 
-  it('finds the other user and opens a direct message; both chat', async () => {
+  step('finds the other user and opens a direct message; both chat', async () => {
     const { alice, bob } = users;
     for (const [me, other] of [
       [alice, bob],
@@ -150,7 +163,7 @@ describe('the web app in Chromium', () => {
     assert.equal(await links.first().getAttribute('href'), 'https://example.com/docs');
   });
 
-  it('shows typing, presence and read receipts', async () => {
+  step('shows typing, presence and read receipts', async () => {
     const { alice, bob } = users;
     await bob.page.getByRole('textbox', { name: 'Message' }).pressSequentially('typing something', { delay: 20 });
     await alice.page.getByText(`${bob.name} is typing…`).waitFor();
@@ -163,7 +176,7 @@ describe('the web app in Chromium', () => {
     await shot(alice.page, 'chat.png');
   });
 
-  it('edits and deletes own messages', async () => {
+  step('edits and deletes own messages', async () => {
     const { alice, bob } = users;
     const mine = message(alice.page, 'hello bob');
     await mine.getByRole('button', { name: 'Edit' }).click();
@@ -183,7 +196,7 @@ describe('the web app in Chromium', () => {
     assert.equal(await message(bob.page, 'hello bob, edited').getByRole('button').count(), 0);
   });
 
-  it('renders an XSS payload as text', async () => {
+  step('renders an XSS payload as text', async () => {
     const { alice, bob } = users;
     await alice.page.getByRole('textbox', { name: 'Message' }).fill(XSS_TEXT);
     await alice.page.getByRole('button', { name: 'Send' }).click();
@@ -194,7 +207,7 @@ describe('the web app in Chromium', () => {
     for (const who of [alice, bob]) assert.equal(await who.page.evaluate(() => window.__xss), undefined);
   });
 
-  it('uploads an image with a hostile file name; the other side sees its preview and the name as text', async () => {
+  step('uploads an image with a hostile file name; the other side sees its preview and the name as text', async () => {
     const { alice, bob } = users;
     const chooser = alice.page.waitForEvent('filechooser');
     await alice.page.getByRole('button', { name: 'Attach file' }).click();
@@ -209,7 +222,7 @@ describe('the web app in Chromium', () => {
     for (const who of [alice, bob]) assert.equal(await who.page.evaluate(() => window.__xss), undefined);
   });
 
-  it('raises the unread badge of a room that is not open', async () => {
+  step('raises the unread badge of a room that is not open', async () => {
     const { alice, bob } = users;
     // bob opens another room: a channel of his own.
     await bob.page.getByRole('button', { name: 'Browse channels' }).click();
@@ -237,7 +250,7 @@ describe('the web app in Chromium', () => {
     await eventually(async () => (await entry.getByLabel(/unread/).count()) === 0, 'the badge clears when the room is opened');
   });
 
-  it('finds a message by full-text search and jumps to it', async () => {
+  step('finds a message by full-text search and jumps to it', async () => {
     const { bob } = users;
     const box = bob.page.getByRole('searchbox', { name: 'Search messages' });
     await box.fill('edited');
@@ -251,7 +264,7 @@ describe('the web app in Chromium', () => {
     await eventually(() => message(bob.page, 'hello bob, edited').evaluate((el) => el.classList.contains('highlight') && document.activeElement === el), 'the hit is shown and focused');
   });
 
-  it('shows the reconnect banner when the gateway dies, then resumes: same messages, same order on both sides', async () => {
+  step('shows the reconnect banner when the gateway dies, then resumes: same messages, same order on both sides', async () => {
     const { alice, bob } = users;
     await order('kill', 'gateway0');
     await banner(alice.page).waitFor();
@@ -279,7 +292,7 @@ describe('the web app in Chromium', () => {
     assert.deepEqual([...nums].sort((x, y) => x - y), nums, 'seq order');
   });
 
-  it('signs out and back in', async () => {
+  step('signs out and back in', async () => {
     const { alice } = users;
     await alice.page.getByRole('button', { name: 'Sign out' }).click();
     await alice.page.getByRole('button', { name: 'Sign in' }).waitFor();
