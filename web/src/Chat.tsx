@@ -186,8 +186,21 @@ export function peerOf(r: RoomSummary): string | undefined {
   return p.userId ?? p.id;
 }
 
+/** How long the connection must be down before the banner shows (a token renewal reconnects in milliseconds). */
+const BANNER_DELAY_MS = 1000;
+
 function ConnectionBanner({ status, onRetry }: { status: string; onRetry: () => void }) {
-  if (status === 'reconnecting') {
+  const [late, setLate] = useState(false);
+  const down = status === 'reconnecting';
+  useEffect(() => {
+    if (!down) {
+      setLate(false);
+      return;
+    }
+    const t = setTimeout(() => setLate(true), BANNER_DELAY_MS);
+    return () => clearTimeout(t);
+  }, [down]);
+  if (down && late) {
     return (
       <div role="status" className="banner reconnecting">
         Connection lost. Reconnecting… Messages you send now go out once it is back.

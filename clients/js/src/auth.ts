@@ -58,14 +58,18 @@ export class StorageTokenStore implements TokenStore {
   }
 }
 
-/** Seconds before expiry at which an access token is refreshed ahead of time. */
+/** How long before expiry an access token is refreshed ahead of time (at most a quarter of its life). */
 export const REFRESH_MARGIN_MS = 60_000;
 
-/** Whether a session's access token is still usable for marginMs. */
+/** Whether a session's access token is still usable for a while (see REFRESH_MARGIN_MS). */
 export function tokenFresh(s: Session | null, now = Date.now(), marginMs = REFRESH_MARGIN_MS): boolean {
   if (!s) return false;
   const exp = Date.parse(s.expiresAt);
-  return Number.isFinite(exp) ? exp - marginMs > now : true;
+  if (!Number.isFinite(exp)) return true;
+  // Short-lived tokens (minutes or less) are refreshed a quarter of their
+  // life ahead, not a fixed minute, which could be all of it.
+  const margin = s.obtainedAt ? Math.min(marginMs, (exp - s.obtainedAt) / 4) : marginMs;
+  return exp - margin > now;
 }
 
 export type Fetch = typeof globalThis.fetch;
@@ -173,7 +177,7 @@ export class Auth {
   }
 
   private adopt(res: AuthResponse): Session {
-    const s: Session = { user: res.user, token: res.token, expiresAt: res.expiresAt };
+    const s: Session = { user: res.user, token: res.token, expiresAt: res.expiresAt, obtainedAt: Date.now() };
     if (res.refreshToken) s.refreshToken = res.refreshToken;
     if (res.refreshExpiresAt) s.refreshExpiresAt = res.refreshExpiresAt;
     this.store.save(s);

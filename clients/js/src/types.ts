@@ -54,6 +54,8 @@ export interface Session {
   user: PrivateUser;
   token: string;
   expiresAt: string;
+  /** When this client got the token (ms since the epoch): paces refreshes of short-lived tokens. */
+  obtainedAt?: number;
   refreshToken?: string;
   refreshExpiresAt?: string;
 }

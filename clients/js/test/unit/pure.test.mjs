@@ -233,6 +233,9 @@ describe('tokens', () => {
     assert.equal(s.expiresAt, new Date(2_000_000_000_000).toISOString());
     assert.equal(tokenFresh(s, 0), true);
     assert.equal(tokenFresh(s, 2_000_000_000_000 - 30_000), false, 'refreshed a minute ahead');
+    const short = { ...s, expiresAt: new Date(100_000).toISOString(), obtainedAt: 92_000 };
+    assert.equal(tokenFresh(short, 97_000), true, 'an 8 s token is not stale at once');
+    assert.equal(tokenFresh(short, 98_500), false, 'but 2 s (a quarter) before it expires');
   });
   it('reads REST error bodies', () => {
     const e = errorFromBody(413, { error: { code: 'TOO_LARGE', message: 'file too large' } });
