@@ -172,7 +172,7 @@ describe('the web app in Chromium', () => {
     // bob is online: the dot in the room header says so.
     await alice.page.getByRole('heading', { name: bob.name }).getByRole('img', { name: 'online' }).waitFor();
     // bob has the room open and read alice's message: alice sees the receipt.
-    await message(alice.page, 'hi alice').getByText(`Seen by ${bob.name}`).waitFor();
+    await message(alice.page, 'hello bob').getByText(`Seen by ${bob.name}`).waitFor();
     await shot(alice.page, 'chat.png');
   });
 

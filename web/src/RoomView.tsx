@@ -160,9 +160,9 @@ export function RoomView({ client, room, jump, onJumped, onRoomChanged, onLeft }
     };
   }, [client, room.id, jump, onJumped]);
 
-  // Read receipts: each other member is shown under the newest message
-  // their read position has reached (recomputed on each render: receipts
-  // re-render through bumpReads).
+  // Read receipts: each other member is shown under the newest message of
+  // someone else that their read position has reached (recomputed on each
+  // render: receipts re-render through bumpReads).
   const readBy = (() => {
     const out = new Map<string, string[]>();
     const stored = chat.messages.filter((m) => !m.pending);
@@ -171,7 +171,7 @@ export function RoomView({ client, room, jump, onJumped, onRoomChanged, onLeft }
       let at: string | undefined;
       for (const m of stored) {
         if (m.pending || m.seq > seq) break;
-        at = m.id;
+        if (m.userId !== userId && !m.isDeleted) at = m.id;
       }
       if (!at) continue;
       const who = members.find((x) => x.userId === userId)?.username ?? `user ${userId}`;
