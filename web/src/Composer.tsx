@@ -42,12 +42,14 @@ export function Composer({ client, roomId, disabled, send, startTyping, stopTypi
     try {
       const up = await client.api.upload(roomId, file, file.name, (sent, total) => patch({ sent, total: total || file.size }));
       const isImage = /^image\/(png|jpeg|gif|webp)$/.test(up.contentType);
-      const metadata: Record<string, unknown> = { uploadId: up.id, url: up.url, name: up.name, size: up.size, contentType: up.contentType };
+      // The name as the user's file has it: browsers escape quotes and line
+      // breaks in multipart file names (%22), so the stored one may differ.
+      const metadata: Record<string, unknown> = { uploadId: up.id, url: up.url, name: file.name || up.name, size: up.size, contentType: up.contentType };
       if (isImage) {
         const dims = await imageSize(file);
         if (dims) Object.assign(metadata, dims);
       }
-      send(up.name || file.name, { type: isImage ? 'image' : 'file', metadata });
+      send(file.name || up.name, { type: isImage ? 'image' : 'file', metadata });
       setUploads((us) => us.filter((u) => u.key !== key));
     } catch (err) {
       patch({ error: (err as Error).message });
@@ -78,8 +80,10 @@ export function Composer({ client, roomId, disabled, send, startTyping, stopTypi
         </ul>
       )}
       <form onSubmit={submit}>
-        <button type="button" aria-label="Attach file" title="Attach file" disabled={disabled} onClick={() => fileRef.current?.click()}>
-          📎
+        <button type="button" className="icon" aria-label="Attach file" title="Attach file" disabled={disabled} onClick={() => fileRef.current?.click()}>
+          <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true" focusable="false">
+            <path d="M16.5 6.5v10a4.5 4.5 0 0 1-9 0V5a3 3 0 0 1 6 0v10.5a1.5 1.5 0 0 1-3 0V6.5" fill="none" stroke="currentColor" strokeWidth="1.8" strokeLinecap="round" />
+          </svg>
         </button>
         <input
           ref={fileRef}

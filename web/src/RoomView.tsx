@@ -217,7 +217,7 @@ export function RoomView({ client, room, jump, onJumped, onRoomChanged, onLeft }
             client={client}
             item={m}
             mine={m.userId === me.id}
-            canDelete={isAdmin}
+            canDelete={isAdmin && room.type !== 'direct'}
             readBy={m.pending ? NONE : (readBy.get(m.id) ?? NONE)}
             highlighted={!m.pending && highlight === m.id}
             onEdit={chat.edit}
