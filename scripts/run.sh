@@ -352,6 +352,7 @@ up() {
 	cat <<EOF
 
 relay is running ($(($(now_ms) - t0)) ms):
+  web app     http://localhost:$port3000/
   API         http://localhost:$port3000/api
   WebSocket   ws://localhost:$port3000/ws
   health      http://localhost:$port3000/health
