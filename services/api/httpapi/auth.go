@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"net/netip"
 	"regexp"
 	"strings"
 	"time"

@@ -49,9 +49,7 @@ package httpapi
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"relay/pkg/chat"
