@@ -17,7 +17,7 @@ import (
 )
 
 // The JSON shapes of responses. Ids are strings, seqs are numbers
-// (DESIGN.md); openapi.json describes the same shapes.
+// (docs/architecture.md); openapi.json describes the same shapes.
 
 // publicUser is what anyone signed in may see of a user.
 type publicUser struct {

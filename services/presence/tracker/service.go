@@ -10,7 +10,7 @@
 // the call that caused it publishes. All state is in Redis, so a restart
 // loses nothing; commands sent meanwhile wait in the stream.
 //
-// The service writes PostgreSQL itself (DESIGN.md has presence talk only to
+// The service writes PostgreSQL itself (the first design had presence talk only to
 // Redis): users.is_online / last_seen must follow presence, and the only
 // component that knows when they change is this one. It writes only users
 // whose state changed, in batches, never per heartbeat.

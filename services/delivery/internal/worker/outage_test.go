@@ -109,7 +109,7 @@ func httpGet(t *testing.T, addr, path string) (int, []byte) {
 }
 
 // When Redis loses a room's seq while the worker has it cached, the
-// script reports Stale; the worker re-renders without prevSeq (DESIGN.md:
+// script reports Stale; the worker re-renders without prevSeq (docs/architecture.md:
 // receivers then recover) and the chain continues from there.
 func TestDeliveryRedisLostSeq(t *testing.T) {
 	t.Parallel()

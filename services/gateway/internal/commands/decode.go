@@ -124,7 +124,7 @@ func decodeData[T any](data json.RawMessage) (T, error) {
 }
 
 // parseID parses a positive decimal id given as a JSON string (all ids are
-// strings on the wire, DESIGN.md).
+// strings on the wire: docs/architecture.md, "Decisions and why").
 func parseID(field, s string) (int64, error) {
 	if s == "" {
 		return 0, chat.Errorf(chat.CodeBadRequest, "%s is required", field)

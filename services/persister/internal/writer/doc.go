@@ -3,5 +3,5 @@
 // writes each batch in one idempotent PostgreSQL transaction
 // (store.ApplyBatch) behind a circuit breaker, and marks the records'
 // offsets only after that transaction committed, so every acked event is
-// persisted exactly once (DESIGN.md).
+// persisted exactly once (docs/architecture.md).
 package writer
