@@ -339,6 +339,21 @@ func TestClientLibrary(t *testing.T) {
 	runNode(t, s, proxy, gateways, dir, nil, 3*time.Minute, args...)
 }
 
+// TestClientTokenExpiry runs relay-client with access tokens of 4 s: the
+// gateway closes expired sessions with 4001 and the client refreshes and
+// resumes (clients/js/test/integration/token-expiry.expiry.mjs).
+func TestClientTokenExpiry(t *testing.T) {
+	requireIT(t)
+	dir := filepath.Join(repoRoot(t), "clients", "js")
+	if _, err := os.Stat(filepath.Join(dir, "dist", "index.js")); err != nil {
+		t.Fatalf("relay-client is not built (make builds it): %v", err)
+	}
+	s := newStack(t, stack.Options{ServiceEnv: map[string]map[string]string{"api": {"JWT_TTL": "4s"}}})
+	proxy := startDevproxy(t, s, 1, "")
+	runNode(t, s, proxy, 1, dir, nil, 2*time.Minute, "--experimental-websocket", "--no-warnings", "--test", "--test-reporter=spec",
+		filepath.Join("test", "integration", "token-expiry.expiry.mjs"))
+}
+
 // TestWebApp drives the web app in Chromium: two users sign up, find each
 // other, chat, and so on (tests/browser/webapp.test.mjs).
 func TestWebApp(t *testing.T) {
