@@ -12,19 +12,22 @@ import (
 // bodies and in WebSocket `error` events (see docs/protocol.md).
 type Code string
 
-// Error codes, as decided in DESIGN.md.
+// Error codes (docs/architecture.md, "One error model").
 const (
 	CodeBadRequest   Code = "BAD_REQUEST"
 	CodeUnknownEvent Code = "UNKNOWN_EVENT"
 	CodeTooLarge     Code = "TOO_LARGE"
-	CodeUnauthorized Code = "UNAUTHORIZED"
-	CodeForbidden    Code = "FORBIDDEN"
-	CodeNotFound     Code = "NOT_FOUND"
-	CodeConflict     Code = "CONFLICT"
-	CodeRateLimited  Code = "RATE_LIMITED"
-	CodeServerFull   Code = "SERVER_FULL"
-	CodeUnavailable  Code = "UNAVAILABLE"
-	CodeInternal     Code = "INTERNAL"
+	// CodeUnsupportedMediaType refuses an upload whose content is not of an
+	// allowed type.
+	CodeUnsupportedMediaType Code = "UNSUPPORTED_MEDIA_TYPE"
+	CodeUnauthorized         Code = "UNAUTHORIZED"
+	CodeForbidden            Code = "FORBIDDEN"
+	CodeNotFound             Code = "NOT_FOUND"
+	CodeConflict             Code = "CONFLICT"
+	CodeRateLimited          Code = "RATE_LIMITED"
+	CodeServerFull           Code = "SERVER_FULL"
+	CodeUnavailable          Code = "UNAVAILABLE"
+	CodeInternal             Code = "INTERNAL"
 )
 
 // Error is an error meant to be shown to a client: its Message is safe to
@@ -85,6 +88,8 @@ func HTTPStatus(code Code) int {
 		return http.StatusBadRequest
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case CodeUnsupportedMediaType:
+		return http.StatusUnsupportedMediaType
 	case CodeUnauthorized:
 		return http.StatusUnauthorized
 	case CodeForbidden:

@@ -36,7 +36,7 @@ type Redis struct {
 type Kafka struct {
 	// Brokers are host:port seed addresses.
 	Brokers []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:9092" envSeparator:","`
-	// Topic is the room event log, keyed by room id (DESIGN.md).
+	// Topic is the room event log, keyed by room id (docs/architecture.md).
 	Topic string `env:"KAFKA_TOPIC" envDefault:"chat.messages"`
 	// Partitions is used only when the topic must be created; an existing
 	// topic keeps its partition count (changing it re-homes rooms).
@@ -74,8 +74,9 @@ type HTTP struct {
 type JWT struct {
 	// Secret signs tokens; the dev default triggers a warning.
 	Secret string `env:"JWT_SECRET" envDefault:"relay-dev-secret-change-me"`
-	// TTL is how long an issued token is valid.
-	TTL time.Duration `env:"JWT_TTL" envDefault:"24h"`
+	// TTL is how long an issued access token is valid; short, since a
+	// refresh token renews it (services/api).
+	TTL time.Duration `env:"JWT_TTL" envDefault:"15m"`
 }
 
 // Validate checks the JWT settings.

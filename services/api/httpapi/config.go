@@ -20,16 +20,22 @@ package httpapi
 //	HTTP_ADDR           listen address [127.0.0.1:8080]
 //	SHUTDOWN_TIMEOUT    graceful shutdown bound [15s]
 //	JWT_SECRET          HS256 signing secret, at least 16 bytes [dev secret; logs a warning]
-//	JWT_TTL             token lifetime [24h]
+//	JWT_TTL             access token lifetime [15m]
+//	REFRESH_TTL         refresh token lifetime; each use rotates it [720h]
 //	AUTH_RATE_LIMIT     requests per minute per client IP on /api/auth/* [30]
 //	TRUSTED_PROXIES     comma-separated IPs/CIDRs whose X-Forwarded-For is believed
 //	                    when telling clients apart for the rate limit [127.0.0.1/8,::1/128]
+//	RELAY_DATA          the service's data directory [.data]
+//	UPLOAD_DIR          where uploaded files are stored [$RELAY_DATA/uploads]
+//	UPLOAD_MAX_BYTES    largest uploaded file [10485760 (10 MiB)]
+//	UPLOAD_RATE_LIMIT   uploads per minute per user [20]
 //	LOG_LEVEL, LOG_FORMAT, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL: see pkg/config.
 
 import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -70,6 +76,18 @@ type Config struct {
 	// DBBreakerOpenTimeout is how long the open breaker refuses before a
 	// trial statement; zero means 5 s.
 	DBBreakerOpenTimeout time.Duration `env:"DATABASE_BREAKER_OPEN_TIMEOUT" envDefault:"5s"`
+	// RefreshTTL is how long a refresh token is valid; zero means 30 days.
+	RefreshTTL time.Duration `env:"REFRESH_TTL" envDefault:"720h"`
+	// DataDir is the service's data directory; empty means ".data".
+	DataDir string `env:"RELAY_DATA" envDefault:".data"`
+	// UploadDir is where uploaded files are stored; empty means
+	// DataDir/uploads.
+	UploadDir string `env:"UPLOAD_DIR"`
+	// UploadMaxBytes bounds an uploaded file; zero means 10 MiB.
+	UploadMaxBytes int64 `env:"UPLOAD_MAX_BYTES" envDefault:"10485760"`
+	// UploadRateLimit is the uploads per minute one user may make; zero
+	// means 20.
+	UploadRateLimit int `env:"UPLOAD_RATE_LIMIT" envDefault:"20"`
 }
 
 // WithDefaults returns c with every zero field that has a default set to it.
@@ -99,7 +117,22 @@ func (c Config) WithDefaults() Config {
 		c.HTTP.ShutdownTimeout = 15 * time.Second
 	}
 	if c.JWT.TTL == 0 {
-		c.JWT.TTL = 24 * time.Hour
+		c.JWT.TTL = 15 * time.Minute
+	}
+	if c.RefreshTTL == 0 {
+		c.RefreshTTL = 30 * 24 * time.Hour
+	}
+	if c.DataDir == "" {
+		c.DataDir = ".data"
+	}
+	if c.UploadDir == "" {
+		c.UploadDir = filepath.Join(c.DataDir, "uploads")
+	}
+	if c.UploadMaxBytes == 0 {
+		c.UploadMaxBytes = 10 << 20
+	}
+	if c.UploadRateLimit == 0 {
+		c.UploadRateLimit = 20
 	}
 	if c.AuthRateLimit == 0 {
 		c.AuthRateLimit = 30
@@ -127,6 +160,15 @@ func (c *Config) Validate() error {
 	}
 	if d.Kafka.Partitions < 0 {
 		return errors.New("KAFKA_PARTITIONS must not be negative")
+	}
+	if d.RefreshTTL < 0 {
+		return errors.New("REFRESH_TTL must not be negative")
+	}
+	if d.UploadMaxBytes < 0 || d.UploadMaxBytes > maxUploadBytes {
+		return fmt.Errorf("UPLOAD_MAX_BYTES must be from 1 to %d", int64(maxUploadBytes))
+	}
+	if d.UploadRateLimit < 0 {
+		return errors.New("UPLOAD_RATE_LIMIT must not be negative")
 	}
 	if d.DBBreakerOpenTimeout < 0 {
 		return errors.New("DATABASE_BREAKER_OPEN_TIMEOUT must not be negative")

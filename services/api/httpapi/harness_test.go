@@ -112,6 +112,7 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 		// The test client connects from loopback; trusting it lets tests
 		// pose as different clients through X-Forwarded-For.
 		TrustedProxies: []string{"127.0.0.1", "::1"},
+		UploadDir:      t.TempDir(),
 	}
 	if o.config != nil {
 		o.config(&cfg)

@@ -29,6 +29,7 @@ import (
 	"relay/pkg/store"
 	"relay/pkg/telemetry"
 	"relay/pkg/web"
+	"relay/services/api/diskblob"
 )
 
 // EventPublisher produces room events in order and says how many of them,
@@ -48,6 +49,12 @@ func WithPublisher(p EventPublisher) Option {
 	return func(s *Service) { s.events = p }
 }
 
+// WithBlobStore makes the service keep uploads in b instead of a
+// diskblob.Store in cfg.UploadDir.
+func WithBlobStore(b BlobStore) Option {
+	return func(s *Service) { s.blobs = b }
+}
+
 // Service is a running api: its connections and its Fiber app.
 type Service struct {
 	cfg      Config
@@ -62,6 +69,10 @@ type Service struct {
 	outbox   *outboxRelay
 	presence PresenceReader
 	tokens   *auth.Tokens
+	// blobs holds uploaded files; closeBlobs releases it (nil when the
+	// blob store came from WithBlobStore).
+	blobs      BlobStore
+	closeBlobs func() error
 	// breaker guards every database statement and request.
 	breaker  *dbBreaker
 	validate *validator.Validate
@@ -119,6 +130,13 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 		if err := store.Migrate(ctx, sqlDB); err != nil {
 			return nil, fmt.Errorf("api: %w", err)
 		}
+	}
+	if s.blobs == nil {
+		disk, err := diskblob.New(cfg.UploadDir)
+		if err != nil {
+			return nil, fmt.Errorf("api: uploads: %w", err)
+		}
+		s.blobs, s.closeBlobs = disk, disk.Close
 	}
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, true); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
@@ -180,6 +198,9 @@ func (s *Service) Close() error {
 		if s.db != nil {
 			errs = append(errs, store.Close(s.db))
 		}
+		if s.closeBlobs != nil {
+			errs = append(errs, s.closeBlobs())
+		}
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
@@ -190,7 +211,9 @@ func (s *Service) newApp() *fiber.App {
 		Service:   "api",
 		Telemetry: s.tel,
 		BodyLimit: 64 << 10,
-		Pprof:     s.cfg.HTTP.Pprof,
+		// Only uploads stream their (larger) bodies; upload bounds them.
+		StreamBody: isUploadRequest,
+		Pprof:      s.cfg.HTTP.Pprof,
 		Checks: map[string]web.Check{
 			"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
 			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
@@ -215,18 +238,28 @@ func (s *Service) routes(app *fiber.App) {
 	app.Use("/api/auth", s.authLimiter())
 	app.Post("/api/auth/register", s.register)
 	app.Post("/api/auth/login", s.login)
+	app.Post("/api/auth/refresh", s.refresh)
+	app.Post("/api/auth/logout", s.requireAuth, s.logout)
 
 	app.Get("/api/me", s.requireAuth, s.me)
+	app.Patch("/api/me", s.requireAuth, s.updateMe)
+	app.Get("/api/users", s.requireAuth, s.searchUsers)
 	app.Get("/api/users/:id", s.requireAuth, s.user)
 	app.Get("/api/users/:id/presence", s.requireAuth, s.userPresence)
 
 	app.Post("/api/rooms", s.requireAuth, s.createRoom)
 	app.Get("/api/rooms", s.requireAuth, s.listRooms)
 	app.Get("/api/rooms/:id", s.requireAuth, s.getRoom)
+	app.Patch("/api/rooms/:id", s.requireAuth, s.updateRoom)
 	app.Post("/api/rooms/:id/join", s.requireAuth, s.joinRoom)
 	app.Post("/api/rooms/:id/leave", s.requireAuth, s.leaveRoom)
 	app.Get("/api/rooms/:id/members", s.requireAuth, s.listMembers)
 	app.Post("/api/rooms/:id/members", s.requireAuth, s.addMember)
+	app.Patch("/api/rooms/:id/members/:userId", s.requireAuth, s.updateMember)
+	app.Delete("/api/rooms/:id/members/:userId", s.requireAuth, s.removeMember)
+	app.Post("/api/rooms/:id/uploads", s.requireAuth, s.uploadLimiter(), s.upload)
+	app.Get("/api/uploads/:id", s.requireAuth, s.download)
+	app.Get("/api/channels", s.requireAuth, s.listChannels)
 	app.Get("/api/rooms/:id/messages", s.requireAuth, s.history)
 	app.Get("/api/rooms/:id/presence", s.requireAuth, s.roomPresence)
 
