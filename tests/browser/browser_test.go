@@ -80,11 +80,13 @@ func binDir() (string, error) {
 func newStack(t *testing.T, opts stack.Options) *stack.Stack {
 	t.Helper()
 	buildOnce.Do(func() {
+		// The e2e tests' directory: after `make test`'s Go tests the
+		// binaries there are current and the build only checks them.
 		var dir string
-		if dir, buildErr = binDir(); buildErr != nil {
+		if dir, buildErr = stack.BinDir(); buildErr != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		binaries, buildErr = stack.Build(ctx, dir)
 	})
