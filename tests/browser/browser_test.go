@@ -94,6 +94,15 @@ func newStack(t *testing.T, opts stack.Options) *stack.Stack {
 		t.Fatalf("build services: %v", buildErr)
 	}
 	opts.Binaries = binaries
+	// The api keeps uploads under its data directory: the test's own, not
+	// the package directory it runs in.
+	if opts.ServiceEnv == nil {
+		opts.ServiceEnv = map[string]map[string]string{}
+	}
+	if opts.ServiceEnv["api"] == nil {
+		opts.ServiceEnv["api"] = map[string]string{}
+	}
+	opts.ServiceEnv["api"]["RELAY_DATA"] = t.TempDir()
 	start := time.Now()
 	s := stack.NewStack(t, opts)
 	t.Logf("stack of %d processes ready in %v (log %s)", len(s.Names()), time.Since(start).Round(time.Millisecond), s.LogPath)
