@@ -80,11 +80,13 @@ func binDir() (string, error) {
 func newStack(t *testing.T, opts stack.Options) *stack.Stack {
 	t.Helper()
 	buildOnce.Do(func() {
+		// The e2e tests' directory: after `make test`'s Go tests the
+		// binaries there are current and the build only checks them.
 		var dir string
-		if dir, buildErr = binDir(); buildErr != nil {
+		if dir, buildErr = stack.BinDir(); buildErr != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		binaries, buildErr = stack.Build(ctx, dir)
 	})
@@ -92,6 +94,15 @@ func newStack(t *testing.T, opts stack.Options) *stack.Stack {
 		t.Fatalf("build services: %v", buildErr)
 	}
 	opts.Binaries = binaries
+	// The api keeps uploads under its data directory: the test's own, not
+	// the package directory it runs in.
+	if opts.ServiceEnv == nil {
+		opts.ServiceEnv = map[string]map[string]string{}
+	}
+	if opts.ServiceEnv["api"] == nil {
+		opts.ServiceEnv["api"] = map[string]string{}
+	}
+	opts.ServiceEnv["api"]["RELAY_DATA"] = t.TempDir()
 	start := time.Now()
 	s := stack.NewStack(t, opts)
 	t.Logf("stack of %d processes ready in %v (log %s)", len(s.Names()), time.Since(start).Round(time.Millisecond), s.LogPath)
@@ -337,6 +348,21 @@ func TestClientLibrary(t *testing.T) {
 		args = append(args, rel)
 	}
 	runNode(t, s, proxy, gateways, dir, nil, 3*time.Minute, args...)
+}
+
+// TestClientTokenExpiry runs relay-client with access tokens of 4 s: the
+// gateway closes expired sessions with 4001 and the client refreshes and
+// resumes (clients/js/test/integration/token-expiry.expiry.mjs).
+func TestClientTokenExpiry(t *testing.T) {
+	requireIT(t)
+	dir := filepath.Join(repoRoot(t), "clients", "js")
+	if _, err := os.Stat(filepath.Join(dir, "dist", "index.js")); err != nil {
+		t.Fatalf("relay-client is not built (make builds it): %v", err)
+	}
+	s := newStack(t, stack.Options{ServiceEnv: map[string]map[string]string{"api": {"JWT_TTL": "4s"}}})
+	proxy := startDevproxy(t, s, 1, "")
+	runNode(t, s, proxy, 1, dir, nil, 2*time.Minute, "--experimental-websocket", "--no-warnings", "--test", "--test-reporter=spec",
+		filepath.Join("test", "integration", "token-expiry.expiry.mjs"))
 }
 
 // TestWebApp drives the web app in Chromium: two users sign up, find each

@@ -29,7 +29,7 @@ async function order(action, name) {
 }
 
 /** Polls fn until it returns a truthy value (playwright-core has no expect). */
-async function eventually(fn, what, ms = 15_000) {
+async function eventually(fn, what, ms = 30_000) {
   const end = Date.now() + ms;
   let last;
   for (;;) {
@@ -115,7 +115,7 @@ describe('the web app in Chromium', () => {
     for (const who of ['alice', 'bob']) {
       const context = await browser.newContext({ viewport: { width: 1100, height: 720 }, colorScheme: 'light' });
       const page = await context.newPage();
-      page.setDefaultTimeout(15_000);
+      page.setDefaultTimeout(30_000);
       const errors = [];
       page.on('pageerror', (e) => errors.push(e.message));
       page.on('console', (m) => m.type() === 'error' && !/Failed to load resource|WebSocket connection/.test(m.text()) && errors.push(m.text()));

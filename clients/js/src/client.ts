@@ -177,6 +177,7 @@ export class RelayClient extends Emitter<ClientEvents> {
   private bucket: TokenBucket;
 
   private rooms = new Set<string>();
+  private joinWaiters = new Map<string, { resolve(a: JoinAck): void; reject(e: RelayError): void }[]>();
   private cursors = new Map<string, SeqCursor>();
   private timelines = new Map<string, Timeline>();
   private loading = new Map<string, Promise<boolean>>();
@@ -619,15 +620,24 @@ export class RelayClient extends Emitter<ClientEvents> {
 
   /**
    * Receives a room's events on the connection, now and after every
-   * reconnect. lastSeq (the newest seq you have, e.g. from GET /api/rooms)
-   * makes the server replay what came after it; without it live events
-   * start at the join.
+   * reconnect. lastSeq (the newest seq you have, e.g. from GET /api/rooms;
+   * -1 for everything) makes the server replay what came after it; without
+   * it live events start at the join. Resolves with the ack once the room is
+   * joined (on the next connection when not connected); rejects when the
+   * server refuses the room.
    */
-  join(roomId: string, opts: { lastSeq?: number } = {}): Promise<JoinAck | null> {
+  join(roomId: string, opts: { lastSeq?: number } = {}): Promise<JoinAck> {
     this.rooms.add(roomId);
     if (!this.cursors.has(roomId)) this.cursors.set(roomId, new SeqCursor(opts.lastSeq));
-    if (this.ws?.readyState !== OPEN) return Promise.resolve(null);
-    return this.sendJoin(roomId);
+    const joined = new Promise<JoinAck>((resolve, reject) => {
+      const list = this.joinWaiters.get(roomId) ?? [];
+      list.push({ resolve, reject });
+      this.joinWaiters.set(roomId, list);
+    });
+    joined.catch(() => {}); // also reported as room_lost
+    // Not connected: the join goes out (and resolves) on the next connection.
+    if (this.ws?.readyState === OPEN) void this.sendJoin(roomId);
+    return joined;
   }
 
   /** Stops receiving a room on the connection (membership does not change). */
@@ -635,6 +645,9 @@ export class RelayClient extends Emitter<ClientEvents> {
     this.rooms.delete(roomId);
     this.cursors.delete(roomId);
     this.typingOut.reset(roomId);
+    const waiters = this.joinWaiters.get(roomId) ?? [];
+    this.joinWaiters.delete(roomId);
+    for (const w of waiters) w.reject(new RelayError('BAD_REQUEST', 'left before the join completed'));
     this.call('leave_room', { roomId }).catch(() => {});
   }
 
@@ -660,6 +673,9 @@ export class RelayClient extends Emitter<ClientEvents> {
     const onAck = (ack: JoinAck) => {
       if (this.cursors.get(roomId) !== cursor) return;
       cursor.joined(ack.lastSeq, sent);
+      const waiters = this.joinWaiters.get(roomId) ?? [];
+      this.joinWaiters.delete(roomId);
+      for (const w of waiters) w.resolve(ack);
       this.emit('joined', { roomId, lastSeq: ack.lastSeq });
     };
     return this.callRef<JoinAck>('join_room', data, onAck).promise.then(
@@ -676,6 +692,9 @@ export class RelayClient extends Emitter<ClientEvents> {
         }
         this.rooms.delete(roomId);
         this.cursors.delete(roomId);
+        const waiters = this.joinWaiters.get(roomId) ?? [];
+        this.joinWaiters.delete(roomId);
+        for (const w of waiters) w.reject(e);
         this.emit('room_lost', { roomId, error: e });
         return null;
       },

@@ -50,9 +50,8 @@ describe('relay-client against the real stack', () => {
     roomId = room.id;
     for (const c of [alice, bob]) {
       c.connect();
-      const joined = new Promise((resolve) => c.on('joined', (j) => j.roomId === roomId && resolve()));
-      void c.join(roomId);
-      await joined;
+      const ack = await c.join(roomId);
+      assert.equal(ack.roomId, roomId);
     }
   });
 
