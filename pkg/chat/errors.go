@@ -12,7 +12,7 @@ import (
 // bodies and in WebSocket `error` events (see docs/protocol.md).
 type Code string
 
-// Error codes, as decided in DESIGN.md.
+// Error codes (docs/architecture.md, "One error model").
 const (
 	CodeBadRequest   Code = "BAD_REQUEST"
 	CodeUnknownEvent Code = "UNKNOWN_EVENT"

@@ -46,7 +46,7 @@ type Redis struct {
 type Kafka struct {
 	// Brokers are host:port seed addresses.
 	Brokers []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:9092" envSeparator:","`
-	// Topic is the room event log, keyed by room id (DESIGN.md).
+	// Topic is the room event log, keyed by room id (docs/architecture.md).
 	Topic string `env:"KAFKA_TOPIC" envDefault:"chat.messages"`
 	// Partitions is used only when the topic must be created; an existing
 	// topic keeps its partition count (changing it re-homes rooms).

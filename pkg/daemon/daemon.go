@@ -22,7 +22,8 @@ import (
 	"relay/pkg/web"
 )
 
-// Service is what every relay service provides (STYLE.md rule 1).
+// Service is what every relay service provides (docs/architecture.md,
+// "How the code is shaped").
 type Service interface {
 	// Addr is the address to listen on, defaults applied.
 	Addr() string

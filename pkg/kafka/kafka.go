@@ -1,6 +1,6 @@
 // Package kafka wraps IBM/sarama for the room event log: client settings that
-// give the guarantees of DESIGN.md (acks=all, idempotent producer, offsets
-// committed only after handling), a producer that returns each record's
+// give the guarantees of docs/architecture.md (acks=all, idempotent producer,
+// offsets committed only after handling), a producer that returns each record's
 // offset (its seq), trace context in record headers, and the consumer-group
 // loop shared by the delivery worker and the persister.
 package kafka
