@@ -114,7 +114,8 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, tracing); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	if err = kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.Partitions); err != nil {
+	if err = kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.Partitions,
+		kafka.Replication(cfg.Kafka.ReplicationFactor, cfg.Kafka.MinInsyncReplicas)); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	kp, err := kafka.NewProducer(cfg.Kafka.Brokers, cfg.Kafka.Topic, "gateway", tel.Propagator)
