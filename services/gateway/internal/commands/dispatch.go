@@ -174,6 +174,12 @@ func (s *Handler) Text(c *conn.Client, raw []byte) {
 		trace.WithAttributes(attribute.Int64("user.id", c.UserID())))
 	defer span.End()
 	ack, err := h(ctx, c, data, ref)
+	switch event {
+	case protocol.EventSendMessage:
+		metrics.Answered(s.o.Metrics.Sends, err)
+	case protocol.EventJoinRoom:
+		metrics.Answered(s.o.Metrics.Joins, err)
+	}
 	if err != nil {
 		span.SetStatus(codes.Error, string(chat.ErrorCode(err)))
 		if chat.ErrorCode(err) == chat.CodeInternal {

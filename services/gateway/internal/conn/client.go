@@ -67,8 +67,16 @@ type Client struct {
 	// typing has surely expired; its reader only, like Rooms.
 	Typing map[int64]time.Time
 
+	// protocol is "native" or "socketio", for gateway_connections.
+	protocol string
+
 	mu    sync.Mutex
 	queue [][]byte
+	// waiters are told once the frames queued before them were written
+	// (Flushed); the writer takes them with the queue. finished is set
+	// once the writer is gone: a waiter is then told at once.
+	waiters  []FlushWaiter
+	finished bool
 	// bulk counts the frames of queue that came in a SendBulk burst (a
 	// replay): they do not count against QueueSize. The writer takes the
 	// whole queue at once, which resets it.
@@ -100,6 +108,7 @@ func NewClient(l *Lifecycle, t Transport, claims auth.Claims, token string, watc
 		presName: PresenceName(claims.Username),
 		done:     make(chan struct{}),
 		watchdog: watchdog,
+		protocol: "native",
 	}
 	c.lastAlive.Store(time.Now().UnixNano())
 	// Under pingMu: the first ping may fire before the assignment is done.
@@ -232,20 +241,60 @@ func (c *Client) closeWith(d Disconnect, drop bool) bool {
 
 // take moves the queued frames into batch (reusing its array). When there
 // is nothing to write and no close to do, it ends the writer's turn.
-func (c *Client) take(batch [][]byte) (_ [][]byte, more, closing bool, d Disconnect) {
+func (c *Client) take(batch [][]byte, waiters []FlushWaiter) (_ [][]byte, _ []FlushWaiter, more, closing bool, d Disconnect) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.queue) == 0 && !c.closing {
 		c.writing = false
-		return batch, false, false, Disconnect{}
+		// Nothing is queued: whoever waits has had its frames written.
+		w := c.waiters
+		c.waiters = waiters[:0]
+		return batch, w, false, false, Disconnect{}
 	}
 	batch, c.queue = c.queue, batch[:0]
+	waiters, c.waiters = c.waiters, waiters[:0]
 	c.bulk = 0
 	// An idle connection should not keep a big array from one burst.
 	if cap(c.queue) > 64 {
 		c.queue = nil
 	}
-	return batch, true, c.closing, c.reason
+	return batch, waiters, true, c.closing, c.reason
+}
+
+// FlushWaiter is told whether frames it waited for were written.
+type FlushWaiter interface {
+	// Flushed is called once, from the connection's writer (or at once):
+	// written is false when the connection closed before writing them.
+	Flushed(written bool)
+}
+
+// Flushed tells w once every frame queued so far was written to the
+// socket, or that the connection closed first. The fan-out uses it to end
+// a publication's span and measure delivery when the frames are out, not
+// when they are queued.
+func (c *Client) Flushed(w FlushWaiter) {
+	c.mu.Lock()
+	if c.finished {
+		c.mu.Unlock()
+		w.Flushed(false)
+		return
+	}
+	if !c.writing && len(c.queue) == 0 {
+		c.mu.Unlock()
+		w.Flushed(true)
+		return
+	}
+	c.waiters = append(c.waiters, w)
+	c.mu.Unlock()
+}
+
+// tell answers waiters and returns the slice for reuse.
+func tell(waiters []FlushWaiter, written bool) []FlushWaiter {
+	for _, w := range waiters {
+		w.Flushed(written)
+	}
+	clear(waiters)
+	return waiters[:0]
 }
 
 // drain is the writer: the only goroutine writing data frames, started by
@@ -253,28 +302,40 @@ func (c *Client) take(batch [][]byte) (_ [][]byte, more, closing bool, d Disconn
 // is the one that closes the socket, after which done is closed.
 func (c *Client) drain() {
 	var batch [][]byte
+	var waiters []FlushWaiter
 	for {
 		var more, closing bool
 		var d Disconnect
-		batch, more, closing, d = c.take(batch)
+		batch, waiters, more, closing, d = c.take(batch, waiters)
 		if !more {
+			tell(waiters, true)
 			return
 		}
+		written := true
 		for i := 0; i < len(batch); {
 			if c.stop.Load() {
+				written = false
 				break
 			}
 			n, err := c.writeFrames(batch[i:])
 			if err != nil {
 				c.writeFailed(err)
 				closing, d = c.closeState()
+				written = false
 				break
 			}
 			i += n
 		}
 		clear(batch)
+		waiters = tell(waiters, written)
 		if closing {
 			c.finish(d)
+			c.mu.Lock()
+			c.finished = true
+			late := c.waiters
+			c.waiters = nil
+			c.mu.Unlock()
+			tell(late, false)
 			close(c.done)
 			return
 		}

@@ -55,6 +55,9 @@ type OpenOptions struct {
 	// answers CONNECT there, so no push can precede it); an error ends the
 	// connection and is returned by Open.
 	Accept func(c *Client) error
+	// Protocol labels the connection in gateway_connections: "native" or
+	// "socketio" ("" counts as native).
+	Protocol string
 }
 
 // ErrFull refuses a connection above MaxConnections; ErrDraining one that
@@ -91,6 +94,7 @@ func NewLifecycle(base context.Context, o Options) *Lifecycle {
 	for _, d := range disconnects {
 		o.Metrics.Disconnects.WithLabelValues(d.label)
 	}
+	o.Metrics.MaxConnections.Set(float64(o.MaxConnections))
 	return &Lifecycle{o: o, base: base, clients: make(map[*Client]struct{})}
 }
 
@@ -117,6 +121,10 @@ func (l *Lifecycle) Open(t Transport, claims auth.Claims, token string, o OpenOp
 		return nil, ErrFull
 	}
 	c := NewClient(l, t, claims, token, o.Watchdog)
+	c.protocol = o.Protocol
+	if c.protocol == "" {
+		c.protocol = "native"
+	}
 	if o.Accept != nil {
 		if err := o.Accept(c); err != nil {
 			l.abandon(c, DisconnectLost)
@@ -127,7 +135,7 @@ func (l *Lifecycle) Open(t Transport, claims auth.Claims, token string, o OpenOp
 		l.abandon(c, DisconnectRestart)
 		return nil, ErrDraining
 	}
-	l.o.Metrics.Connections.Inc()
+	l.o.Metrics.Connections.WithLabelValues(c.protocol).Inc()
 	c.expiry = time.AfterFunc(time.Until(claims.ExpiresAt), func() { c.Close(DisconnectAuthExpired) })
 	return c, nil
 }
@@ -172,7 +180,7 @@ func (l *Lifecycle) End(c *Client) {
 	c.expiry.Stop()
 	c.Close(DisconnectLost)
 	<-c.done
-	l.o.Metrics.Connections.Dec()
+	l.o.Metrics.Connections.WithLabelValues(c.protocol).Dec()
 	l.release(c)
 	// No ping may touch the transport once it is released.
 	c.stopPings()

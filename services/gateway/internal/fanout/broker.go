@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -14,6 +15,7 @@ import (
 
 	"relay/pkg/protocol"
 	"relay/pkg/redis"
+	"relay/services/gateway/internal/conn"
 	"relay/services/gateway/internal/fanout/hub"
 	"relay/services/gateway/internal/metrics"
 )
@@ -181,6 +183,9 @@ func (b *roomBroker) fanout(payload []byte) {
 		b.f.log.Warn("undecodable publication", "err", err)
 		return
 	}
+	if p.PublishedAt > 0 {
+		b.f.o.Metrics.PubSub.Observe(max(time.Since(time.Unix(0, p.PublishedAt)).Seconds(), 0))
+	}
 	if !p.Ephemeral && !b.seq.admit(p) {
 		return
 	}
@@ -188,7 +193,8 @@ func (b *roomBroker) fanout(payload []byte) {
 }
 
 // deliver queues one publication to the local members of its room, as a
-// span that continues the trace of the event (sender → Kafka → delivery).
+// span that continues the trace of the event (sender → Kafka → delivery →
+// Redis publish) and ends once every recipient's socket was written.
 func (b *roomBroker) deliver(p *redis.Publication) {
 	f := b.f
 	start := time.Now()
@@ -196,7 +202,9 @@ func (b *roomBroker) deliver(p *redis.Publication) {
 	if len(p.Trace) > 0 {
 		ctx = f.o.Tel.Propagator.Extract(ctx, propagation.MapCarrier(p.Trace))
 	}
-	_, span := f.o.Tel.Tracer.Start(ctx, "gateway.fanout", trace.WithSpanKind(trace.SpanKindConsumer))
+	channel := f.o.Keys.RoomChannel(p.RoomID)
+	_, span := f.o.Tel.Tracer.Start(ctx, "process "+channel, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithTimestamp(start))
 	event := metrics.FrameEvent(p.Frame)
 	f.membershipEvent(p)
 	n := f.hub.Publish(p)
@@ -204,11 +212,71 @@ func (b *roomBroker) deliver(p *redis.Publication) {
 		f.userLeft(p)
 	}
 	if span.IsRecording() {
-		span.SetAttributes(attribute.Int64("room.id", p.RoomID), attribute.Int64("seq", p.Seq), attribute.Int("recipients", n))
+		span.SetAttributes(attribute.String("messaging.system", "redis"), attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", channel),
+			attribute.Int64("relay.room.id", p.RoomID), attribute.Int64("relay.room.seq", p.Seq), attribute.Int("relay.recipients", n))
 	}
-	span.End()
+	f.awaitWritten(p, n, span)
 	f.o.Metrics.Fanout.Observe(time.Since(start).Seconds())
 	if n > 0 {
 		f.o.Metrics.FramesOut.WithLabelValues(event).Add(float64(n))
+	}
+}
+
+// written follows one publication until every recipient's socket has it:
+// each recipient's writer reports (conn.Client.Flushed), the delivery
+// latency is observed per recipient, and the span ends with the last.
+type written struct {
+	m       *metrics.Metrics
+	span    trace.Span
+	eventAt int64
+	pending atomic.Int64
+}
+
+// flusher is a connection that reports when its queued frames are out.
+type flusher interface {
+	Flushed(w conn.FlushWaiter)
+}
+
+// awaitWritten ends span once the n recipients of p wrote it (at once when
+// there are none).
+func (f *Fanout) awaitWritten(p *redis.Publication, n int, span trace.Span) {
+	if n == 0 {
+		span.End()
+		return
+	}
+	w := &written{m: f.o.Metrics, span: span, eventAt: p.EventAt}
+	if p.Ephemeral {
+		w.eventAt = 0 // typing: not a logged event, no delivery latency
+	}
+	members := f.hub.Members(p.RoomID)
+	var fl []flusher
+	for _, m := range members {
+		if c, ok := m.Conn().(flusher); ok && !m.Removed() {
+			fl = append(fl, c)
+		}
+	}
+	if len(fl) == 0 {
+		span.End()
+		return
+	}
+	w.pending.Store(int64(len(fl)))
+	for _, c := range fl {
+		c.Flushed(w)
+	}
+}
+
+// Flushed implements conn.FlushWaiter.
+func (w *written) Flushed(ok bool) {
+	if ok {
+		w.m.Deliveries.WithLabelValues("written").Inc()
+		if w.eventAt > 0 {
+			w.m.Delivery.Observe(max(time.Since(time.Unix(0, w.eventAt)).Seconds(), 0))
+		}
+	} else {
+		w.m.Deliveries.WithLabelValues("dropped").Inc()
+	}
+	if w.pending.Add(-1) == 0 {
+		w.span.End()
 	}
 }

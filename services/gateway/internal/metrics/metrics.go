@@ -14,8 +14,20 @@ import (
 // Metrics are the gateway's Prometheus series. Label values come from
 // fixed sets (known events, error codes), never from client input.
 type Metrics struct {
-	// Connections is the open connections, both transports.
-	Connections prometheus.Gauge
+	// Connections is the open connections by protocol (native, socketio);
+	// MaxConnections the instance's limit (MAX_CONNECTIONS).
+	Connections    *prometheus.GaugeVec
+	MaxConnections prometheus.Gauge
+	// PubSub is the Redis publish -> receive latency of live publications;
+	// Delivery the event's time -> frame written to a socket, per recipient.
+	PubSub   prometheus.Histogram
+	Delivery prometheus.Histogram
+	// Sends and Joins count send_message and join_room answers by outcome
+	// (ok, error) and error code ("" when ok); Deliveries the room frames
+	// written to sockets or dropped with their connection.
+	Sends      *prometheus.CounterVec
+	Joins      *prometheus.CounterVec
+	Deliveries *prometheus.CounterVec
 	// FramesIn counts client frames by event; FramesOut frames queued to
 	// clients by event; Errors error frames by code.
 	FramesIn  *prometheus.CounterVec
@@ -54,9 +66,29 @@ type Metrics struct {
 // two gauges that are read on scrape.
 func New(reg prometheus.Registerer, subscribedRooms, inflight func() float64) *Metrics {
 	m := &Metrics{
-		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "gateway_connections", Help: "Open WebSocket connections.",
+		Connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_connections", Help: "Open connections, by protocol (native, socketio).",
+		}, []string{"protocol"}),
+		MaxConnections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_max_connections", Help: "The instance's connection limit (MAX_CONNECTIONS).",
 		}),
+		PubSub: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "gateway_pubsub_latency_seconds", Help: "From the delivery worker's Redis publish to this gateway receiving it (live publications).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}),
+		Delivery: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "gateway_delivery_latency_seconds", Help: "From the event's time (the gateway producing it) to its frame written to a recipient's socket.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		Sends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_sends_total", Help: "send_message frames answered, by outcome (ok, error) and error code.",
+		}, []string{"outcome", "code"}),
+		Joins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_joins_total", Help: "join_room frames answered, by outcome (ok, error) and error code.",
+		}, []string{"outcome", "code"}),
+		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_deliveries_total", Help: "Live room frames written to sockets (written) or lost with their closed connection (dropped).",
+		}, []string{"outcome"}),
 		FramesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gateway_frames_in_total", Help: "Client frames received, by event (unknown/invalid for the rest).",
 		}, []string{"event"}),
@@ -112,7 +144,7 @@ func New(reg prometheus.Registerer, subscribedRooms, inflight func() float64) *M
 			Name: "gateway_presence_heartbeats_dropped_total", Help: "Heartbeat commands not sent (presence publisher queue full or closed).",
 		}),
 	}
-	reg.MustRegister(m.Connections, m.FramesIn, m.FramesOut, m.Errors, m.SlowConsumers, m.Disconnects, m.SendAck, m.Fanout, m.Rooms, m.BreakerOpen,
+	reg.MustRegister(m.Connections, m.MaxConnections, m.PubSub, m.Delivery, m.Sends, m.Joins, m.Deliveries, m.FramesIn, m.FramesOut, m.Errors, m.SlowConsumers, m.Disconnects, m.SendAck, m.Fanout, m.Rooms, m.BreakerOpen,
 		m.PresenceEvents, m.HeartbeatsDropped, m.BreakerState, m.Gaps, m.Repaired, m.RepairDropped, m.Resyncs, m.Inflight)
 	for _, r := range []string{protocol.ResyncHistoryTrimmed, protocol.ResyncPersisterBehind, protocol.ResyncReplayLimit,
 		protocol.ResyncUnavailable, protocol.ResyncOverflow} {
@@ -129,6 +161,16 @@ func New(reg prometheus.Registerer, subscribedRooms, inflight func() float64) *M
 		chat.CodeForbidden, chat.CodeNotFound, chat.CodeConflict, chat.CodeRateLimited, chat.CodeServerFull,
 		chat.CodeUnavailable, chat.CodeInternal} {
 		m.Errors.WithLabelValues(string(c))
+		m.Sends.WithLabelValues("error", string(c))
+		m.Joins.WithLabelValues("error", string(c))
+	}
+	m.Sends.WithLabelValues("ok", "")
+	m.Joins.WithLabelValues("ok", "")
+	for _, p := range []string{"native", "socketio"} {
+		m.Connections.WithLabelValues(p)
+	}
+	for _, o := range []string{"written", "dropped"} {
+		m.Deliveries.WithLabelValues(o)
 	}
 	return m
 }
@@ -182,4 +224,14 @@ func FrameEvent(frame []byte) string {
 func IsServerEvent(event string) bool {
 	_, ok := serverEvents[event]
 	return ok
+}
+
+// Answered counts a send_message or join_room answer on v: ok when err is
+// nil, else error with the error's code.
+func Answered(v *prometheus.CounterVec, err error) {
+	if err == nil {
+		v.WithLabelValues("ok", "").Inc()
+		return
+	}
+	v.WithLabelValues("error", string(chat.ErrorCode(err))).Inc()
 }

@@ -257,10 +257,10 @@ func TestFanoutSpanContinuesTheEventTrace(t *testing.T) {
 	seqOf(t, c.next())
 	eventually(t, "fanout span", func() bool {
 		for _, s := range g.spans.Ended() {
-			if s.Name() == "gateway.fanout" && s.SpanContext().TraceID().String() == traceID &&
+			if strings.HasPrefix(s.Name(), "process ") && s.SpanContext().TraceID().String() == traceID &&
 				s.Parent().SpanID().String() == "00f067aa0ba902b7" && s.Parent().IsRemote() {
 				for _, a := range s.Attributes() {
-					if a.Key == "recipients" && a.Value.AsInt64() == 1 {
+					if a.Key == "relay.recipients" && a.Value.AsInt64() == 1 {
 						return true
 					}
 				}

@@ -114,6 +114,12 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, tracing); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	if err := store.RegisterPool(tel.Registry, s.db); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {
+		return nil, fmt.Errorf("gateway: metrics: %w", err)
+	}
 	if err = kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.Partitions,
 		kafka.Replication(cfg.Kafka.ReplicationFactor, cfg.Kafka.MinInsyncReplicas)); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)

@@ -83,7 +83,7 @@ func (g *Gateway) ServeSocket(sess *Session, auth json.RawMessage) error {
 	if err := g.Lifecycle.Admit(); err != nil {
 		return err
 	}
-	c, err := g.Lifecycle.Open(&nativeTransport{sess: sess}, claims, token, conn.OpenOptions{
+	c, err := g.Lifecycle.Open(&nativeTransport{sess: sess}, claims, token, conn.OpenOptions{Protocol: "socketio",
 		Accept: func(c *conn.Client) error {
 			sess.OnAlive(c.Touch)
 			// CONNECT is answered before register, so no push can precede it.
