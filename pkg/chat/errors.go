@@ -18,8 +18,9 @@ const (
 	CodeBadRequest   Code = "BAD_REQUEST"
 	CodeUnknownEvent Code = "UNKNOWN_EVENT"
 	CodeTooLarge     Code = "TOO_LARGE"
-	// CodeUnsupportedMediaType: a request body with a Content-Encoding
-	// (compressed bodies are refused, never inflated).
+	// CodeUnsupportedMediaType refuses a request body with a Content-Encoding
+	// (compressed bodies are refused, never inflated) and an upload whose
+	// content is not of an allowed type.
 	CodeUnsupportedMediaType Code = "UNSUPPORTED_MEDIA_TYPE"
 	CodeUnauthorized         Code = "UNAUTHORIZED"
 	CodeForbidden            Code = "FORBIDDEN"

@@ -112,6 +112,16 @@ type Postgres struct {
 	MaxConns int `env:"DATABASE_MAX_CONNS" envDefault:"20"`
 }
 
+// Replica configures an optional streaming (hot-standby) replica that
+// read-only queries may use; services that read history and search read it.
+type Replica struct {
+	// URL is the replica's libpq-style URL; empty means every read goes to
+	// the primary.
+	URL string `env:"DATABASE_REPLICA_URL"`
+	// MaxConns bounds the replica pool; zero means the default of 20.
+	MaxConns int `env:"DATABASE_REPLICA_MAX_CONNS" envDefault:"20"`
+}
+
 // Redis configures the Redis connection and key namespace.
 type Redis struct {
 	// URL is a redis:// URL.
@@ -130,10 +140,30 @@ type Kafka struct {
 	// Partitions is used only when the topic must be created; an existing
 	// topic keeps its partition count (changing it re-homes rooms).
 	Partitions int32 `env:"KAFKA_PARTITIONS" envDefault:"12"`
+	// ReplicationFactor is the copies of each partition when the topic must
+	// be created; 0 leaves it to the brokers' default.replication.factor.
+	ReplicationFactor int16 `env:"KAFKA_REPLICATION_FACTOR"`
+	// MinInsyncReplicas is the topic's min.insync.replicas when it must be
+	// created (with acks=all a write needs that many copies); 0 leaves it to
+	// the brokers' default.
+	MinInsyncReplicas int `env:"KAFKA_MIN_INSYNC_REPLICAS"`
 	// GroupInstanceID, when set, makes a consumer a static group member:
 	// restarted with the same id it resumes at once (see kafka.ConsumerConfig).
 	// Empty means a dynamic member. Each instance needs its own stable id.
 	GroupInstanceID string `env:"KAFKA_GROUP_INSTANCE_ID"`
+}
+
+// ValidateReplication checks KAFKA_REPLICATION_FACTOR and
+// KAFKA_MIN_INSYNC_REPLICAS: a min ISR above the factor would refuse every
+// acks=all write.
+func (k Kafka) ValidateReplication() error {
+	switch {
+	case k.ReplicationFactor < 0 || k.MinInsyncReplicas < 0:
+		return errors.New("KAFKA_REPLICATION_FACTOR and KAFKA_MIN_INSYNC_REPLICAS must not be negative")
+	case k.ReplicationFactor > 0 && k.MinInsyncReplicas > int(k.ReplicationFactor):
+		return errors.New("KAFKA_MIN_INSYNC_REPLICAS must not exceed KAFKA_REPLICATION_FACTOR")
+	}
+	return nil
 }
 
 // Telemetry configures logs, traces and metrics.
@@ -146,6 +176,9 @@ type Telemetry struct {
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 	// LogFormat is json or text.
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
+	// InstanceID names this process among its service's instances in traces
+	// (service.instance.id); "" leaves it out.
+	InstanceID string `env:"INSTANCE_ID"`
 }
 
 // HTTP configures a service's HTTP listener.
@@ -168,8 +201,9 @@ type JWT struct {
 	// Secret signs tokens; the development default is refused outside
 	// development mode (CheckCredentials).
 	Secret string `env:"JWT_SECRET" envDefault:"relay-dev-secret-change-me"`
-	// TTL is how long an issued token is valid.
-	TTL time.Duration `env:"JWT_TTL" envDefault:"24h"`
+	// TTL is how long an issued access token is valid; short, since a
+	// refresh token renews it (services/api).
+	TTL time.Duration `env:"JWT_TTL" envDefault:"15m"`
 }
 
 // Validate checks the JWT settings.
@@ -215,6 +249,29 @@ func Load[T any]() (T, error) {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
 	return cfg, nil
+}
+
+// Var is one environment variable a configuration reads.
+type Var struct {
+	// Name is the variable, e.g. DATABASE_URL.
+	Name string `json:"name"`
+	// Default is the value used when it is unset ("" when none).
+	Default string `json:"default,omitempty"`
+}
+
+// Vars lists every environment variable Load[T] reads, with its default,
+// in field order. Deployment tests compare it with what a deployment sets.
+func Vars[T any]() ([]Var, error) {
+	var zero T
+	params, err := env.GetFieldParams(&zero)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	out := make([]Var, 0, len(params))
+	for _, p := range params {
+		out = append(out, Var{Name: p.Key, Default: p.DefaultValue})
+	}
+	return out, nil
 }
 
 // Consumer is the configuration every service consuming the room event log
@@ -263,6 +320,8 @@ func (c Consumer) Validate(prefix string, k Kafka) error {
 		return errors.New("KAFKA_TOPIC required")
 	case k.Partitions <= 0:
 		return errors.New("KAFKA_PARTITIONS must be positive")
+	case k.ValidateReplication() != nil:
+		return k.ValidateReplication()
 	case c.DLQTopic == k.Topic:
 		return fmt.Errorf("%sDLQ_TOPIC must differ from KAFKA_TOPIC", prefix)
 	case c.RetryMin < 0 || c.RetryMax < c.RetryMin:

@@ -125,8 +125,10 @@ type MessageRead struct {
 	RoomID  string `json:"roomId"`
 	UserID  string `json:"userId"`
 	ReadSeq int64  `json:"readSeq"`
-	Seq     int64  `json:"seq"`
-	PrevSeq *int64 `json:"prevSeq,omitempty"`
+	// MessageID is the message read up to, when the reader named it.
+	MessageID string `json:"messageId,omitempty"`
+	Seq       int64  `json:"seq"`
+	PrevSeq   *int64 `json:"prevSeq,omitempty"`
 }
 
 // UserJoined is the payload of a `user_joined` push.

@@ -5,6 +5,10 @@ package httpapi
 //	DATABASE_URL        PostgreSQL URL [postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable]
 //	DATABASE_MAX_CONNS  connection pool size [20]; the outbox relay holds one
 //	                    more connection of its own (outbox.go)
+//	DATABASE_REPLICA_URL  a hot-standby replica for history and search reads; a
+//	                    read that must see a seq the replica has not replayed, and
+//	                    every read while the replica fails, go to the primary [unset]
+//	DATABASE_REPLICA_MAX_CONNS  replica pool size [20]
 //	DATABASE_MIGRATE    apply the embedded SQL migrations at start [true]
 //	DATABASE_BREAKER_FAILURES      consecutive statements that could not reach
 //	                    PostgreSQL before the breaker opens (503 UNAVAILABLE at once,
@@ -20,10 +24,15 @@ package httpapi
 //	HTTP_ADDR           listen address [127.0.0.1:8080]
 //	SHUTDOWN_TIMEOUT    graceful shutdown bound [15s]
 //	JWT_SECRET          HS256 signing secret, at least 16 bytes [dev secret; logs a warning]
-//	JWT_TTL             token lifetime [24h]
+//	JWT_TTL             access token lifetime [15m]
+//	REFRESH_TTL         refresh token lifetime; each use rotates it [720h]
 //	AUTH_RATE_LIMIT     requests per minute per client IP on /api/auth/* [30]
 //	TRUSTED_PROXIES     comma-separated IPs/CIDRs whose X-Forwarded-For is believed
 //	                    when telling clients apart for the rate limit [127.0.0.1/8,::1/128]
+//	RELAY_DATA          the service's data directory [.data]
+//	UPLOAD_DIR          where uploaded files are stored [$RELAY_DATA/uploads]
+//	UPLOAD_MAX_BYTES    largest uploaded file [10485760 (10 MiB)]
+//	UPLOAD_RATE_LIMIT   uploads per minute per user [20]
 //	CORS_ALLOWED_ORIGINS  comma-separated browser origins besides the api's own
 //	                    that may call it (CORS) [none: same-origin only]
 //	RATE_WRITES_PER_MIN   REST writes (POST) per user per minute, across
@@ -40,6 +49,7 @@ package httpapi
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"relay/pkg/chat"
@@ -55,6 +65,8 @@ const DefaultAddr = "127.0.0.1:8080"
 type Config struct {
 	// Postgres is the database holding users, rooms, members and messages.
 	Postgres config.Postgres
+	// Replica, when its URL is set, serves history and search (store.Reads).
+	Replica config.Replica
 	// Redis holds the presence state the api reads (under Redis.Prefix, the
 	// presence service's) and is checked by /ready.
 	Redis config.Redis
@@ -83,6 +95,18 @@ type Config struct {
 	// DBBreakerOpenTimeout is how long the open breaker refuses before a
 	// trial statement; zero means 5 s.
 	DBBreakerOpenTimeout time.Duration `env:"DATABASE_BREAKER_OPEN_TIMEOUT" envDefault:"5s"`
+	// RefreshTTL is how long a refresh token is valid; zero means 30 days.
+	RefreshTTL time.Duration `env:"REFRESH_TTL" envDefault:"720h"`
+	// DataDir is the service's data directory; empty means ".data".
+	DataDir string `env:"RELAY_DATA" envDefault:".data"`
+	// UploadDir is where uploaded files are stored; empty means
+	// DataDir/uploads.
+	UploadDir string `env:"UPLOAD_DIR"`
+	// UploadMaxBytes bounds an uploaded file; zero means 10 MiB.
+	UploadMaxBytes int64 `env:"UPLOAD_MAX_BYTES" envDefault:"10485760"`
+	// UploadRateLimit is the uploads per minute one user may make; zero
+	// means 20.
+	UploadRateLimit int `env:"UPLOAD_RATE_LIMIT" envDefault:"20"`
 }
 
 // WithDefaults returns c with every zero field that has a default set to it.
@@ -112,7 +136,22 @@ func (c Config) WithDefaults() Config {
 		c.HTTP.ShutdownTimeout = 15 * time.Second
 	}
 	if c.JWT.TTL == 0 {
-		c.JWT.TTL = 24 * time.Hour
+		c.JWT.TTL = 15 * time.Minute
+	}
+	if c.RefreshTTL == 0 {
+		c.RefreshTTL = 30 * 24 * time.Hour
+	}
+	if c.DataDir == "" {
+		c.DataDir = ".data"
+	}
+	if c.UploadDir == "" {
+		c.UploadDir = filepath.Join(c.DataDir, "uploads")
+	}
+	if c.UploadMaxBytes == 0 {
+		c.UploadMaxBytes = 10 << 20
+	}
+	if c.UploadRateLimit == 0 {
+		c.UploadRateLimit = 20
 	}
 	if c.AuthRateLimit == 0 {
 		c.AuthRateLimit = 30
@@ -139,8 +178,23 @@ func (c *Config) Validate() error {
 	if d.Postgres.MaxConns < 0 {
 		return errors.New("DATABASE_MAX_CONNS must not be negative")
 	}
+	if d.Replica.MaxConns < 0 {
+		return errors.New("DATABASE_REPLICA_MAX_CONNS must not be negative")
+	}
 	if d.Kafka.Partitions < 0 {
 		return errors.New("KAFKA_PARTITIONS must not be negative")
+	}
+	if err := d.Kafka.ValidateReplication(); err != nil {
+		return err
+	}
+	if d.RefreshTTL < 0 {
+		return errors.New("REFRESH_TTL must not be negative")
+	}
+	if d.UploadMaxBytes < 0 || d.UploadMaxBytes > maxUploadBytes {
+		return fmt.Errorf("UPLOAD_MAX_BYTES must be from 1 to %d", int64(maxUploadBytes))
+	}
+	if d.UploadRateLimit < 0 {
+		return errors.New("UPLOAD_RATE_LIMIT must not be negative")
 	}
 	if d.DBBreakerOpenTimeout < 0 {
 		return errors.New("DATABASE_BREAKER_OPEN_TIMEOUT must not be negative")

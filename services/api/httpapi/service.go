@@ -19,6 +19,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/go-playground/validator/v10"
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
@@ -30,6 +31,7 @@ import (
 	"relay/pkg/store"
 	"relay/pkg/telemetry"
 	"relay/pkg/web"
+	"relay/services/api/diskblob"
 )
 
 // EventPublisher produces room events in order and says how many of them,
@@ -49,12 +51,22 @@ func WithPublisher(p EventPublisher) Option {
 	return func(s *Service) { s.events = p }
 }
 
+// WithBlobStore makes the service keep uploads in b instead of a
+// diskblob.Store in cfg.UploadDir.
+func WithBlobStore(b BlobStore) Option {
+	return func(s *Service) { s.blobs = b }
+}
+
 // Service is a running api: its connections and its Fiber app.
 type Service struct {
-	cfg      Config
-	log      *slog.Logger
-	tel      *telemetry.Telemetry
-	db       *gorm.DB
+	cfg Config
+	log *slog.Logger
+	tel *telemetry.Telemetry
+	db  *gorm.DB
+	// replica is the hot standby's pool (nil without DATABASE_REPLICA_URL);
+	// reads routes history and search between it and db.
+	replica  *gorm.DB
+	reads    *store.Reads
 	rdb      *goredis.Client
 	kclient  sarama.Client
 	producer *kafka.Producer
@@ -63,6 +75,10 @@ type Service struct {
 	outbox   *outboxRelay
 	presence PresenceReader
 	tokens   *auth.Tokens
+	// blobs holds uploaded files; closeBlobs releases it (nil when the
+	// blob store came from WithBlobStore).
+	blobs      BlobStore
+	closeBlobs func() error
 	// breaker guards every database statement and request.
 	breaker  *dbBreaker
 	validate *validator.Validate
@@ -110,6 +126,27 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: true}); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
+	if err := store.RegisterPool(tel.Registry, s.db); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	// The replica has no breaker: when it fails, its reads go to the
+	// primary (store.Reads), which the breaker guards.
+	var replica *gorm.DB
+	if cfg.Replica.URL != "" {
+		if s.replica, err = store.Open(ctx, cfg.Replica.URL, store.Options{MaxConns: cfg.Replica.MaxConns, Tracing: true, Lazy: true}); err != nil {
+			return nil, fmt.Errorf("api: replica: %w", err)
+		}
+		replica = s.replica
+	}
+	s.reads = store.NewReads(s.db, replica, tel.Log)
+	readsTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_api_db_reads_total",
+		Help: "History and search reads by the database server they ran on (primary, replica).",
+	}, []string{"server"})
+	if err := tel.Registry.Register(readsTotal); err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
+	}
+	s.reads.Observe = func(on store.Server) { readsTotal.WithLabelValues(string(on)).Inc() }
 	if s.breaker, err = newDBBreaker(cfg, tel.Log, tel.Registry); err != nil {
 		return nil, fmt.Errorf("api: breaker: %w", err)
 	}
@@ -125,8 +162,18 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 			return nil, fmt.Errorf("api: %w", err)
 		}
 	}
+	if s.blobs == nil {
+		disk, err := diskblob.New(cfg.UploadDir)
+		if err != nil {
+			return nil, fmt.Errorf("api: uploads: %w", err)
+		}
+		s.blobs, s.closeBlobs = disk, disk.Close
+	}
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, true); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
+	}
+	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
 	}
 	if s.presence == nil {
 		s.presence = presence.NewReader(s.rdb, presence.NewKeys(cfg.Redis.Prefix))
@@ -188,6 +235,12 @@ func (s *Service) Close() error {
 		if s.db != nil {
 			errs = append(errs, store.Close(s.db))
 		}
+		if s.replica != nil {
+			errs = append(errs, store.Close(s.replica))
+		}
+		if s.closeBlobs != nil {
+			errs = append(errs, s.closeBlobs())
+		}
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
@@ -195,9 +248,11 @@ func (s *Service) Close() error {
 
 func (s *Service) newApp() *fiber.App {
 	app := web.NewApp(web.Options{
-		Service:        "api",
-		Telemetry:      s.tel,
-		BodyLimit:      64 << 10,
+		Service:   "api",
+		Telemetry: s.tel,
+		BodyLimit: 64 << 10,
+		// Only uploads stream their (larger) bodies; upload bounds them.
+		StreamBody:     isUploadRequest,
 		Pprof:          s.cfg.HTTP.Pprof,
 		AllowedOrigins: s.origins,
 		Checks: map[string]web.Check{
@@ -236,8 +291,12 @@ func (s *Service) routes(app *fiber.App) {
 	app.Use("/api/auth", s.authLimiter())
 	app.Post("/api/auth/register", s.register)
 	app.Post("/api/auth/login", s.login)
+	app.Post("/api/auth/refresh", s.refresh)
+	app.Post("/api/auth/logout", s.requireAuth, s.logout)
 
 	app.Get("/api/me", s.requireAuth, s.me)
+	app.Patch("/api/me", s.requireAuth, s.updateMe)
+	app.Get("/api/users", s.requireAuth, s.searchUsers)
 	app.Get("/api/users/:id", s.requireAuth, s.user)
 	app.Get("/api/users/:id/presence", s.requireAuth, s.userPresence)
 
@@ -245,10 +304,16 @@ func (s *Service) routes(app *fiber.App) {
 	app.Post("/api/rooms", s.requireAuth, write, s.limitUser("room_create", ratelimit.PerHour(s.cfg.Limits.RoomsPerHour)), s.createRoom)
 	app.Get("/api/rooms", s.requireAuth, s.listRooms)
 	app.Get("/api/rooms/:id", s.requireAuth, s.getRoom)
+	app.Patch("/api/rooms/:id", s.requireAuth, write, s.updateRoom)
 	app.Post("/api/rooms/:id/join", s.requireAuth, write, s.joinRoom)
 	app.Post("/api/rooms/:id/leave", s.requireAuth, write, s.leaveRoom)
 	app.Get("/api/rooms/:id/members", s.requireAuth, s.listMembers)
 	app.Post("/api/rooms/:id/members", s.requireAuth, write, s.addMember)
+	app.Patch("/api/rooms/:id/members/:userId", s.requireAuth, write, s.updateMember)
+	app.Delete("/api/rooms/:id/members/:userId", s.requireAuth, write, s.removeMember)
+	app.Post("/api/rooms/:id/uploads", s.requireAuth, s.uploadLimiter(), s.upload)
+	app.Get("/api/uploads/:id", s.requireAuth, s.download)
+	app.Get("/api/channels", s.requireAuth, s.listChannels)
 	app.Get("/api/rooms/:id/messages", s.requireAuth, s.history)
 	app.Get("/api/rooms/:id/presence", s.requireAuth, s.roomPresence)
 

@@ -163,6 +163,9 @@ func NewStack(t testing.TB, opts Options) *Stack {
 		// Static group members, as scripts/run.sh runs them: a consumer
 		// restarted after a SIGKILL takes its partitions back at once.
 		env["KAFKA_GROUP_INSTANCE_ID"] = testenv.RandomName(name + "-")
+		// The process name, as scripts/run.sh sets it: traces tell the
+		// gateways apart by it (service.instance.id).
+		env["INSTANCE_ID"] = name
 		maps.Copy(env, opts.ServiceEnv[service])
 		s.procs[name] = &process{name: name, bin: opts.Binaries.Path(service), addr: env["HTTP_ADDR"], env: env}
 		s.order = append(s.order, name)

@@ -32,11 +32,15 @@ type Membership struct {
 	db *gorm.DB
 	// roles caches positive membership checks: (room, user) → role.
 	roles *expirable.LRU[memberKey, chat.Role]
+	// active caches whether a room takes messages (not archived), for the
+	// same TTL: archiving takes effect within it.
+	active *expirable.LRU[int64, bool]
 }
 
 // NewMembership caches up to size positive answers for ttl.
 func NewMembership(db *gorm.DB, size int, ttl time.Duration) *Membership {
-	return &Membership{db: db, roles: expirable.NewLRU[memberKey, chat.Role](size, nil, ttl)}
+	return &Membership{db: db, roles: expirable.NewLRU[memberKey, chat.Role](size, nil, ttl),
+		active: expirable.NewLRU[int64, bool](size, nil, ttl)}
 }
 
 // Cached reports whether the user's membership of room is cached.
@@ -57,10 +61,11 @@ func (m *Membership) Forget(room, user int64) { m.roles.Remove(memberKey{room, u
 // a membership it finds. An unknown room is NOT_FOUND.
 func (m *Membership) Lookup(ctx context.Context, room, user int64) (Access, error) {
 	var rows []struct {
-		Type string
-		Role *string
+		Type     string
+		IsActive bool
+		Role     *string
 	}
-	err := m.db.WithContext(ctx).Raw(`SELECT r.type, m.role FROM rooms r
+	err := m.db.WithContext(ctx).Raw(`SELECT r.type, r.is_active, m.role FROM rooms r
 		LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = ?
 		WHERE r.id = ?`, user, room).Scan(&rows).Error
 	if err != nil {
@@ -70,6 +75,7 @@ func (m *Membership) Lookup(ctx context.Context, room, user int64) (Access, erro
 		return Access{}, chat.Errorf(chat.CodeNotFound, "room %d not found", room)
 	}
 	a := Access{RoomType: chat.RoomType(rows[0].Type)}
+	m.active.Add(room, rows[0].IsActive)
 	if rows[0].Role != nil {
 		a.Role = chat.Role(*rows[0].Role)
 		m.Remember(room, user, a.Role)
@@ -92,4 +98,26 @@ func (m *Membership) Require(ctx context.Context, room, user int64) (chat.Role, 
 		return "", chat.Errorf(chat.CodeForbidden, "not a member of room %d", room)
 	}
 	return a.Role, nil
+}
+
+// Writable returns FORBIDDEN when room is archived (rooms.is_active false),
+// NOT_FOUND when it does not exist. The answer is cached like memberships.
+func (m *Membership) Writable(ctx context.Context, room int64) error {
+	active, ok := m.active.Get(room)
+	if !ok {
+		var rows []bool
+		err := m.db.WithContext(ctx).Raw(`SELECT is_active FROM rooms WHERE id = ?`, room).Scan(&rows).Error
+		if err != nil {
+			return chat.Wrap(chat.CodeUnavailable, fmt.Errorf("room state: %w", err), "room check failed; retry")
+		}
+		if len(rows) == 0 {
+			return chat.Errorf(chat.CodeNotFound, "room %d not found", room)
+		}
+		active = rows[0]
+		m.active.Add(room, active)
+	}
+	if !active {
+		return chat.Errorf(chat.CodeForbidden, "room %d is archived", room)
+	}
+	return nil
 }
