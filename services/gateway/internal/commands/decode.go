@@ -266,9 +266,11 @@ func parseSend(data json.RawMessage) (sendCmd, error) {
 		if len(meta) > chat.MaxMetadataBytes {
 			return sendCmd{}, chat.Errorf(chat.CodeTooLarge, "metadata exceeds %d bytes", chat.MaxMetadataBytes)
 		}
-		// jsonb refuses \u0000; the persister would dead-letter it.
-		if bytes.Contains(meta, []byte(`\u0000`)) {
-			return sendCmd{}, chat.Errorf(chat.CodeBadRequest, "metadata must not contain NUL characters")
+		// Whatever jsonb would refuse (\u0000, lone surrogates, numbers
+		// out of numeric's range) is refused here, before the ack: the
+		// persister could never store it. URLs in it must be http(s).
+		if err := protocol.CheckMetadata(meta); err != nil {
+			return sendCmd{}, err
 		}
 	}
 	if err := checkClientMsgID(p.ClientMsgID); err != nil {

@@ -193,9 +193,14 @@ func (s *Handler) Text(c *conn.Client, raw []byte) {
 	}
 }
 
-// Binary answers a binary message: the protocol is JSON text.
+// Binary answers a binary message: the protocol is JSON text. It counts
+// against the connection's frame rate like every frame; over the rate it
+// gets no answer, so a flood of them costs no writes.
 func (s *Handler) Binary(c *conn.Client) {
 	s.o.Metrics.FramesIn.WithLabelValues("invalid").Inc()
+	if !c.Allow() {
+		return
+	}
 	c.Reply(s.errorFrame(c, "", chat.Errorf(chat.CodeBadRequest, "binary frames are not supported; send JSON text frames")))
 }
 

@@ -77,6 +77,9 @@ type Client struct {
 	// once the writer is gone: a waiter is then told at once.
 	waiters  []FlushWaiter
 	finished bool
+	// queued is the bytes of queue plus the batch the writer is writing,
+	// held against Options.OutboundBudget.
+	queued int
 	// bulk counts the frames of queue that came in a SendBulk burst (a
 	// replay): they do not count against QueueSize. The writer takes the
 	// whole queue at once, which resets it.
@@ -157,12 +160,13 @@ func (c *Client) Send(frame []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if len(c.queue)-c.bulk >= c.l.o.QueueSize {
+	if len(c.queue)-c.bulk >= c.l.o.QueueSize || c.overBudget(len(frame)) {
 		c.mu.Unlock()
 		c.CloseSlow()
 		return false
 	}
 	c.queue = append(c.queue, frame)
+	c.queued += len(frame)
 	start := !c.writing
 	c.writing = true
 	c.mu.Unlock()
@@ -177,14 +181,26 @@ var _ hub.BulkConn = (*Client)(nil)
 // SendBulk implements hub.BulkConn: it queues a known burst (a replay, a
 // repaired gap: at most REPLAY_LIMIT events) in order. The burst is not held
 // against QueueSize, so a long replay does not look like a slow consumer;
-// live frames queued behind it are.
+// live frames queued behind it are. Its bytes do count against the
+// outbound budget: a client that asks for replays and does not read them
+// is closed as a slow consumer instead of growing the queue without bound.
 func (c *Client) SendBulk(frames [][]byte) bool {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
 		return false
 	}
+	if c.overBudget(n) {
+		c.mu.Unlock()
+		c.CloseSlow()
+		return false
+	}
 	c.queue = append(c.queue, frames...)
+	c.queued += n
 	c.bulk += len(frames)
 	start := !c.writing
 	c.writing = true
@@ -193,6 +209,23 @@ func (c *Client) SendBulk(frames [][]byte) bool {
 		go c.drain()
 	}
 	return true
+}
+
+// overBudget says whether n more bytes would exceed the outbound budget;
+// c.mu is held.
+func (c *Client) overBudget(n int) bool {
+	return c.l.o.OutboundBudget > 0 && c.queued+n > c.l.o.OutboundBudget
+}
+
+// written gives back the budget of a batch the writer is done with.
+func (c *Client) written(batch [][]byte) {
+	n := 0
+	for _, f := range batch {
+		n += len(f)
+	}
+	c.mu.Lock()
+	c.queued = max(0, c.queued-n)
+	c.mu.Unlock()
 }
 
 // CloseSlow implements hub.Conn: closes the connection as a slow consumer.
@@ -326,6 +359,7 @@ func (c *Client) drain() {
 			}
 			i += n
 		}
+		c.written(batch)
 		clear(batch)
 		waiters = tell(waiters, written)
 		if closing {

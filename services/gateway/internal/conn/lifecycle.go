@@ -21,6 +21,10 @@ type Options struct {
 	MaxConnections int
 	// QueueSize bounds a client's outgoing queue (live frames).
 	QueueSize int
+	// OutboundBudget bounds the bytes queued to one client, replays
+	// included, and those its writer is still writing; past it the client
+	// is closed as a slow consumer (4000, resumable). Zero means no bound.
+	OutboundBudget int
 	// Rate and Burst limit the client frames of one connection.
 	Rate  float64
 	Burst int

@@ -14,6 +14,9 @@ package server
 //	WS_READ_LIMIT          frames above it close the socket with 1009      1048576
 //	WS_QUEUE_SIZE          frames queued per connection before it is
 //	                       closed as a slow consumer (4000)        256
+//	WS_OUTBOUND_BUDGET_BYTES  bytes queued to one connection, replays
+//	                       included, before it is closed as a slow
+//	                       consumer (4000)                         8388608
 //	WS_WRITE_TIMEOUT       deadline of one socket write             10s
 //	WS_PING_INTERVAL       server ping period                       10s
 //	WS_PONG_TIMEOUT        silence (no frame, no pong) after which
@@ -109,6 +112,10 @@ type Config struct {
 	ReadLimit int64 `env:"WS_READ_LIMIT" envDefault:"1048576"`
 	// QueueSize bounds each connection's outgoing queue; zero means 256.
 	QueueSize int `env:"WS_QUEUE_SIZE" envDefault:"256"`
+	// OutboundBudget bounds the bytes queued to one connection, replays
+	// included (closed with 4000 past it); zero means 8 MiB, enough for a
+	// full replay (REPLAY_LIMIT events) of the largest messages.
+	OutboundBudget int `env:"WS_OUTBOUND_BUDGET_BYTES" envDefault:"8388608"`
 	// WriteTimeout is the deadline of one socket write; zero means 10 s.
 	WriteTimeout time.Duration `env:"WS_WRITE_TIMEOUT" envDefault:"10s"`
 	// PingInterval is how often the server pings; zero means 10 s.
@@ -240,6 +247,7 @@ func (c Config) withDefaults() Config {
 		c.ReadLimit = 1 << 20
 	}
 	defInt(&c.QueueSize, 256)
+	defInt(&c.OutboundBudget, 8<<20)
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.PingInterval, 10*time.Second)
 	def(&c.PongTimeout, 30*time.Second)

@@ -160,7 +160,7 @@ func (s *Service) wire(tokens *auth.Tokens, pkeys presence.Keys) {
 		DedupePendingTTL: cfg.DedupePendingTTL, Log: s.log,
 	})
 	s.lc = conn.NewLifecycle(s.base, conn.Options{
-		MaxConnections: cfg.MaxConnections, QueueSize: cfg.QueueSize, Rate: cfg.Rate, Burst: cfg.Burst,
+		MaxConnections: cfg.MaxConnections, QueueSize: cfg.QueueSize, OutboundBudget: cfg.OutboundBudget, Rate: cfg.Rate, Burst: cfg.Burst,
 		PingInterval: cfg.PingInterval, PongTimeout: cfg.PongTimeout, WriteTimeout: cfg.WriteTimeout,
 		Metrics: s.metrics, Log: s.log, Hooks: connHooks{s},
 	})

@@ -135,7 +135,7 @@ func (r *reader) consume(data []byte) bool {
 
 // handle handles one client message or control frame, as the library's
 // reader did: text and binary messages go to the Handler, pings get a
-// pong, a close the same close back.
+// pong (within the frame rate), a close the same close back.
 func (r *reader) handle(op byte, payload []byte) error {
 	h, c := r.srv.o.Handler, r.c
 	c.Touch()
@@ -145,7 +145,11 @@ func (r *reader) handle(op byte, payload []byte) error {
 	case OpBinary:
 		h.Binary(c)
 	case OpPing:
-		_ = r.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second))
+		// Pings count against the frame rate too: over it, no pong is
+		// written, so a ping flood costs no writes.
+		if c.Allow() {
+			_ = r.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second))
+		}
 	case OpClose:
 		reply, err := closeReply(payload)
 		if err != nil {
