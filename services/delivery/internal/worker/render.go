@@ -5,7 +5,6 @@ import (
 
 	"relay/pkg/events"
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 )
 
 // renderPublication wraps the frame with its position and trace context:
@@ -15,7 +14,7 @@ func renderPublication(e *events.Event, seq int64, prev *int64, trace map[string
 	if err != nil {
 		return nil, err
 	}
-	p := redis.Publication{RoomID: e.RoomID, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame}
+	p := protocol.Publication{RoomID: e.RoomID, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame}
 	b, err := p.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("render publication: %w", err)

@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 	"relay/services/gateway/internal/fanout/hub"
 	"relay/services/gateway/internal/metrics"
 )
@@ -176,7 +175,7 @@ func (b *roomBroker) roomOf(ch string) (int64, bool) {
 // fanout delivers one live publication to the local members of its room,
 // unless the sequencer holds it behind a gap repair.
 func (b *roomBroker) fanout(payload []byte) {
-	p, err := redis.DecodePublication(payload)
+	p, err := protocol.DecodePublication(payload)
 	if err != nil {
 		b.f.log.Warn("undecodable publication", "err", err)
 		return
@@ -189,7 +188,7 @@ func (b *roomBroker) fanout(payload []byte) {
 
 // deliver queues one publication to the local members of its room, as a
 // span that continues the trace of the event (sender → Kafka → delivery).
-func (b *roomBroker) deliver(p *redis.Publication) {
+func (b *roomBroker) deliver(p *protocol.Publication) {
 	f := b.f
 	start := time.Now()
 	ctx := context.Background()
