@@ -13,6 +13,12 @@
 # process, e.g. gateway-2) in its environment, plus everything from env.sh.
 # Ports: api 8080, gateway 8090.. (GATEWAY_INSTANCES, default 2), delivery
 # 8100, persister 8110, presence 8120, devproxy 3000 (DEVPROXY_ADDR).
+#
+# OBSERVABILITY=1 also starts a local Jaeger (built from the Go module proxy
+# on first use) and Prometheus scraping every instance with the alert rules
+# (scripts/observability.sh), and points the services' trace export at
+# Jaeger (OTEL_EXPORTER_OTLP_ENDPOINT, unless already set). `stop` stops
+# them too. See docs/operations.md.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -77,6 +83,29 @@ plan() {
 	BINS+=(devproxy)
 	ADDRS+=("$DEVPROXY_ADDR")
 	PATHS+=(/health)
+}
+
+# service_env BIN prints the environment one service gets on top of
+# env.sh's, one VAR=value per line. On a small machine seven Go runtimes
+# that each run one P per core contend for the same cores: the services
+# off the message path (api, persister, presence, devproxy) get one P, the
+# gateway and the delivery worker one per core. An exported GOMAXPROCS
+# applies to every service instead. The persister's broker fetch wait is
+# 50 ms: it only bounds how long a fetch may gather a batch (a record for
+# the database waits its 20 ms flush interval anyway), and at the
+# persister's 10 ms default an idle stack polled the broker 100 times a
+# second (docs/performance.md). PERSIST_FETCH_WAIT set by the caller wins.
+service_env() {
+	if [[ -n "${GOMAXPROCS:-}" ]]; then
+		echo "GOMAXPROCS=$GOMAXPROCS"
+	else
+		case "$1" in
+		gateway | delivery) echo "GOMAXPROCS=$(nproc)" ;;
+		*) echo "GOMAXPROCS=1" ;;
+		esac
+	fi
+	[[ "$1" == persister ]] && echo "PERSIST_FETCH_WAIT=${PERSIST_FETCH_WAIT:-50ms}"
+	return 0
 }
 
 gateway_upstreams() {
@@ -149,7 +178,19 @@ record_deps() {
 
 stop_all() {
 	stop_services
+	"$RELAY_ROOT/scripts/observability.sh" down || warn "stopping Jaeger/Prometheus failed"
 	stop_deps
+}
+
+# observability_up starts Jaeger and Prometheus (scraping every planned
+# instance but devproxy) before the services, so their first spans land.
+observability_up() {
+	local i targets=()
+	for i in "${!INST[@]}"; do
+		[[ "${BINS[$i]}" == devproxy ]] || targets+=("${BINS[$i]}=${ADDRS[$i]}")
+	done
+	"$RELAY_ROOT/scripts/observability.sh" up "${targets[@]}"
+	export OTEL_EXPORTER_OTLP_ENDPOINT="${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4318}"
 }
 
 # deps_ours prints which deps currently run from our pid files.
@@ -158,6 +199,23 @@ deps_ours() {
 	pidfile_alive redis redis-server && echo redis
 	pidfile_alive kafkabroker "$RELAY_BIN/kafkabroker" && echo kafka
 	return 0
+}
+
+# instance_running NAME PATTERN: like pidfile_alive, with bash builtins only.
+# The foreground loop checks every instance each second; pidfile_alive runs
+# head, tr and awk for each, ~28 processes a second for the default stack,
+# which measured 0.45 s of CPU per pass on the loaded 2-core dev machine
+# (docs/performance.md). A stale pid file is left for stop to remove.
+instance_running() {
+	local pid stat args=()
+	read -r pid 2>/dev/null <"$RELAY_PIDS/$1.pid" || return 1
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
+	read -r stat 2>/dev/null <"/proc/$pid/stat" || return 1
+	stat="${stat##*) }"
+	stat="${stat%% *}"
+	[[ -n "$stat" && "$stat" != Z && "$stat" != X ]] || return 1
+	mapfile -d '' args 2>/dev/null <"/proc/$pid/cmdline" || return 1
+	[[ " ${args[*]} " == *"$2"* ]]
 }
 
 # who_listens PORT: a hint about the process holding PORT.
@@ -266,13 +324,19 @@ up() {
 	(cd "$RELAY_ROOT" && go build -o "$RELAY_BIN/" "${pkgs[@]}") ||
 		fail_and_stop "build failed (is every services/<name> module listed in go.work?)"
 
+	if [[ "${OBSERVABILITY:-0}" == 1 ]]; then
+		observability_up || fail_and_stop "Jaeger/Prometheus did not start (logs .data/logs/jaeger.log, prometheus.log)"
+	fi
+
 	: >"$RUN_SERVICES_FILE"
 	local gws api
 	gws="$(gateway_upstreams)"
 	api="$(api_upstream)"
+	local extra
 	for i in "${!INST[@]}"; do
 		printf '%s %s\n' "${INST[$i]}" "${BINS[$i]}" >>"$RUN_SERVICES_FILE"
-		start_bg "${INST[$i]}" env \
+		mapfile -t extra < <(service_env "${BINS[$i]}")
+		start_bg "${INST[$i]}" env "${extra[@]}" \
 			HTTP_ADDR="${ADDRS[$i]}" INSTANCE_ID="${INST[$i]}" SERVICE_NAME="${BINS[$i]}" \
 			KAFKA_GROUP_INSTANCE_ID="${KAFKA_GROUP_INSTANCE_ID:-${INST[$i]}}" \
 			DEVPROXY_ADDR="$DEVPROXY_ADDR" API_UPSTREAM="$api" GATEWAY_UPSTREAMS="$gws" \
@@ -288,6 +352,7 @@ up() {
 	cat <<EOF
 
 relay is running ($(($(now_ms) - t0)) ms):
+  web app     http://localhost:$port3000/
   API         http://localhost:$port3000/api
   WebSocket   ws://localhost:$port3000/ws
   health      http://localhost:$port3000/health
@@ -295,6 +360,12 @@ relay is running ($(($(now_ms) - t0)) ms):
   logs        $RELAY_LOGS/
   stop        make stop   (or Ctrl-C here)
 EOF
+	if [[ "${OBSERVABILITY:-0}" == 1 ]]; then
+		cat <<EOF
+  traces      Jaeger query API http://127.0.0.1:16686/api (make trace ID=<message id>)
+  metrics     Prometheus http://127.0.0.1:9090 (targets, alerts)
+EOF
+	fi
 	[[ "$detach" == 1 ]] && return 0
 
 	foreground
@@ -315,7 +386,7 @@ foreground() {
 		wait $! || true
 		alive=0
 		for i in "${!INST[@]}"; do
-			if pidfile_alive "${INST[$i]}" "$RELAY_BIN/${BINS[$i]}"; then
+			if instance_running "${INST[$i]}" "$RELAY_BIN/${BINS[$i]}"; then
 				alive=$((alive + 1))
 			elif [[ -z "${warned[$i]:-}" && -f "$RUN_SERVICES_FILE" ]]; then
 				warned[i]=1

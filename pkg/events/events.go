@@ -1,7 +1,7 @@
 // Package events defines the records of the room event log, topic
 // chat.messages: one JSON value per record, keyed by room id, so a room's
-// events share a partition and its order (DESIGN.md). A record's seq is its
-// Kafka offset and is therefore not part of the value.
+// events share a partition and its order (docs/architecture.md). A record's
+// seq is its Kafka offset and is therefore not part of the value.
 package events
 
 import (
@@ -32,7 +32,7 @@ const (
 )
 
 // Event is the value of one chat.messages record. Which fields are set
-// depends on Type; ids are strings on the wire (DESIGN.md).
+// depends on Type; ids are strings on the wire (docs/architecture.md).
 type Event struct {
 	// Type says what happened.
 	Type Type `json:"type"`

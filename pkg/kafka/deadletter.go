@@ -24,7 +24,7 @@ const (
 const maxErrorHeader = 1024
 
 // DeadLetters forwards records that can never be handled to a topic of
-// their own, so they do not stall their partition (STYLE.md rule 9).
+// their own, so they do not stall their partition (docs/architecture.md).
 type DeadLetters struct {
 	producer sarama.SyncProducer
 	topic    string

@@ -18,6 +18,14 @@ type Publication struct {
 	PrevSeq *int64 `json:"prevSeq,omitempty"`
 	// Trace carries W3C trace context (traceparent, tracestate).
 	Trace map[string]string `json:"trace,omitempty"`
+	// PublishedAt is when the publisher sent it, in Unix nanoseconds (0:
+	// unknown); a receiver of the live channel measures pub/sub latency
+	// from it (a history entry keeps its original time).
+	PublishedAt int64 `json:"pubAt,omitempty"`
+	// EventAt is the event's time in Unix nanoseconds (0: none), which the
+	// gateway sets just before producing it: receivers measure produce ->
+	// delivered-to-socket from it.
+	EventAt int64 `json:"eventAt,omitempty"`
 	// Frame is the server frame to write to sockets as it is.
 	Frame json.RawMessage `json:"frame"`
 	// Ephemeral marks a frame without a log position (typing): Seq is 0,
@@ -49,6 +57,14 @@ func (p *Publication) Encode() ([]byte, error) {
 		}
 		b = append(b, `,"trace":`...)
 		b = append(b, t...)
+	}
+	if p.PublishedAt != 0 {
+		b = append(b, `,"pubAt":`...)
+		b = strconv.AppendInt(b, p.PublishedAt, 10)
+	}
+	if p.EventAt != 0 {
+		b = append(b, `,"eventAt":`...)
+		b = strconv.AppendInt(b, p.EventAt, 10)
 	}
 	if len(p.Frame) == 0 {
 		return nil, errors.New("protocol: publication without a frame")

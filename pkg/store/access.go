@@ -19,16 +19,19 @@ type Access struct {
 	RoomType chat.RoomType
 	// Role is empty when the user is not a member.
 	Role chat.Role
+	// Active is false for an archived room (it takes no messages).
+	Active bool
 }
 
 // RoomAccess reads the room's type and the user's role in it; found is
 // false for an unknown room.
 func RoomAccess(ctx context.Context, db *gorm.DB, roomID, userID int64) (a Access, found bool, err error) {
 	var rows []struct {
-		Type string
-		Role *string
+		Type     string
+		IsActive bool
+		Role     *string
 	}
-	err = db.WithContext(ctx).Raw(`SELECT r.type, m.role FROM rooms r
+	err = db.WithContext(ctx).Raw(`SELECT r.type, r.is_active, m.role FROM rooms r
 		LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = ?
 		WHERE r.id = ?`, userID, roomID).Scan(&rows).Error
 	if err != nil {
@@ -38,6 +41,7 @@ func RoomAccess(ctx context.Context, db *gorm.DB, roomID, userID int64) (a Acces
 		return Access{}, false, nil
 	}
 	a.RoomType = chat.RoomType(rows[0].Type)
+	a.Active = rows[0].IsActive
 	if rows[0].Role != nil {
 		a.Role = chat.Role(*rows[0].Role)
 	}

@@ -86,7 +86,13 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, tracing); err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
+	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {
+		return nil, fmt.Errorf("presence: metrics: %w", err)
+	}
 	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: tracing}); err != nil {
+		return nil, fmt.Errorf("presence: %w", err)
+	}
+	if err := store.RegisterPool(tel.Registry, s.db); err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
 	s.state = NewState(s.rdb, keys, cfg.Timeout, cfg.TypingTTL)

@@ -28,6 +28,9 @@ func main() {
 // run is main with its outputs as arguments: 0 done, 1 failed, 2 bad
 // parameters.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "compare" {
+		return runCompare(args[1:], stdout, stderr)
+	}
 	p, err := bench.ParseArgs(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -89,6 +92,45 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "chatbench: %v\n", err)
+	}
+	return code
+}
+
+// runCompare is `chatbench compare`: the same shape against relay and its
+// peers, interleaved, several rounds.
+func runCompare(args []string, stdout, stderr io.Writer) int {
+	cp, err := bench.ParseCompareArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue *bench.UsageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "chatbench compare: %v\n(run chatbench compare -h for the flags)\n", err)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "chatbench compare: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Compare(ctx, cp, stdout, stderr)
+	code := 0
+	if err != nil {
+		code = 1
+		if errors.As(err, &ue) {
+			code = 2
+		}
+		fmt.Fprintf(stderr, "chatbench compare: %v\n", err)
+	}
+	bench.PrintCompare(stdout, res)
+	if cp.JSON != "" {
+		if jerr := bench.WriteCompareJSON(cp.JSON, res); jerr != nil {
+			fmt.Fprintf(stderr, "chatbench compare: %v\n", jerr)
+			code = 1
+		} else {
+			fmt.Fprintf(stderr, "chatbench compare: results written to %s\n", cp.JSON)
+		}
 	}
 	return code
 }

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"relay/pkg/events"
@@ -123,7 +124,7 @@ func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessag
 		err = s.retry(ctx, "publish", func() error {
 			start := time.Now()
 			var err error
-			res, current, err = redis.Publish(ctx, s.rdb, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap)
+			res, current, err = redis.Publish(ctx, s.rdb, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap, redactionOf(e)...)
 			if err != nil {
 				s.m.redisErrors.Inc()
 				return err
@@ -160,23 +161,60 @@ func (w *partitionWorker) handle(ctx context.Context, msg *sarama.ConsumerMessag
 	}
 }
 
-// traced continues the producer's trace carried in msg's headers.
-func (w *partitionWorker) traced(ctx context.Context, msg *sarama.ConsumerMessage) context.Context {
-	headers := kafka.ConsumerHeaders(msg.Headers)
-	return w.s.tel.Propagator.Extract(ctx, kafka.HeaderCarrier{Headers: &headers})
+// redactionOf is what an edit or delete changes in the room's recent
+// history (redis.Redaction), recorded with its publication so a replay
+// never shows a deleted message's content or an edited one's old text.
+func redactionOf(e *events.Event) []redis.Redaction {
+	switch e.Type {
+	case events.MessageDeleted:
+		return []redis.Redaction{{MessageID: e.MessageID, Deleted: true}}
+	case events.MessageEdited:
+		return []redis.Redaction{{MessageID: e.MessageID, Content: e.Content}}
+	}
+	return nil
 }
 
-// startSpan starts the span of publishing e and returns the trace context
+// traced continues the producer's trace carried in msg's headers.
+func (w *partitionWorker) traced(ctx context.Context, msg *sarama.ConsumerMessage) context.Context {
+	return kafka.RecordContext(ctx, w.s.tel.Propagator, msg)
+}
+
+// recordSpans are the spans of publishing one record: the consumer's
+// process span (a child of the record's producer span) and the Redis
+// publish under it, whose context the publication carries to the gateways.
+type recordSpans struct{ process, publish trace.Span }
+
+// SetAttributes sets attributes on the process span.
+func (r recordSpans) SetAttributes(kv ...attribute.KeyValue) { r.process.SetAttributes(kv...) }
+
+// SetStatus marks both spans failed.
+func (r recordSpans) SetStatus(c codes.Code, d string) {
+	r.publish.SetStatus(c, d)
+	r.process.SetStatus(c, d)
+}
+
+// End ends both spans.
+func (r recordSpans) End() {
+	r.publish.End()
+	r.process.End()
+}
+
+// startSpan starts the spans of publishing e and returns the trace context
 // receivers continue it from (carried in the publication).
-func (w *partitionWorker) startSpan(ctx context.Context, msg *sarama.ConsumerMessage, e *events.Event) (context.Context, trace.Span, map[string]string) {
-	ctx, span := w.s.tel.Tracer.Start(w.traced(ctx, msg), "delivery.publish", trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.Int64("room.id", e.RoomID), attribute.Int64("room.seq", msg.Offset),
-			attribute.String("event.type", string(e.Type)), attribute.Int64("messaging.kafka.partition", int64(msg.Partition)),
-		))
+func (w *partitionWorker) startSpan(ctx context.Context, msg *sarama.ConsumerMessage, e *events.Event) (context.Context, recordSpans, map[string]string) {
+	s := w.s
+	ctx, process := kafka.StartProcess(ctx, s.tel.Tracer, s.tel.Propagator, msg, s.cfg.Consumer.Group, "process",
+		trace.WithAttributes(attribute.Int64("relay.room.id", e.RoomID), attribute.Int64("relay.room.seq", msg.Offset),
+			attribute.String("relay.event.type", string(e.Type)), semconv.MessagingMessageID(e.MessageID)))
+	channel := s.keys.RoomChannel(e.RoomID)
+	// The publish script appends to the history and publishes on the
+	// room's channel: a Redis client span named for what it does.
+	ctx, publish := s.tel.Tracer.Start(ctx, "publish "+channel, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(semconv.DBSystemNameRedis, semconv.DBOperationName("EVALSHA"),
+			semconv.DBQuerySummary("publish "+channel), semconv.DBStoredProcedureName("publish")))
 	tc := make(map[string]string, 2)
-	w.s.tel.Propagator.Inject(ctx, propagation.MapCarrier(tc))
-	return ctx, span, tc
+	s.tel.Propagator.Inject(ctx, propagation.MapCarrier(tc))
+	return ctx, recordSpans{process: process, publish: publish}, tc
 }
 
 // published records that e went out at seq.
@@ -190,10 +228,10 @@ func (w *partitionWorker) published(e *events.Event, seq int64) {
 
 // duplicate records that e's seq was published before (a redelivery): the
 // room is already past it, its actual seq unknown here.
-func (w *partitionWorker) duplicate(e *events.Event, span trace.Span) {
+func (w *partitionWorker) duplicate(e *events.Event, span recordSpans) {
 	w.cache.Remove(e.RoomID)
 	w.s.m.duplicates.Inc()
-	span.SetAttributes(attribute.Bool("delivery.duplicate", true))
+	span.SetAttributes(attribute.Bool("relay.delivery.duplicate", true))
 }
 
 // dedupeAck is the ack a sender's retry of e's clientMsgId must get, or
@@ -249,7 +287,7 @@ func (w *partitionWorker) collect(batch []*sarama.ConsumerMessage, in <-chan *sa
 type pending struct {
 	msg  *sarama.ConsumerMessage
 	e    *events.Event // nil: handled alone (undecodable or unrenderable)
-	span trace.Span
+	span recordSpans
 	pub  *goredis.Cmd
 	fill *goredis.Cmd
 }
@@ -298,7 +336,7 @@ func (w *partitionWorker) publish(ctx context.Context, msgs []*sarama.ConsumerMe
 		}
 		b.e, b.span = e, span
 		last[e.RoomID] = &seq
-		b.pub = redis.QueuePublish(pctx, pipe, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap)
+		b.pub = redis.QueuePublish(pctx, pipe, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap, redactionOf(e)...)
 		if ack != nil {
 			b.fill = redis.QueueFillDedupe(pctx, pipe, s.keys, e.UserID, e.ClientMsgID, ack, s.cfg.DedupeTTL)
 		}
@@ -354,7 +392,7 @@ func (w *partitionWorker) settled(b *pending) bool {
 // endAll ends the spans of records not handled yet.
 func endAll(batch []pending) {
 	for i := range batch {
-		if batch[i].e != nil && batch[i].span != nil {
+		if batch[i].e != nil && batch[i].span.process != nil {
 			batch[i].span.End()
 		}
 	}

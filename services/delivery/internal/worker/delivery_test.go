@@ -277,25 +277,31 @@ func TestDeliveryOrderHistoryAndRedelivery(t *testing.T) {
 			t.Fatalf("publication trace %v does not continue trace %s", p.Trace, traceID)
 		}
 	}
-	// Each publication carries the context of its delivery.publish span,
-	// a child of the producer's span. A span ends just after its publish.
-	for deadline := time.Now().Add(10 * time.Second); len(spans.Ended()) < len(got) && time.Now().Before(deadline); {
+	// Each record has a "process <topic>" consumer span, a child of the
+	// producer's span, and under it the Redis publish span whose context
+	// the publication carries. Spans end just after their publish.
+	for deadline := time.Now().Add(10 * time.Second); len(spans.Ended()) < 2*len(got) && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	spanIDs := map[string]bool{}
+	processIDs, publishIDs := map[trace.SpanID]bool{}, map[string]bool{}
 	for _, sp := range spans.Ended() {
-		if sp.Name() != "delivery.publish" {
+		if sp.Name() != "process "+e.topic {
 			continue
 		}
-		if sp.Parent().TraceID() != traceID || sp.Parent().SpanID() != (trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}) {
-			t.Fatalf("delivery.publish parent = %v", sp.Parent())
+		if sp.SpanKind() != trace.SpanKindConsumer || sp.Parent().TraceID() != traceID || sp.Parent().SpanID() != (trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}) {
+			t.Fatalf("%s: kind %v, parent %v", sp.Name(), sp.SpanKind(), sp.Parent())
 		}
-		spanIDs[sp.SpanContext().SpanID().String()] = true
+		processIDs[sp.SpanContext().SpanID()] = true
+	}
+	for _, sp := range spans.Ended() {
+		if strings.HasPrefix(sp.Name(), "publish ") && processIDs[sp.Parent().SpanID()] {
+			publishIDs[sp.SpanContext().SpanID().String()] = true
+		}
 	}
 	for _, p := range got {
 		parts := strings.Split(p.Trace["traceparent"], "-")
-		if len(parts) != 4 || !spanIDs[parts[2]] {
-			t.Fatalf("traceparent %q is not a delivery.publish span (%d recorded)", p.Trace["traceparent"], len(spanIDs))
+		if len(parts) != 4 || !publishIDs[parts[2]] {
+			t.Fatalf("traceparent %q is not a Redis publish span under a process span (%d recorded)", p.Trace["traceparent"], len(publishIDs))
 		}
 	}
 	for _, room := range rooms {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"fmt"
+	"time"
 
 	"relay/pkg/events"
 	"relay/pkg/protocol"
@@ -14,7 +15,10 @@ func renderPublication(e *events.Event, seq int64, prev *int64, trace map[string
 	if err != nil {
 		return nil, err
 	}
-	p := protocol.Publication{RoomID: e.RoomID, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame}
+	p := protocol.Publication{RoomID: e.RoomID, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame, PublishedAt: time.Now().UnixNano()}
+	if !e.At.IsZero() {
+		p.EventAt = e.At.UnixNano()
+	}
 	b, err := p.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("render publication: %w", err)

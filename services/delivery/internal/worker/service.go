@@ -66,6 +66,9 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, cfg.Telemetry.OTLPEndpoint != ""); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
+	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {
+		return nil, fmt.Errorf("delivery: metrics: %w", err)
+	}
 	// Loaded up front so the first batches take the pipelined path; a
 	// failure here is only slower (publish loads them on NOSCRIPT).
 	if err := redis.LoadScripts(ctx, s.rdb); err != nil {
@@ -73,8 +76,9 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	}
 	if s.kafka, err = kafka.NewConsumer(ctx, kafka.ConsumerOptions{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Partitions: cfg.Kafka.Partitions,
+		ReplicationFactor: cfg.Kafka.ReplicationFactor, MinInsyncReplicas: cfg.Kafka.MinInsyncReplicas,
 		Group: cfg.Group, DLQTopic: cfg.DLQTopic, ClientID: clientID, InstanceID: cfg.Kafka.GroupInstanceID,
-		FetchWait: cfg.FetchWait,
+		FetchWait: cfg.FetchWait, Metrics: tel.Registry,
 	}); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}

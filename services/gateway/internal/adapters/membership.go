@@ -6,6 +6,7 @@ package adapters
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
@@ -24,11 +25,15 @@ type Membership struct {
 	db *gorm.DB
 	// roles caches positive membership checks: (room, user) → role.
 	roles *expirable.LRU[memberKey, chat.Role]
+	// active caches whether a room takes messages (not archived), for the
+	// same TTL: archiving takes effect within it.
+	active *expirable.LRU[int64, bool]
 }
 
 // NewMembership caches up to size positive answers for ttl.
 func NewMembership(db *gorm.DB, size int, ttl time.Duration) *Membership {
-	return &Membership{db: db, roles: expirable.NewLRU[memberKey, chat.Role](size, nil, ttl)}
+	return &Membership{db: db, roles: expirable.NewLRU[memberKey, chat.Role](size, nil, ttl),
+		active: expirable.NewLRU[int64, bool](size, nil, ttl)}
 }
 
 // Cached reports whether the user's membership of room is cached.
@@ -55,6 +60,7 @@ func (m *Membership) Lookup(ctx context.Context, room, user int64) (store.Access
 	if !found {
 		return store.Access{}, chat.Errorf(chat.CodeNotFound, "room %d not found", room)
 	}
+	m.active.Add(room, a.Active)
 	if a.Role != "" {
 		m.Remember(room, user, a.Role)
 	}
@@ -76,4 +82,26 @@ func (m *Membership) Require(ctx context.Context, room, user int64) (chat.Role, 
 		return "", chat.Errorf(chat.CodeForbidden, "not a member of room %d", room)
 	}
 	return a.Role, nil
+}
+
+// Writable returns FORBIDDEN when room is archived (rooms.is_active false),
+// NOT_FOUND when it does not exist. The answer is cached like memberships.
+func (m *Membership) Writable(ctx context.Context, room int64) error {
+	active, ok := m.active.Get(room)
+	if !ok {
+		var rows []bool
+		err := m.db.WithContext(ctx).Raw(`SELECT is_active FROM rooms WHERE id = ?`, room).Scan(&rows).Error
+		if err != nil {
+			return chat.Wrap(chat.CodeUnavailable, fmt.Errorf("room state: %w", err), "room check failed; retry")
+		}
+		if len(rows) == 0 {
+			return chat.Errorf(chat.CodeNotFound, "room %d not found", room)
+		}
+		active = rows[0]
+		m.active.Add(room, active)
+	}
+	if !active {
+		return chat.Errorf(chat.CodeForbidden, "room %d is archived", room)
+	}
+	return nil
 }

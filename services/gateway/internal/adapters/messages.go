@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -209,4 +210,21 @@ func (m *Messages) MarkDeleted(ctx context.Context, messageID string, a Author) 
 	if err := m.rdb.Set(context.WithoutCancel(ctx), m.o.Keys.MessageAuthor(messageID), a.String(), m.o.AuthorTTL).Err(); err != nil {
 		m.o.Log.WarnContext(ctx, "mark message deleted in redis", "message_id", messageID, "err", err)
 	}
+}
+
+// Stored returns the room and seq of a message the persister has written,
+// or NOT_FOUND.
+func (m *Messages) Stored(ctx context.Context, messageID string) (room, seq int64, err error) {
+	var rows []struct {
+		RoomID int64
+		Seq    int64
+	}
+	err = m.db.WithContext(ctx).Raw(`SELECT room_id, seq FROM messages WHERE id = ?`, messageID).Scan(&rows).Error
+	if err != nil {
+		return 0, 0, chat.Wrap(chat.CodeUnavailable, fmt.Errorf("message seq: %w", err), "message lookup failed; retry")
+	}
+	if len(rows) == 0 {
+		return 0, 0, chat.Errorf(chat.CodeNotFound, "message not found (or not stored yet: send seq)")
+	}
+	return rows[0].RoomID, rows[0].Seq, nil
 }

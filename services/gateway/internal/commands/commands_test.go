@@ -49,6 +49,12 @@ func (f fakeMembers) Require(ctx context.Context, room, user int64) (chat.Role, 
 	return a.Role, nil
 }
 func (fakeMembers) Remember(int64, int64, chat.Role) {}
+func (fakeMembers) Writable(_ context.Context, room int64) error {
+	if room != 10 {
+		return chat.Errorf(chat.CodeNotFound, "room %d not found", room)
+	}
+	return nil
+}
 
 // fakeMessages keeps dedupe claims and acks in maps.
 type fakeMessages struct {
@@ -89,6 +95,13 @@ func (m *fakeMessages) Author(_ context.Context, id string) (adapters.Author, er
 	return a, nil
 }
 func (m *fakeMessages) MarkDeleted(context.Context, string, adapters.Author) {}
+func (m *fakeMessages) Stored(_ context.Context, id string) (int64, int64, error) {
+	a, ok := m.authors[id]
+	if !ok {
+		return 0, 0, chat.Errorf(chat.CodeNotFound, "message not found")
+	}
+	return a.Room, 7, nil
+}
 
 // fakeProducer assigns seqs, or fails with err.
 type fakeProducer struct {

@@ -206,6 +206,9 @@ type deleteCmd struct {
 type readCmd struct {
 	room int64
 	seq  int64
+	// message is the message read up to when the client named it instead
+	// of seq (seq is then looked up).
+	message string
 }
 
 func parseJoin(data json.RawMessage) (joinCmd, error) {
@@ -293,7 +296,7 @@ func parseEdit(data json.RawMessage) (editCmd, error) {
 	if err != nil {
 		return editCmd{}, err
 	}
-	room, err := parseID("roomId", p.RoomID)
+	room, err := optionalRoom(p.RoomID)
 	if err != nil {
 		return editCmd{}, err
 	}
@@ -312,7 +315,7 @@ func parseDelete(data json.RawMessage) (deleteCmd, error) {
 	if err != nil {
 		return deleteCmd{}, err
 	}
-	room, err := parseID("roomId", p.RoomID)
+	room, err := optionalRoom(p.RoomID)
 	if err != nil {
 		return deleteCmd{}, err
 	}
@@ -333,10 +336,26 @@ func parseRead(data json.RawMessage) (readCmd, error) {
 		return readCmd{}, err
 	}
 	if p.Seq == nil {
-		return readCmd{}, chat.Errorf(chat.CodeBadRequest, "seq is required")
+		if p.MessageID == "" {
+			return readCmd{}, chat.Errorf(chat.CodeBadRequest, "seq or messageId is required")
+		}
+		msg, err := parseMessageID(p.MessageID)
+		if err != nil {
+			return readCmd{}, err
+		}
+		return readCmd{room: room, message: msg}, nil
 	}
 	if *p.Seq < 0 {
 		return readCmd{}, chat.Errorf(chat.CodeBadRequest, "seq must be 0 or more")
 	}
 	return readCmd{room: room, seq: *p.Seq}, nil
+}
+
+// optionalRoom parses a roomId that may be left out (0 then): edits and
+// deletes in the seed's form name only the message.
+func optionalRoom(raw string) (int64, error) {
+	if raw == "" {
+		return 0, nil
+	}
+	return parseID("roomId", raw)
 }

@@ -37,6 +37,8 @@ type Membership interface {
 	Require(ctx context.Context, room, user int64) (chat.Role, error)
 	// Remember caches a membership.
 	Remember(room, user int64, role chat.Role)
+	// Writable returns FORBIDDEN when the room is archived.
+	Writable(ctx context.Context, room int64) error
 }
 
 // Messages is the state of messages the commands check and record
@@ -48,6 +50,8 @@ type Messages interface {
 	RecordAck(ctx context.Context, dedupeKey string, ack []byte)
 	Author(ctx context.Context, messageID string) (adapters.Author, error)
 	MarkDeleted(ctx context.Context, messageID string, a adapters.Author)
+	// Stored returns a stored message's room and seq, or NOT_FOUND.
+	Stored(ctx context.Context, messageID string) (room, seq int64, err error)
 }
 
 // Producer appends room events to the log and returns their seq

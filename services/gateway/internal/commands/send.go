@@ -27,6 +27,9 @@ func (s *Handler) sendMessage(ctx context.Context, c *conn.Client, data json.Raw
 	if _, err := s.o.Membership.Require(ctx, cmd.room, c.UserID()); err != nil {
 		return nil, err
 	}
+	if err := s.o.Membership.Writable(ctx, cmd.room); err != nil {
+		return nil, err
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("message id: %w", err)
@@ -68,7 +71,13 @@ func (s *Handler) editMessage(ctx context.Context, c *conn.Client, data json.Raw
 	if err != nil {
 		return nil, err
 	}
+	if cmd.room, err = s.messageRoom(ctx, c, cmd.room, cmd.message); err != nil {
+		return nil, err
+	}
 	if _, err := s.o.Membership.Require(ctx, cmd.room, c.UserID()); err != nil {
+		return nil, err
+	}
+	if err := s.o.Membership.Writable(ctx, cmd.room); err != nil {
 		return nil, err
 	}
 	a, err := s.existingMessage(ctx, cmd.room, cmd.message)
@@ -94,6 +103,9 @@ func (s *Handler) deleteMessage(ctx context.Context, c *conn.Client, data json.R
 	if err != nil {
 		return nil, err
 	}
+	if cmd.room, err = s.messageRoom(ctx, c, cmd.room, cmd.message); err != nil {
+		return nil, err
+	}
 	role, err := s.o.Membership.Require(ctx, cmd.room, c.UserID())
 	if err != nil {
 		return nil, err
@@ -114,6 +126,26 @@ func (s *Handler) deleteMessage(ctx context.Context, c *conn.Client, data json.R
 	}
 	s.o.Messages.MarkDeleted(ctx, cmd.message, a)
 	return frame.MustJSON(protocol.MessageAck{MessageID: cmd.message, Seq: seq}), nil
+}
+
+// messageRoom returns room, or when the client named none (the seed's
+// edit_message and delete_message), the room of the message. To someone
+// who is not a member of that room the message does not exist.
+func (s *Handler) messageRoom(ctx context.Context, c *conn.Client, room int64, messageID string) (int64, error) {
+	if room != 0 {
+		return room, nil
+	}
+	a, err := s.o.Messages.Author(ctx, messageID)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.o.Membership.Require(ctx, a.Room, c.UserID()); err != nil {
+		if chat.ErrorCode(err) == chat.CodeForbidden {
+			return 0, chat.Errorf(chat.CodeNotFound, "message not found")
+		}
+		return 0, err
+	}
+	return a.Room, nil
 }
 
 // existingMessage returns the author of a message of room that is not
@@ -138,9 +170,23 @@ func (s *Handler) markRead(ctx context.Context, c *conn.Client, data json.RawMes
 	if _, err := s.o.Membership.Require(ctx, cmd.room, c.UserID()); err != nil {
 		return nil, err
 	}
+	if cmd.message != "" {
+		// The seed's form: the message's seq is the read position. Only a
+		// stored message has one, so a message the persister has not
+		// written yet is NOT_FOUND for a moment (clients that have the seq
+		// send it instead).
+		room, seq, err := s.o.Messages.Stored(ctx, cmd.message)
+		if err != nil {
+			return nil, err
+		}
+		if room != cmd.room {
+			return nil, chat.Errorf(chat.CodeNotFound, "message not found in room %d", cmd.room)
+		}
+		cmd.seq = seq
+	}
 	seq, err := s.o.Producer.Produce(ctx, &events.Event{
 		Type: events.ReadMarked, RoomID: cmd.room, UserID: c.UserID(), Username: c.Username(),
-		ReadSeq: cmd.seq, At: time.Now().UTC().Truncate(time.Microsecond),
+		ReadSeq: cmd.seq, MessageID: cmd.message, At: time.Now().UTC().Truncate(time.Microsecond),
 	})
 	if err != nil {
 		return nil, err

@@ -252,8 +252,10 @@ func (s *Service) flush(ctx context.Context, items []item) error {
 			links = append(links, trace.Link{SpanContext: it.link})
 		}
 	}
-	ctx, span := s.tel.Tracer.Start(ctx, "persister.batch", trace.WithLinks(links...),
-		trace.WithAttributes(attribute.Int("batch.records", len(items)), attribute.Int("batch.changes", len(changes))))
+	start := time.Now()
+	ctx, span := s.tel.Tracer.Start(ctx, "process "+s.cfg.Kafka.Topic, trace.WithLinks(links...), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(kafka.BatchAttrs(s.cfg.Kafka.Topic, s.cfg.Consumer.Group, len(items))...),
+		trace.WithAttributes(attribute.Int("relay.batch.changes", len(changes))))
 	defer span.End()
 	if len(changes) > 0 {
 		res, err := s.apply(ctx, changes)
@@ -268,7 +270,33 @@ func (s *Service) flush(ctx context.Context, items []item) error {
 		s.count(res)
 	}
 	s.mark(items)
+	s.persisted(ctx, items, start)
 	return nil
+}
+
+// persisted closes each record's trace with a span from the batch's start
+// to its commit, linked to the batch span (which links back to it), and
+// observes send->persisted. Dead-lettered records have no Event and get
+// neither.
+func (s *Service) persisted(ctx context.Context, items []item, start time.Time) {
+	batch := trace.LinkFromContext(ctx)
+	now := time.Now()
+	for _, it := range items {
+		e := it.change.Event
+		if e == nil {
+			continue
+		}
+		if e.Type == events.MessageCreated && !e.At.IsZero() {
+			s.m.sendToPersisted.Observe(now.Sub(e.At).Seconds())
+		}
+		if !it.link.IsValid() {
+			continue
+		}
+		_, span := kafka.StartProcess(context.Background(), s.tel.Tracer, s.tel.Propagator, it.msg, s.cfg.Consumer.Group, "persist",
+			trace.WithTimestamp(start), trace.WithLinks(batch))
+		span.AddEvent("committed", trace.WithTimestamp(now))
+		span.End(trace.WithTimestamp(now))
+	}
 }
 
 // apply runs one ApplyBatch through the breaker.

@@ -21,6 +21,9 @@ type metrics struct {
 	deadLetters  prometheus.Counter
 	breaker      *prometheus.GaugeVec
 	pending      prometheus.Gauge
+	// sendToPersisted is the message's age (from the gateway accepting
+	// it) when its row was committed.
+	sendToPersisted prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, lag *kafka.LagTracker) (*metrics, error) {
@@ -51,11 +54,15 @@ func newMetrics(reg prometheus.Registerer, lag *kafka.LagTracker) (*metrics, err
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "persister_pending_records", Help: "Records in the batch being collected or retried (not yet persisted).",
 		}),
+		sendToPersisted: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "persister_send_to_persisted_seconds", Help: "Time from the gateway accepting a message to its row being committed.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "persister_breaker_state", Help: "1 for the database breaker's current state (closed, half-open, open), 0 for the others.",
 		}, []string{"state"}),
 	}
-	for _, c := range []prometheus.Collector{m.records, m.rows, m.batches, m.batchSize, m.batchLatency, m.failures, m.deadLetters, m.breaker, m.pending, lag} {
+	for _, c := range []prometheus.Collector{m.sendToPersisted, m.records, m.rows, m.batches, m.batchSize, m.batchLatency, m.failures, m.deadLetters, m.breaker, m.pending, lag} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("persister: metrics: %w", err)
 		}

@@ -85,7 +85,7 @@ func TestPersisterExactlyOnce(t *testing.T) {
 	eventually(t, "batch spans linking every event", func() (bool, string) {
 		linked := map[trace.SpanID]bool{}
 		for _, sp := range spans.Ended() {
-			if sp.Name() != "persister.batch" {
+			if sp.Name() != "process "+cfg.Kafka.Topic || sp.SpanKind() != trace.SpanKindConsumer {
 				continue
 			}
 			for _, l := range sp.Links() {
@@ -100,6 +100,31 @@ func TestPersisterExactlyOnce(t *testing.T) {
 			}
 		}
 		return len(linked) == len(e.spans), fmt.Sprintf("%d links, %d spans", len(linked), len(e.spans))
+	})
+	// Each persisted record's own trace gets a "persist" span, a child of
+	// its producer span linked to the batch span that wrote it (the
+	// dead-lettered records were produced without trace context).
+	eventually(t, "persist spans in every persisted record's trace", func() (bool, string) {
+		batches := map[trace.SpanID]bool{}
+		for _, sp := range spans.Ended() {
+			if sp.Name() == "process "+cfg.Kafka.Topic {
+				batches[sp.SpanContext().SpanID()] = true
+			}
+		}
+		parents := map[trace.SpanID]bool{}
+		for _, sp := range spans.Ended() {
+			if sp.Name() != "persist "+cfg.Kafka.Topic {
+				continue
+			}
+			if sp.Parent().TraceID() != testTraceID || !e.spans[sp.Parent().SpanID()] {
+				t.Fatalf("persist span parent %v is no produced record's span", sp.Parent())
+			}
+			if len(sp.Links()) != 1 || !batches[sp.Links()[0].SpanContext.SpanID()] {
+				return false, fmt.Sprintf("persist span links %v: want its batch span", sp.Links())
+			}
+			parents[sp.Parent().SpanID()] = true
+		}
+		return len(parents) == len(e.spans), fmt.Sprintf("%d of %d records have a persist span", len(parents), len(e.spans))
 	})
 	if n := r.metric(t, "persister_dead_letters_total", "", ""); n != 3 {
 		t.Fatalf("dead letters = %v, want 3", n)

@@ -76,10 +76,14 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: cfg.Telemetry.OTLPEndpoint != ""}); err != nil {
 		return nil, fmt.Errorf("persister: %w", err)
 	}
+	if err := store.RegisterPool(tel.Registry, s.db); err != nil {
+		return nil, fmt.Errorf("persister: %w", err)
+	}
 	if s.kafka, err = kafka.NewConsumer(ctx, kafka.ConsumerOptions{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Partitions: cfg.Kafka.Partitions,
+		ReplicationFactor: cfg.Kafka.ReplicationFactor, MinInsyncReplicas: cfg.Kafka.MinInsyncReplicas,
 		Group: cfg.Group, DLQTopic: cfg.DLQTopic, ClientID: clientID, InstanceID: cfg.Kafka.GroupInstanceID,
-		FetchWait: cfg.FetchWait,
+		FetchWait: cfg.FetchWait, Metrics: tel.Registry,
 	}); err != nil {
 		return nil, fmt.Errorf("persister: %w", err)
 	}

@@ -144,8 +144,12 @@ func (r *runner) dialOpts(ctx context.Context, idx, user, gw int, joins bool) (*
 		_ = ws.Close()
 		reason := dialError(err, nil)
 		var ce *sioConnectError
-		if errors.As(err, &ce) {
+		var cfe *centrifugoConnectError
+		switch {
+		case errors.As(err, &ce):
 			reason = ce.Error()
+		case errors.As(err, &cfe):
+			reason = cfe.Error()
 		}
 		r.connFail.Add(reason)
 		return nil, fmt.Errorf("connect %s: %s", r.p.Gateways[gw], reason)
@@ -293,9 +297,25 @@ func closeReason(err error) string {
 	return "read error: " + truncate(err.Error(), 60)
 }
 
-// handle processes one server frame.
+// handle processes one server frame; a transport that batches several
+// messages in one frame (Centrifugo: one JSON per line) is split first.
 func (c *conn) handle(raw []byte) {
 	now := time.Now()
+	if _, batched := c.r.tr.(centrifugo); batched {
+		for len(raw) > 0 {
+			line, rest, _ := bytes.Cut(raw, []byte{'\n'})
+			raw = rest
+			if len(bytes.TrimSpace(line)) > 0 {
+				c.handleOne(now, line)
+			}
+		}
+		return
+	}
+	c.handleOne(now, raw)
+}
+
+// handleOne processes one server message.
+func (c *conn) handleOne(now time.Time, raw []byte) {
 	in, ok := c.r.tr.decode(c, raw)
 	if !ok {
 		c.r.undecodable.Add(1)
@@ -336,7 +356,7 @@ func (c *conn) track(room []byte) *seqTrack {
 // onLogEvent accounts a room event: order for every one, delivery and
 // latency for this run's messages.
 func (c *conn) onLogEvent(now time.Time, d *fastjson.Value, isMessage bool) {
-	seq, ok := seqOf(d, c.r.p.Protocol == ProtocolSocketIO)
+	seq, ok := seqOf(d, socketIOFamily(c.r.p.Protocol))
 	if !ok {
 		// Only a message must carry a seq: the Node seed's user_joined and
 		// user_left have none.

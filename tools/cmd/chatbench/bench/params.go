@@ -147,6 +147,9 @@ type Params struct {
 	Persister string `json:"persister,omitempty"`
 	// Pids are extra processes to sample.
 	Pids []int `json:"pids,omitempty"`
+	// NoStack leaves the stack's pid files out of the process table unless
+	// Procs names "stack" (compare mode, for peers).
+	NoStack bool `json:"noStack,omitempty"`
 	// Procs are process names to sample; empty means the stack's pid files.
 	Procs []string `json:"procs,omitempty"`
 	// LocalAddrs are source IPs spread over the connections (more
@@ -233,7 +236,7 @@ func ParseArgs(args []string, out io.Writer) (Params, error) {
 		scenario   = fs.String("scenario", ScenarioChat, "load shape: chat, fanout, idle, max, artillery")
 		api        = fs.String("api", "", "api base URL (default http://127.0.0.1:8080)")
 		gateways   = fs.String("gateways", "", "comma list of gateway WebSocket URLs or host:port (default: the two local instances directly, bypassing devproxy)")
-		proto      = fs.String("protocol", ProtocolNative, "wire protocol: native (/ws) or socketio (Socket.IO v4 over WebSocket at /socket.io/; host:port gateways get that path)")
+		proto      = fs.String("protocol", ProtocolNative, "wire protocol: native (/ws), socketio (Socket.IO v4 over WebSocket at /socket.io/; host:port gateways get that path), seednode (socketio with auth.userId: the seed's Node.js reference) or centrifugo (Centrifugo's JSON protocol; give its /connection/websocket URL)")
 		users      = fs.Int("users", 0, "accounts taking part")
 		conns      = fs.Int("conns", 0, "WebSocket connections (default = users; more than users = several devices per user)")
 		prefix     = fs.String("user-prefix", "", "account names are <prefix>_<i> (default bench_<scenario>)")
@@ -374,7 +377,7 @@ func ParseArgs(args []string, out io.Writer) (Params, error) {
 	if p.Conns == 0 {
 		p.Conns = p.Users
 	}
-	if p.Protocol == ProtocolSocketIO {
+	if socketIOFamily(p.Protocol) {
 		for i, g := range p.Gateways {
 			u, err := socketIOURL(g)
 			if err != nil {
@@ -471,8 +474,10 @@ func (p *Params) Validate() error {
 	if len(p.Gateways) == 0 {
 		bad("--gateways: at least one gateway is needed")
 	}
-	if p.Protocol != ProtocolNative && p.Protocol != ProtocolSocketIO {
-		bad("--protocol %q: want native or socketio", p.Protocol)
+	switch p.Protocol {
+	case ProtocolNative, ProtocolSocketIO, ProtocolSeedNode, ProtocolCentrifugo:
+	default:
+		bad("--protocol %q: want native, socketio, seednode or centrifugo", p.Protocol)
 	}
 	if p.Users < 1 || p.Users > 100000 {
 		bad("--users %d: want 1..100000", p.Users)

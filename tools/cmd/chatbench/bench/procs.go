@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -287,6 +288,9 @@ func parseStatTicks(stat []byte) (int64, error) {
 	return u + s, nil
 }
 
+// procsStack is the --procs name of the processes with pid files.
+const procsStack = "stack"
+
 // procInfo is what discovery needs to know about a process.
 type procInfo struct {
 	pid, ppid int
@@ -374,9 +378,18 @@ func byComm(comm string) func() []int {
 // started; postgres with its children); with names, every process whose
 // command name matches (one row per INSTANCE_ID when set, so the two gateway
 // instances stay apart); plus pids; plus chatbench itself.
-func discoverProcs(dataDir string, names []string, pids []int) []procGroup {
+//
+// The name "stack" stands for the pid files, so names can add processes to
+// them ("stack,redis-server"); a name whose row the pid files already gave
+// is not added twice.
+//
+// noStack leaves the pid files out unless "stack" is named (compare mode:
+// a peer's row must not carry relay's idle processes).
+func discoverProcs(dataDir string, names []string, pids []int, noStack bool) []procGroup {
 	var groups []procGroup
-	if len(names) == 0 {
+	stack := (len(names) == 0 && !noStack) || slices.Contains(names, procsStack)
+	names = slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == procsStack })
+	if stack {
 		files, _ := filepath.Glob(filepath.Join(dataDir, "pids", "*.pid"))
 		sort.Strings(files)
 		for _, f := range files {
@@ -399,6 +412,9 @@ func discoverProcs(dataDir string, names []string, pids []int) []procGroup {
 		}
 	}
 	for _, name := range names {
+		if slices.ContainsFunc(groups, func(g procGroup) bool { return g.Label == name }) {
+			continue
+		}
 		byInstance := map[string][]int{}
 		for _, p := range listProcs() {
 			if p.comm != name {
@@ -435,8 +451,21 @@ func discoverProcs(dataDir string, names []string, pids []int) []procGroup {
 			groups = append(groups, procGroup{Label: label, find: fixed(ps...), Addr: addr})
 		}
 	}
+	comms := map[int]string{}
+	if len(pids) > 0 {
+		for _, p := range listProcs() {
+			comms[p.pid] = p.comm
+		}
+	}
 	for _, pid := range pids {
-		groups = append(groups, procGroup{Label: "pid " + strconv.Itoa(pid), find: fixed(pid), Addr: procEnv(pid, "HTTP_ADDR")})
+		g := procGroup{Label: "pid " + strconv.Itoa(pid), find: fixed(pid), Addr: procEnv(pid, "HTTP_ADDR")}
+		if comm := comms[pid]; comm != "" {
+			g.Label = comm + " " + strconv.Itoa(pid)
+			if comm == "postgres" {
+				g.find = withChildren(pid) // the postmaster: its backends do the work
+			}
+		}
+		groups = append(groups, g)
 	}
 	groups = append(groups, procGroup{Label: "chatbench", find: fixed(os.Getpid())})
 	return groups

@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -59,7 +61,7 @@ func TestDiscoverFromPidFiles(t *testing.T) {
 	write("postgres.pid", self+"\n/var/lib/pg\n1700000000\n") // postmaster.pid layout
 	write("dead.pid", "999999999\n")
 	write("junk.pid", "not a pid\n")
-	groups := discoverProcs(dir, nil, nil)
+	groups := discoverProcs(dir, nil, nil, false)
 	labels := map[string]bool{}
 	for _, g := range groups {
 		labels[g.Label] = true
@@ -69,6 +71,26 @@ func TestDiscoverFromPidFiles(t *testing.T) {
 	}
 	if !labels["gateway"] || !labels["postgres"] || !labels["chatbench"] || labels["dead"] || labels["junk"] || len(groups) != 3 {
 		t.Errorf("labels %v", labels)
+	}
+
+	// Compare mode: a peer without "stack" gets no pid-file rows; with
+	// it, the pid files plus a named process, and a pid labelled by its
+	// command name.
+	if g := discoverProcs(dir, nil, nil, true); len(g) != 1 || g[0].Label != "chatbench" {
+		t.Errorf("noStack: %v", g)
+	}
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := discoverProcs(dir, []string{"stack", "gateway", "no-such-program"}, []int{os.Getpid()}, true)
+	var got []string
+	for _, g := range mixed {
+		got = append(got, g.Label)
+	}
+	want := []string{"gateway", "postgres", "no-such-program", strings.TrimSpace(string(comm)) + " " + self, "chatbench"}
+	if !slices.Equal(got, want) {
+		t.Errorf("stack + names + pids: %v, want %v", got, want)
 	}
 
 	s := newSampler(groups)

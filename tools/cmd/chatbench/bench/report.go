@@ -247,8 +247,11 @@ func PrintTable(w io.Writer, res *Result) {
 		res.Scenario, res.RunID, res.Started.Format(time.RFC3339), res.Machine.CPUs,
 		res.Machine.LoadStart[0], res.Machine.LoadStart[1], res.Machine.LoadStart[2],
 		res.Machine.LoadEnd[0], res.Machine.LoadEnd[1], res.Machine.LoadEnd[2])
-	if p.Protocol == ProtocolSocketIO {
-		fmt.Fprintf(w, "protocol: Socket.IO v4 over WebSocket (connect = upgrade + Engine.IO open + CONNECT)\n")
+	switch p.Protocol {
+	case ProtocolSocketIO, ProtocolSeedNode:
+		fmt.Fprintf(w, "protocol: %s, Socket.IO v4 over WebSocket (connect = upgrade + Engine.IO open + CONNECT)\n", p.Protocol)
+	case ProtocolCentrifugo:
+		fmt.Fprintf(w, "protocol: Centrifugo JSON over WebSocket (connect = upgrade + connect command; send→ack = publish reply)\n")
 	}
 	if res.Note != "" {
 		fmt.Fprintf(w, "note: %s\n", res.Note)

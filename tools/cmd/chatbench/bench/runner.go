@@ -157,7 +157,7 @@ func Run(ctx context.Context, p Params, progress io.Writer) (*Result, error) {
 	runCtx, stopBackground := context.WithCancel(ctx)
 	defer stopBackground()
 	var bg sync.WaitGroup
-	r.sampler = newSampler(discoverProcs(p.DataDir, p.Procs, p.Pids))
+	r.sampler = newSampler(discoverProcs(p.DataDir, p.Procs, p.Pids, p.NoStack))
 	bg.Go(func() { r.sampler.Run(runCtx) })
 	if p.Persister != "" {
 		r.lag = newLagPoller(p.Persister)

@@ -16,11 +16,21 @@ import (
 	"relay/pkg/protocol"
 )
 
-// Wire protocols chatbench speaks (--protocol).
+// Wire protocols chatbench speaks (--protocol). The last two drive peers
+// measured beside relay (compare mode): the seed's Node.js reference and
+// Centrifugo.
 const (
-	ProtocolNative   = "native"
-	ProtocolSocketIO = "socketio"
+	ProtocolNative     = "native"
+	ProtocolSocketIO   = "socketio"
+	ProtocolSeedNode   = "seednode"
+	ProtocolCentrifugo = "centrifugo"
 )
+
+// socketIOFamily is whether proto speaks Socket.IO (and so gets the
+// Socket.IO endpoint and string seqs).
+func socketIOFamily(proto string) bool {
+	return proto == ProtocolSocketIO || proto == ProtocolSeedNode
+}
 
 // transport puts client events on a connection and takes server frames off
 // it; the measurement code above it sees only (event, ref, data).
@@ -67,7 +77,11 @@ func (native) decode(c *conn, raw []byte) (inbound, bool) {
 // socketIO is Socket.IO v4 (Engine.IO 4) over the WebSocket transport
 // directly, no polling: "4" (Engine.IO message) + "2" (EVENT) + ack id +
 // ["event", data]; replies come back as "43" + ack id + [data].
-type socketIO struct{}
+type socketIO struct {
+	// userID authenticates with {"userId": username} instead of
+	// {"token": ...}: the seed's Node.js reference, which has no accounts.
+	userID bool
+}
 
 // sioAcks maps a connection's Socket.IO ack ids to the native refs they
 // stand for: ack ids are integers, chatbench's refs carry the record.
@@ -102,7 +116,7 @@ const sioHandshakeTimeout = 10 * time.Second
 
 // open reads the Engine.IO open packet ("0{sid,...}"), sends CONNECT with
 // the token as auth and waits for its answer: "40{sid}" or "44{message}".
-func (socketIO) open(c *conn, token string) error {
+func (s socketIO) open(c *conn, token string) error {
 	_ = c.ws.SetReadDeadline(time.Now().Add(sioHandshakeTimeout))
 	defer func() { _ = c.ws.SetReadDeadline(time.Time{}) }()
 	_, msg, err := c.ws.ReadMessage()
@@ -112,7 +126,11 @@ func (socketIO) open(c *conn, token string) error {
 	if len(msg) == 0 || msg[0] != '0' {
 		return fmt.Errorf("engine.io open: got %q", truncate(string(msg), 40))
 	}
-	auth, err := json.Marshal(map[string]string{"token": token})
+	creds := map[string]string{"token": token}
+	if s.userID {
+		creds = map[string]string{"userId": c.r.accs[c.user].Username}
+	}
+	auth, err := json.Marshal(creds)
 	if err != nil {
 		return fmt.Errorf("socket.io connect: %w", err)
 	}
@@ -256,8 +274,13 @@ func socketIOURL(s string) (string, error) {
 
 // newTransport returns the transport of a --protocol value.
 func newTransport(proto string) transport {
-	if proto == ProtocolSocketIO {
+	switch proto {
+	case ProtocolSocketIO:
 		return socketIO{}
+	case ProtocolSeedNode:
+		return socketIO{userID: true}
+	case ProtocolCentrifugo:
+		return centrifugo{}
 	}
 	return native{}
 }
