@@ -215,7 +215,13 @@ type Producer struct {
 	// renewing is set while a replacement producer is being connected.
 	renewing atomic.Bool
 	closed   bool
+	// tasks tracks the goroutines of sends and renewals, which Close waits
+	// for; they are started under mu while not closed.
+	tasks sync.WaitGroup
 }
+
+// errClosed refuses sends after Close.
+var errClosed = errors.New("kafka: producer closed")
 
 // NewProducer connects an idempotent producer for topic.
 func NewProducer(brokers []string, topic, clientID string, prop propagation.TextMapPropagator) (*Producer, error) {
@@ -226,10 +232,17 @@ func NewProducer(brokers []string, topic, clientID string, prop propagation.Text
 	return &Producer{brokers: brokers, clientID: clientID, sp: sp, topic: topic, prop: prop}, nil
 }
 
-func (p *Producer) current() sarama.SyncProducer {
+// goSend runs f with the current producer on a goroutine Close waits for;
+// it returns that producer, or errClosed after Close.
+func (p *Producer) goSend(f func(sp sarama.SyncProducer)) (sarama.SyncProducer, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.sp
+	if p.closed {
+		return nil, errClosed
+	}
+	sp := p.sp
+	p.tasks.Go(func() { f(sp) })
+	return sp, nil
 }
 
 // renew replaces a producer whose internal circuit breaker opened. sarama
@@ -241,7 +254,13 @@ func (p *Producer) renew(failed sarama.SyncProducer) {
 	if !p.renewing.CompareAndSwap(false, true) {
 		return
 	}
-	go func() {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		p.renewing.Store(false)
+		return
+	}
+	p.tasks.Go(func() {
 		defer p.renewing.Store(false)
 		sp, err := sarama.NewSyncProducer(p.brokers, ProducerConfig(p.clientID))
 		if err != nil {
@@ -256,7 +275,7 @@ func (p *Producer) renew(failed sarama.SyncProducer) {
 		p.sp = sp
 		p.mu.Unlock()
 		_ = failed.Close()
-	}()
+	})
 }
 
 // Publish appends e to its room's partition and returns the record's
@@ -278,11 +297,13 @@ func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int3
 		err       error
 	}
 	done := make(chan result, 1)
-	sp := p.current()
-	go func() {
+	sp, err := p.goSend(func(sp sarama.SyncProducer) {
 		part, off, err := sp.SendMessage(msg)
 		done <- result{part, off, err}
-	}()
+	})
+	if err != nil {
+		return 0, 0, err
+	}
 	select {
 	case r := <-done:
 		if r.err != nil {
@@ -362,8 +383,10 @@ func (p *Producer) PublishBatch(ctx context.Context, records []Record) (stored i
 		}
 	}()
 	done := make(chan error, 1)
-	sp := p.current()
-	go func() { done <- sp.SendMessages(msgs) }()
+	sp, err := p.goSend(func(sp sarama.SyncProducer) { done <- sp.SendMessages(msgs) })
+	if err != nil {
+		return 0, err
+	}
 	select {
 	case err := <-done:
 		if err == nil {
@@ -388,23 +411,39 @@ func (p *Producer) PublishBatch(ctx context.Context, records []Record) (stored i
 	}
 }
 
-// Close flushes and closes the producer.
+// Close flushes and closes the producer, then waits for the goroutines of
+// abandoned sends and of a renewal (closing the producer ends them).
 func (p *Producer) Close() error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.closed = true
-	return p.sp.Close()
+	err := p.sp.Close()
+	p.mu.Unlock()
+	p.tasks.Wait()
+	return err
 }
 
 // RunGroup consumes topics with handler until ctx is cancelled. Consume
 // returns on every rebalance, so it runs in a loop; errors are logged and
 // retried with a pause rather than ending the loop.
 func RunGroup(ctx context.Context, group sarama.ConsumerGroup, topics []string, handler sarama.ConsumerGroupHandler, log *slog.Logger) error {
+	// The errors are drained until the group closes or ctx ends; RunGroup
+	// returns only once the drain did.
+	drained := make(chan struct{})
 	go func() {
-		for err := range group.Errors() {
-			log.Warn("consumer group error", "err", err)
+		defer close(drained)
+		for {
+			select {
+			case err, ok := <-group.Errors():
+				if !ok {
+					return
+				}
+				log.Warn("consumer group error", "err", err)
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
+	defer func() { <-drained }()
 	for {
 		if err := group.Consume(ctx, topics, handler); err != nil {
 			if errors.Is(err, sarama.ErrClosedConsumerGroup) {

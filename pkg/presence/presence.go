@@ -16,7 +16,7 @@
 //     Every gateway subscribes and writes Frame to its connections that
 //     share a room with UserID (that filter is the gateway's).
 //   - typing on the room channel (pkg/redis Keys.RoomChannel) as a
-//     pkg/redis.Publication with Ephemeral = true, Seq 0 and SkipUserID =
+//     pkg/protocol.Publication with Ephemeral = true, Seq 0 and SkipUserID =
 //     the typist: {"roomId": "7", "seq": 0, "ephemeral": true,
 //     "skipUserId": "42", "frame": {"event": "typing", "data": {"roomId":
 //     "7", "userId": "42", "username": "ada", "typing": true}}}.

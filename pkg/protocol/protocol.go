@@ -55,18 +55,21 @@ type ErrorData struct {
 	Message string    `json:"message"`
 }
 
-// WebSocket close codes the gateway uses (docs/protocol.md).
+// WebSocket close codes the gateway sends (docs/protocol.md, close codes).
 const (
-	// CloseNormal: the client or server ended the session.
+	// CloseNormal: a Socket.IO session's WebSocket ended normally (the
+	// session closed, or it moved on).
 	CloseNormal = 1000
-	// CloseGoingAway: the server is shutting down.
-	CloseGoingAway = 1001
-	// CloseUnsupportedData: a binary frame was sent (only JSON text is spoken).
+	// CloseProtocolError: the client broke RFC 6455 (/ws).
+	CloseProtocolError = 1002
+	// CloseUnsupportedData: a Socket.IO WebSocket message was not an
+	// Engine.IO packet.
 	CloseUnsupportedData = 1003
-	// ClosePolicyViolation: the client broke the protocol badly enough to end it.
-	ClosePolicyViolation = 1008
-	// CloseTooLarge: a frame exceeded the read limit.
-	CloseTooLarge = 1009
+	// CloseMessageTooBig: a message over the read limit (WS_READ_LIMIT on
+	// /ws, SOCKETIO_MAX_PAYLOAD on Socket.IO).
+	CloseMessageTooBig = 1009
+	// CloseInternalError: an unexpected server error ended the connection.
+	CloseInternalError = 1011
 	// CloseServiceRestart: the server restarts; reconnect (to another instance) and resume.
 	CloseServiceRestart = 1012
 	// CloseTryAgainLater: the server is full.

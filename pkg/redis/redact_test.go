@@ -39,7 +39,7 @@ func TestHistoryHidesDeletedAndEditedText(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		payload, err := (&redis.Publication{RoomID: room, Seq: seq, PrevSeq: prev, Frame: frame}).Encode()
+		payload, err := (&protocol.Publication{RoomID: room, Seq: seq, PrevSeq: prev, Frame: frame}).Encode()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,7 @@
 // Package redis owns the Redis side of the room log: connection setup, the
-// key and channel names (docs/architecture.md), the publication payload the
-// delivery worker writes and gateways read, and the Lua script that moves a
-// room's last seq, appends to its recent history and publishes atomically.
+// key and channel names (docs/architecture.md), and the Lua script that
+// moves a room's last seq, appends a publication (protocol.Publication) to
+// its recent history and publishes it atomically.
 package redis
 
 import (
@@ -78,93 +78,6 @@ func (k Keys) Dedupe(userID int64, clientMsgID string) string {
 // gateway appends ":deleted" once the message is deleted.
 func (k Keys) MessageAuthor(messageID string) string {
 	return k.Prefix + "author:" + messageID
-}
-
-// Publication is what the delivery worker publishes on a room channel and
-// keeps in the room history: the rendered client frame with its position.
-type Publication struct {
-	// RoomID is the room the event belongs to.
-	RoomID int64 `json:"roomId,string"`
-	// Seq is the event's Kafka offset.
-	Seq int64 `json:"seq"`
-	// PrevSeq is the seq of the room's previous event; nil when unknown.
-	PrevSeq *int64 `json:"prevSeq,omitempty"`
-	// Trace carries W3C trace context (traceparent, tracestate).
-	Trace map[string]string `json:"trace,omitempty"`
-	// PublishedAt is when the publisher sent it, in Unix nanoseconds (0:
-	// unknown); a receiver of the live channel measures pub/sub latency
-	// from it (a history entry keeps its original time).
-	PublishedAt int64 `json:"pubAt,omitempty"`
-	// EventAt is the event's time in Unix nanoseconds (0: none), which the
-	// gateway sets just before producing it: receivers measure produce ->
-	// delivered-to-socket from it.
-	EventAt int64 `json:"eventAt,omitempty"`
-	// Frame is the server frame to write to sockets as it is.
-	Frame json.RawMessage `json:"frame"`
-	// Ephemeral marks a frame without a log position (typing): Seq is 0,
-	// it is never in the history, and receivers skip their seq checks.
-	Ephemeral bool `json:"ephemeral,omitempty"`
-	// SkipUserID, when non-zero, is a user whose connections must not get
-	// the frame (the typist of a typing frame).
-	SkipUserID int64 `json:"skipUserId,string,omitempty"`
-}
-
-// Encode returns p as json.Marshal does, but appends Frame as it is
-// instead of compacting and validating it again: Frame must be compact
-// JSON, as a rendered frame is. The delivery worker encodes one
-// publication per record, and this is most of what that costs.
-func (p *Publication) Encode() ([]byte, error) {
-	b := make([]byte, 0, len(p.Frame)+192)
-	b = append(b, `{"roomId":"`...)
-	b = strconv.AppendInt(b, p.RoomID, 10)
-	b = append(b, `","seq":`...)
-	b = strconv.AppendInt(b, p.Seq, 10)
-	if p.PrevSeq != nil {
-		b = append(b, `,"prevSeq":`...)
-		b = strconv.AppendInt(b, *p.PrevSeq, 10)
-	}
-	if len(p.Trace) > 0 {
-		t, err := json.Marshal(p.Trace)
-		if err != nil {
-			return nil, fmt.Errorf("redis: publication trace: %w", err)
-		}
-		b = append(b, `,"trace":`...)
-		b = append(b, t...)
-	}
-	if p.PublishedAt != 0 {
-		b = append(b, `,"pubAt":`...)
-		b = strconv.AppendInt(b, p.PublishedAt, 10)
-	}
-	if p.EventAt != 0 {
-		b = append(b, `,"eventAt":`...)
-		b = strconv.AppendInt(b, p.EventAt, 10)
-	}
-	if len(p.Frame) == 0 {
-		return nil, errors.New("redis: publication without a frame")
-	}
-	b = append(b, `,"frame":`...)
-	b = append(b, p.Frame...)
-	if p.Ephemeral {
-		b = append(b, `,"ephemeral":true`...)
-	}
-	if p.SkipUserID != 0 {
-		b = append(b, `,"skipUserId":"`...)
-		b = strconv.AppendInt(b, p.SkipUserID, 10)
-		b = append(b, '"')
-	}
-	return append(b, '}'), nil
-}
-
-// DecodePublication parses a channel message or history entry.
-func DecodePublication(b []byte) (*Publication, error) {
-	var p Publication
-	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, fmt.Errorf("redis: publication: %w", err)
-	}
-	if p.RoomID <= 0 || len(p.Frame) == 0 {
-		return nil, errors.New("redis: publication: roomId and frame required")
-	}
-	return &p, nil
 }
 
 // publishScript: KEYS = seq key, history stream, redactions hash,
@@ -328,7 +241,7 @@ func LastSeq(ctx context.Context, c goredis.Cmdable, k Keys, roomID int64) (*int
 // History returns up to count publications of the room with seq > afterSeq,
 // in seq order, and whether the history reaches back far enough to be sure
 // nothing between afterSeq and the first returned entry was trimmed.
-func History(ctx context.Context, c goredis.Cmdable, k Keys, roomID, afterSeq int64, count int64) (pubs []*Publication, complete bool, err error) {
+func History(ctx context.Context, c goredis.Cmdable, k Keys, roomID, afterSeq int64, count int64) (pubs []*protocol.Publication, complete bool, err error) {
 	key := k.RoomHistory(roomID)
 	// The oldest kept entry tells whether trimming removed anything we need.
 	first, err := c.XRangeN(ctx, key, "-", "+", 1).Result()
@@ -344,10 +257,10 @@ func History(ctx context.Context, c goredis.Cmdable, k Keys, roomID, afterSeq in
 	if err != nil {
 		return nil, false, fmt.Errorf("redis: history: %w", err)
 	}
-	pubs = make([]*Publication, 0, len(msgs))
+	pubs = make([]*protocol.Publication, 0, len(msgs))
 	for _, m := range msgs {
 		d, _ := m.Values["d"].(string)
-		p, err := DecodePublication([]byte(d))
+		p, err := protocol.DecodePublication([]byte(d))
 		if err != nil {
 			return nil, false, err
 		}
@@ -361,7 +274,7 @@ func History(ctx context.Context, c goredis.Cmdable, k Keys, roomID, afterSeq in
 	complete = true
 	if len(first) == 1 {
 		d, _ := first[0].Values["d"].(string)
-		oldest, err := DecodePublication([]byte(d))
+		oldest, err := protocol.DecodePublication([]byte(d))
 		if err != nil {
 			return nil, false, err
 		}
@@ -412,7 +325,7 @@ func QueueFillDedupe(ctx context.Context, pipe goredis.Pipeliner, k Keys, userID
 // edited or deleted by a later event: a deleted message's content and
 // metadata are removed (and "deleted": true set), an edited message gets
 // its current text. Rooms without edits or deletes cost one HLEN.
-func redactHistory(ctx context.Context, c goredis.Cmdable, k Keys, roomID int64, pubs []*Publication) error {
+func redactHistory(ctx context.Context, c goredis.Cmdable, k Keys, roomID int64, pubs []*protocol.Publication) error {
 	if len(pubs) == 0 {
 		return nil
 	}
@@ -425,7 +338,7 @@ func redactHistory(ctx context.Context, c goredis.Cmdable, k Keys, roomID int64,
 		return nil
 	}
 	type ref struct {
-		pub   *Publication
+		pub   *protocol.Publication
 		frame protocol.Frame
 		id    string
 	}

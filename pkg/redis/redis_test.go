@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"testing"
 
+	"relay/pkg/protocol"
 	"relay/pkg/redis"
 	"relay/pkg/testenv"
 )
 
 func payload(t *testing.T, room, seq int64, prev *int64) []byte {
 	t.Helper()
-	b, err := json.Marshal(redis.Publication{RoomID: room, Seq: seq, PrevSeq: prev, Frame: json.RawMessage(fmt.Sprintf(`{"event":"message","data":{"seq":%d}}`, seq))})
+	b, err := json.Marshal(protocol.Publication{RoomID: room, Seq: seq, PrevSeq: prev, Frame: json.RawMessage(fmt.Sprintf(`{"event":"message","data":{"seq":%d}}`, seq))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func TestPublishScript(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := redis.DecodePublication([]byte(m.Payload))
+		p, err := protocol.DecodePublication([]byte(m.Payload))
 		if err != nil || p.Seq != want {
 			t.Fatalf("got %+v %v, want seq %d", p, err, want)
 		}
@@ -106,7 +107,7 @@ func TestHistoryReportsTrimming(t *testing.T) {
 
 func TestDecodePublicationRefuses(t *testing.T) {
 	for _, raw := range []string{`nope`, `{}`, `{"roomId":"1"}`, `{"roomId":"x","frame":{}}`} {
-		if _, err := redis.DecodePublication([]byte(raw)); err == nil {
+		if _, err := protocol.DecodePublication([]byte(raw)); err == nil {
 			t.Errorf("%s decoded", raw)
 		}
 	}
@@ -121,7 +122,7 @@ func TestPublicationEncodeIsJSONMarshal(t *testing.T) {
 	}
 	prev := int64(41)
 	zero := int64(0)
-	for i, p := range []redis.Publication{
+	for i, p := range []protocol.Publication{
 		{RoomID: 1, Seq: 0, Frame: frame},
 		{RoomID: 9223372036854775807, Seq: 42, PrevSeq: &prev, Frame: frame},
 		{RoomID: 7, Seq: 3, PrevSeq: &zero, Trace: map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": `a=<&>"`}, Frame: frame, PublishedAt: 1764860000123456789, EventAt: 1764860000000000001},
@@ -138,12 +139,12 @@ func TestPublicationEncodeIsJSONMarshal(t *testing.T) {
 		if string(got) != string(want) {
 			t.Errorf("%d: Encode\n%s\nwant\n%s", i, got, want)
 		}
-		back, err := redis.DecodePublication(got)
+		back, err := protocol.DecodePublication(got)
 		if err != nil || back.RoomID != p.RoomID || back.Seq != p.Seq || string(back.Frame) != string(frame) {
 			t.Errorf("%d: decodes to %+v, %v", i, back, err)
 		}
 	}
-	if _, err := (&redis.Publication{RoomID: 1}).Encode(); err == nil {
+	if _, err := (&protocol.Publication{RoomID: 1}).Encode(); err == nil {
 		t.Error("a publication without a frame encoded")
 	}
 }

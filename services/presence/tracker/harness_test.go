@@ -13,7 +13,6 @@ import (
 	"relay/pkg/config"
 	"relay/pkg/presence"
 	"relay/pkg/protocol"
-	relayredis "relay/pkg/redis"
 	"relay/pkg/telemetry"
 	"relay/pkg/testenv"
 	svc "relay/services/presence/tracker"
@@ -130,7 +129,7 @@ type received struct {
 	at       time.Time
 	presence *presence.Event
 	update   presence.PresenceUpdate
-	pub      *relayredis.Publication
+	pub      *protocol.Publication
 	typing   protocol.Typing
 }
 
@@ -189,7 +188,7 @@ func (e *env) listen(rooms ...int64) *listener {
 	go func() {
 		for m := range ps.Channel() {
 			r := received{at: time.Now()}
-			p, err := relayredis.DecodePublication([]byte(m.Payload))
+			p, err := protocol.DecodePublication([]byte(m.Payload))
 			if err != nil {
 				e.t.Errorf("bad publication %s: %v", m.Payload, err)
 				continue

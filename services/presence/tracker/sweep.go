@@ -13,7 +13,6 @@ import (
 
 	"relay/pkg/presence"
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 )
 
 // sweepLoop expires connections, typists and tombs every SweepInterval.
@@ -146,6 +145,6 @@ func renderTyping(c TypingChange, tr map[string]string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub := redis.Publication{RoomID: c.RoomID, Ephemeral: true, SkipUserID: c.UserID, Trace: tr, Frame: frame}
+	pub := protocol.Publication{RoomID: c.RoomID, Ephemeral: true, SkipUserID: c.UserID, Trace: tr, Frame: frame}
 	return pub.Encode()
 }

@@ -41,7 +41,6 @@ import (
 	"relay/pkg/config"
 	"relay/pkg/presence"
 	"relay/pkg/protocol"
-	relayredis "relay/pkg/redis"
 	"relay/pkg/store"
 )
 
@@ -361,7 +360,7 @@ func subscribeRooms(ctx context.Context, rdb *goredis.Client, keys presence.Keys
 	}
 	go func() {
 		for m := range ps.Channel(goredis.WithChannelSize(10000)) {
-			p, err := relayredis.DecodePublication([]byte(m.Payload))
+			p, err := protocol.DecodePublication([]byte(m.Payload))
 			if err != nil {
 				continue
 			}

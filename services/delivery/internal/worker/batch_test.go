@@ -52,7 +52,7 @@ func TestDeliveryBatchMixedOutcomes(t *testing.T) {
 	if err := r.svc.PublishBatch(ctx, map[int64]int64{lost: 5}, msgs); err != nil {
 		t.Fatal(err)
 	}
-	history := func(room int64) []*redis.Publication {
+	history := func(room int64) []*protocol.Publication {
 		t.Helper()
 		h, _, err := redis.History(ctx, e.rdb, e.keys, room, -1, 100)
 		if err != nil {

@@ -133,7 +133,7 @@ func (r *running) counter(t testing.TB, name string) float64 {
 }
 
 // subscribe listens on the rooms' channels and returns the publications.
-func (e *env) subscribe(t testing.TB, rooms ...int64) <-chan *redis.Publication {
+func (e *env) subscribe(t testing.TB, rooms ...int64) <-chan *protocol.Publication {
 	t.Helper()
 	chans := make([]string, len(rooms))
 	for i, r := range rooms {
@@ -146,11 +146,11 @@ func (e *env) subscribe(t testing.TB, rooms ...int64) <-chan *redis.Publication 
 			t.Fatalf("subscribe: %v", err)
 		}
 	}
-	out := make(chan *redis.Publication, 1024)
+	out := make(chan *protocol.Publication, 1024)
 	go func() {
 		defer close(out)
 		for m := range sub.Channel(goredis.WithChannelSize(1024)) {
-			p, err := redis.DecodePublication([]byte(m.Payload))
+			p, err := protocol.DecodePublication([]byte(m.Payload))
 			if err != nil {
 				t.Errorf("bad publication %q: %v", m.Payload, err)
 				return
@@ -161,9 +161,9 @@ func (e *env) subscribe(t testing.TB, rooms ...int64) <-chan *redis.Publication 
 	return out
 }
 
-func receive(t testing.TB, ch <-chan *redis.Publication, n int) []*redis.Publication {
+func receive(t testing.TB, ch <-chan *protocol.Publication, n int) []*protocol.Publication {
 	t.Helper()
-	var got []*redis.Publication
+	var got []*protocol.Publication
 	deadline := time.After(60 * time.Second)
 	for len(got) < n {
 		select {
@@ -193,7 +193,7 @@ func message(room, user int64, text string) *events.Event {
 		MessageID: fmt.Sprintf("m-%d-%s", room, text), Content: text, MessageType: "text"}
 }
 
-func frameOf(t testing.TB, p *redis.Publication) (protocol.Frame, map[string]any) {
+func frameOf(t testing.TB, p *protocol.Publication) (protocol.Frame, map[string]any) {
 	t.Helper()
 	var f protocol.Frame
 	if err := json.Unmarshal(p.Frame, &f); err != nil {
@@ -208,7 +208,7 @@ func frameOf(t testing.TB, p *redis.Publication) (protocol.Frame, map[string]any
 
 // checkChain asserts pubs of one room are in seq order with each prevSeq
 // pointing at the previous publication, the first one's at first.
-func checkChain(t testing.TB, pubs []*redis.Publication, first *int64, seqs []int64) {
+func checkChain(t testing.TB, pubs []*protocol.Publication, first *int64, seqs []int64) {
 	t.Helper()
 	if len(pubs) != len(seqs) {
 		t.Fatalf("got %d publications, want %d", len(pubs), len(seqs))
@@ -270,7 +270,7 @@ func TestDeliveryOrderHistoryAndRedelivery(t *testing.T) {
 	tel.Tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)).Tracer("test")
 	r1 := startWith(t, e.config(), tel)
 	got := receive(t, pubs, perRoom*len(rooms))
-	byRoom := map[int64][]*redis.Publication{}
+	byRoom := map[int64][]*protocol.Publication{}
 	for _, p := range got {
 		byRoom[p.RoomID] = append(byRoom[p.RoomID], p)
 		if !strings.Contains(p.Trace["traceparent"], traceID.String()) {
@@ -347,7 +347,7 @@ func TestDeliveryOrderHistoryAndRedelivery(t *testing.T) {
 		seqs[room] = []int64{e.publish(t, ctx, message(room, 1, "after restart"))}
 	}
 	got = receive(t, pubs, len(rooms))
-	byRoom = map[int64][]*redis.Publication{}
+	byRoom = map[int64][]*protocol.Publication{}
 	for _, p := range got {
 		byRoom[p.RoomID] = append(byRoom[p.RoomID], p)
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 )
 
 // BenchmarkEndToEnd measures send → delivery: from the producer's call
@@ -69,7 +68,7 @@ func benchEndToEnd(b *testing.B, rate int) {
 				return
 			}
 			now := time.Now()
-			p, err := redis.DecodePublication([]byte(m.Payload))
+			p, err := protocol.DecodePublication([]byte(m.Payload))
 			if err != nil {
 				b.Error(err)
 				return

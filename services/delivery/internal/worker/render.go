@@ -6,7 +6,6 @@ import (
 
 	"relay/pkg/events"
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 )
 
 // renderPublication wraps the frame with its position and trace context:
@@ -16,7 +15,7 @@ func renderPublication(e *events.Event, seq int64, prev *int64, trace map[string
 	if err != nil {
 		return nil, err
 	}
-	p := redis.Publication{RoomID: e.RoomID, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame, PublishedAt: time.Now().UnixNano()}
+	p := protocol.Publication{RoomID: e.RoomID, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame, PublishedAt: time.Now().UnixNano()}
 	if !e.At.IsZero() {
 		p.EventAt = e.At.UnixNano()
 	}

@@ -8,7 +8,6 @@ import (
 
 	"relay/pkg/events"
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 )
 
 func TestRenderFrames(t *testing.T) {
@@ -67,7 +66,7 @@ func TestRenderPublicationWithoutPrevSeq(t *testing.T) {
 	if strings.Contains(string(b), "prevSeq") || strings.Contains(string(b), "metadata") {
 		t.Fatalf("prevSeq or null metadata rendered: %s", b)
 	}
-	p, err := redis.DecodePublication(b)
+	p, err := protocol.DecodePublication(b)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,15 +13,8 @@ import (
 	"gorm.io/gorm"
 
 	"relay/pkg/chat"
+	"relay/pkg/store"
 )
-
-// Access is what the gateway knows of a user in a room.
-type Access struct {
-	// RoomType is the room's type.
-	RoomType chat.RoomType
-	// Role is empty when the user is not a member.
-	Role chat.Role
-}
 
 // memberKey identifies a cached membership.
 type memberKey struct{ room, user int64 }
@@ -59,25 +52,16 @@ func (m *Membership) Forget(room, user int64) { m.roles.Remove(memberKey{room, u
 
 // Lookup reads the room's type and the user's role (read-only), caching
 // a membership it finds. An unknown room is NOT_FOUND.
-func (m *Membership) Lookup(ctx context.Context, room, user int64) (Access, error) {
-	var rows []struct {
-		Type     string
-		IsActive bool
-		Role     *string
-	}
-	err := m.db.WithContext(ctx).Raw(`SELECT r.type, r.is_active, m.role FROM rooms r
-		LEFT JOIN room_members m ON m.room_id = r.id AND m.user_id = ?
-		WHERE r.id = ?`, user, room).Scan(&rows).Error
+func (m *Membership) Lookup(ctx context.Context, room, user int64) (store.Access, error) {
+	a, found, err := store.RoomAccess(ctx, m.db, room, user)
 	if err != nil {
-		return Access{}, chat.Wrap(chat.CodeUnavailable, fmt.Errorf("membership: %w", err), "membership check failed; retry")
+		return store.Access{}, chat.Wrap(chat.CodeUnavailable, err, "membership check failed; retry")
 	}
-	if len(rows) == 0 {
-		return Access{}, chat.Errorf(chat.CodeNotFound, "room %d not found", room)
+	if !found {
+		return store.Access{}, chat.Errorf(chat.CodeNotFound, "room %d not found", room)
 	}
-	a := Access{RoomType: chat.RoomType(rows[0].Type)}
-	m.active.Add(room, rows[0].IsActive)
-	if rows[0].Role != nil {
-		a.Role = chat.Role(*rows[0].Role)
+	m.active.Add(room, a.Active)
+	if a.Role != "" {
 		m.Remember(room, user, a.Role)
 	}
 	return a, nil

@@ -15,6 +15,7 @@ import (
 
 	"relay/pkg/chat"
 	"relay/pkg/redis"
+	"relay/pkg/store"
 )
 
 // dedupePending marks a clientMsgId whose send is in flight.
@@ -192,19 +193,14 @@ func (m *Messages) Author(ctx context.Context, messageID string) (Author, error)
 	case !errors.Is(err, goredis.Nil):
 		return Author{}, chat.Wrap(chat.CodeUnavailable, err, "authorship check failed; retry")
 	}
-	var rows []struct {
-		RoomID    int64
-		UserID    int64
-		IsDeleted bool
-	}
-	err = m.db.WithContext(ctx).Raw(`SELECT room_id, user_id, is_deleted FROM messages WHERE id = ?`, messageID).Scan(&rows).Error
+	row, found, err := store.MessageAuthorship(ctx, m.db, messageID)
 	if err != nil {
-		return Author{}, chat.Wrap(chat.CodeUnavailable, fmt.Errorf("author: %w", err), "authorship check failed; retry")
+		return Author{}, chat.Wrap(chat.CodeUnavailable, err, "authorship check failed; retry")
 	}
-	if len(rows) == 0 {
+	if !found {
 		return Author{}, chat.Errorf(chat.CodeNotFound, "message not found")
 	}
-	return Author{Room: rows[0].RoomID, User: rows[0].UserID, Deleted: rows[0].IsDeleted}, nil
+	return Author{Room: row.RoomID, User: row.UserID, Deleted: row.Deleted}, nil
 }
 
 // MarkDeleted records in Redis that a message was deleted (best effort:

@@ -14,6 +14,7 @@ import (
 	"relay/pkg/chat"
 	"relay/pkg/events"
 	"relay/pkg/protocol"
+	"relay/pkg/store"
 	"relay/services/gateway/internal/adapters"
 	"relay/services/gateway/internal/conn"
 	"relay/services/gateway/internal/conn/conntest"
@@ -28,14 +29,14 @@ import (
 type fakeMembers struct{}
 
 func (fakeMembers) Cached(room, user int64) bool { return false }
-func (fakeMembers) Lookup(_ context.Context, room, user int64) (adapters.Access, error) {
+func (fakeMembers) Lookup(_ context.Context, room, user int64) (store.Access, error) {
 	if room != 10 {
-		return adapters.Access{}, chat.Errorf(chat.CodeNotFound, "room %d not found", room)
+		return store.Access{}, chat.Errorf(chat.CodeNotFound, "room %d not found", room)
 	}
 	if user == 1 {
-		return adapters.Access{RoomType: chat.RoomGroup, Role: chat.RoleMember}, nil
+		return store.Access{RoomType: chat.RoomGroup, Role: chat.RoleMember}, nil
 	}
-	return adapters.Access{RoomType: chat.RoomGroup}, nil
+	return store.Access{RoomType: chat.RoomGroup}, nil
 }
 func (f fakeMembers) Require(ctx context.Context, room, user int64) (chat.Role, error) {
 	a, err := f.Lookup(ctx, room, user)

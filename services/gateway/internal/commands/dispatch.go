@@ -18,6 +18,7 @@ import (
 	"relay/pkg/chat"
 	"relay/pkg/events"
 	"relay/pkg/protocol"
+	"relay/pkg/store"
 	"relay/services/gateway/internal/adapters"
 	"relay/services/gateway/internal/conn"
 	"relay/services/gateway/internal/fanout"
@@ -31,7 +32,7 @@ type Membership interface {
 	// Cached reports whether the membership is cached (no check needed).
 	Cached(room, user int64) bool
 	// Lookup reads the room's type and the user's role.
-	Lookup(ctx context.Context, room, user int64) (adapters.Access, error)
+	Lookup(ctx context.Context, room, user int64) (store.Access, error)
 	// Require returns the user's role, or NOT_FOUND / FORBIDDEN.
 	Require(ctx context.Context, room, user int64) (chat.Role, error)
 	// Remember caches a membership.

@@ -1,10 +1,6 @@
 package conn
 
-import (
-	"github.com/fasthttp/websocket"
-
-	"relay/pkg/protocol"
-)
+import "relay/pkg/protocol"
 
 // Disconnect is why the server ends a connection: the close code and
 // reason the client gets, and whether it should reconnect. Every close of
@@ -44,11 +40,11 @@ var (
 	// DisconnectFull: MAX_CONNECTIONS reached.
 	DisconnectFull = Disconnect{Code: protocol.CloseTryAgainLater, Reason: "server full", Reconnect: true, label: "server full"}
 	// DisconnectInternal: a bug of ours ended the connection.
-	DisconnectInternal = Disconnect{Code: websocket.CloseInternalServerErr, Reason: "internal error", Reconnect: true, label: "internal error"}
+	DisconnectInternal = Disconnect{Code: protocol.CloseInternalError, Reason: "internal error", Reconnect: true, label: "internal error"}
 	// DisconnectProtocol: the client broke RFC 6455.
-	DisconnectProtocol = Disconnect{Code: websocket.CloseProtocolError, label: "protocol error"}
+	DisconnectProtocol = Disconnect{Code: protocol.CloseProtocolError, label: "protocol error"}
 	// DisconnectTooBig: a message above WS_READ_LIMIT.
-	DisconnectTooBig = Disconnect{Code: websocket.CloseMessageTooBig, label: "message too big"}
+	DisconnectTooBig = Disconnect{Code: protocol.CloseMessageTooBig, label: "message too big"}
 )
 
 // disconnects are all of them, for the metric's initial zeros.

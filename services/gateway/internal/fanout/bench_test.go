@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 	"relay/pkg/telemetry"
 	"relay/services/gateway/internal/conn/conntest"
 	"relay/services/gateway/internal/fanout/hub"
@@ -84,7 +83,7 @@ func BenchmarkFanout100(b *testing.B) {
 			b.StopTimer()
 			for i := range 1024 {
 				prev := seq + int64(i) - 1
-				p, _ := json.Marshal(redis.Publication{RoomID: room, Seq: seq + int64(i), PrevSeq: &prev, Frame: frame,
+				p, _ := json.Marshal(protocol.Publication{RoomID: room, Seq: seq + int64(i), PrevSeq: &prev, Frame: frame,
 					Trace: map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}})
 				payloads = append(payloads, p)
 			}

@@ -14,7 +14,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 	"relay/services/gateway/internal/conn"
 	"relay/services/gateway/internal/fanout/hub"
 	"relay/services/gateway/internal/metrics"
@@ -178,7 +177,7 @@ func (b *roomBroker) roomOf(ch string) (int64, bool) {
 // fanout delivers one live publication to the local members of its room,
 // unless the sequencer holds it behind a gap repair.
 func (b *roomBroker) fanout(payload []byte) {
-	p, err := redis.DecodePublication(payload)
+	p, err := protocol.DecodePublication(payload)
 	if err != nil {
 		b.f.log.Warn("undecodable publication", "err", err)
 		return
@@ -195,7 +194,7 @@ func (b *roomBroker) fanout(payload []byte) {
 // deliver queues one publication to the local members of its room, as a
 // span that continues the trace of the event (sender → Kafka → delivery →
 // Redis publish) and ends once every recipient's socket was written.
-func (b *roomBroker) deliver(p *redis.Publication) {
+func (b *roomBroker) deliver(p *protocol.Publication) {
 	f := b.f
 	start := time.Now()
 	ctx := context.Background()
@@ -240,7 +239,7 @@ type flusher interface {
 
 // awaitWritten ends span once the n recipients of p wrote it (at once when
 // there are none).
-func (f *Fanout) awaitWritten(p *redis.Publication, n int, span trace.Span) {
+func (f *Fanout) awaitWritten(p *protocol.Publication, n int, span trace.Span) {
 	if n == 0 {
 		span.End()
 		return

@@ -7,7 +7,6 @@ import (
 
 	"relay/pkg/presence"
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 	"relay/services/gateway/internal/metrics"
 )
 
@@ -16,7 +15,7 @@ import (
 // drops the leaver's cached membership: both before the members see the
 // event, so a send the leaver makes once told is checked against
 // PostgreSQL (which says FORBIDDEN), never against the stale cache.
-func (f *Fanout) membershipEvent(p *redis.Publication) {
+func (f *Fanout) membershipEvent(p *protocol.Publication) {
 	event := metrics.FrameEvent(p.Frame)
 	if event != protocol.EventUserJoined && event != protocol.EventUserLeft {
 		return
@@ -30,7 +29,7 @@ func (f *Fanout) membershipEvent(p *redis.Publication) {
 }
 
 // leaver is the user a user_left publication is about.
-func leaver(p *redis.Publication) (int64, bool) {
+func leaver(p *protocol.Publication) (int64, bool) {
 	if metrics.FrameEvent(p.Frame) != protocol.EventUserLeft {
 		return 0, false
 	}
@@ -50,7 +49,7 @@ func leaver(p *redis.Publication) (int64, bool) {
 // queued to them, and their typing ends. It runs on the room's fan-out
 // goroutine, so what does I/O (the registry's unsubscribe, the typing
 // stop) runs on a goroutine of its own, which Close waits for.
-func (f *Fanout) userLeft(p *redis.Publication) {
+func (f *Fanout) userLeft(p *protocol.Publication) {
 	user, ok := leaver(p)
 	if !ok {
 		return

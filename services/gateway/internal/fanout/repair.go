@@ -50,7 +50,7 @@ type roomSeq struct {
 	// repairing is set while a repair goroutine owns the room's delivery.
 	repairing bool
 	// held are live publications that arrived during the repair, in order.
-	held []*redis.Publication
+	held []*protocol.Publication
 	// overflow is set when held outgrew RepairHold; held was dropped.
 	overflow bool
 	// recheck asks the repair goroutine to read the log after last once
@@ -103,7 +103,7 @@ func (q *sequencer) baseline(room int64, last *int64) {
 // admit decides, on the receive goroutine, what happens to a live
 // publication: true means deliver it now; false means it was held for a
 // repair (possibly one it just started).
-func (q *sequencer) admit(p *redis.Publication) bool {
+func (q *sequencer) admit(p *protocol.Publication) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	st := q.rooms[p.RoomID]
@@ -128,7 +128,7 @@ func (q *sequencer) admit(p *redis.Publication) bool {
 
 // advance moves the position past p when p follows it (or is one already
 // passed, which members drop) and reports whether it did.
-func (st *roomSeq) advance(p *redis.Publication) bool {
+func (st *roomSeq) advance(p *protocol.Publication) bool {
 	switch {
 	case !st.known:
 		st.known, st.last = true, p.Seq
@@ -142,7 +142,7 @@ func (st *roomSeq) advance(p *redis.Publication) bool {
 }
 
 // hold queues p behind a running repair. Callers hold q.mu.
-func (q *sequencer) hold(st *roomSeq, p *redis.Publication) {
+func (q *sequencer) hold(st *roomSeq, p *protocol.Publication) {
 	if st.overflow {
 		q.b.f.o.Metrics.RepairDropped.Inc()
 		return
@@ -255,7 +255,7 @@ func (q *sequencer) repair(room int64, st *roomSeq) {
 // while if PostgreSQL may catch up, then tells the room's local
 // connections to resync. p, when set, is the live publication waiting
 // behind the gap: reaching it is enough.
-func (q *sequencer) fill(room int64, st *roomSeq, until *int64, p *redis.Publication) {
+func (q *sequencer) fill(room int64, st *roomSeq, until *int64, p *protocol.Publication) {
 	f := q.b.f
 	deadline := time.Now().Add(f.o.RepairWait)
 	wait := 50 * time.Millisecond
@@ -321,7 +321,7 @@ func (q *sequencer) fill(room int64, st *roomSeq, until *int64, p *redis.Publica
 }
 
 // deliverRun fans a repaired run out to the room's members, one burst each.
-func (q *sequencer) deliverRun(room int64, run []*redis.Publication) {
+func (q *sequencer) deliverRun(room int64, run []*protocol.Publication) {
 	f := q.b.f
 	_, span := f.o.Tel.Tracer.Start(q.ctx, "gateway.repair", trace.WithSpanKind(trace.SpanKindInternal))
 	for _, p := range run {

@@ -14,7 +14,7 @@ type LogRead struct {
 	// Pubs are the events after the requested seq, in seq order, each
 	// verified to follow the one before it (the first one to follow the
 	// requested seq): no event between them is missing.
-	Pubs []*redis.Publication
+	Pubs []*protocol.Publication
 	// Last is the seq of the last of Pubs, or the requested seq when
 	// there are none.
 	Last int64
@@ -89,7 +89,7 @@ func (f *Fanout) ReadLog(ctx context.Context, room, after int64, until *int64, l
 		case h == len(rest) || (r < len(rows) && rows[r].Seq <= rest[h].Seq):
 			row := rows[r]
 			r++
-			var p *redis.Publication
+			var p *protocol.Publication
 			if h < len(rest) && rest[h].Seq == row.Seq {
 				// In both: Redis's bytes are what the others got live,
 				// unless Redis did not know the predecessor.
@@ -163,7 +163,7 @@ func follows(prev *int64, last int64) bool {
 
 // renderRow renders a room_events row into the publication the delivery
 // worker would have published for it.
-func renderRow(room int64, row store.LoggedEvent, prev *int64) (*redis.Publication, error) {
+func renderRow(room int64, row store.LoggedEvent, prev *int64) (*protocol.Publication, error) {
 	frame, err := protocol.RenderEvent(row.Event, row.Seq, prev)
 	if err != nil {
 		return nil, fmt.Errorf("render seq %d: %w", row.Seq, err)
@@ -173,5 +173,5 @@ func renderRow(room int64, row store.LoggedEvent, prev *int64) (*redis.Publicati
 		v := *prev
 		p = &v
 	}
-	return &redis.Publication{RoomID: room, Seq: row.Seq, PrevSeq: p, Frame: frame}, nil
+	return &protocol.Publication{RoomID: room, Seq: row.Seq, PrevSeq: p, Frame: frame}, nil
 }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"relay/pkg/chat"
 	"relay/pkg/presence"
 	"relay/pkg/protocol"
+	"relay/pkg/store"
 	"relay/pkg/telemetry"
 	"relay/services/gateway/internal/conn"
 	"relay/services/gateway/internal/metrics"
@@ -434,9 +434,9 @@ func (r *presenceRouter) roomsOf(ctx context.Context, user int64) ([]int64, erro
 	if rooms, ok := r.userRooms.Get(user); ok {
 		return rooms, nil
 	}
-	var rooms []int64
-	if err := r.p.o.DB.WithContext(ctx).Raw(`SELECT room_id FROM room_members WHERE user_id = ?`, user).Scan(&rooms).Error; err != nil {
-		return nil, fmt.Errorf("rooms of user %d: %w", user, err)
+	rooms, err := store.RoomsOf(ctx, r.p.o.DB, user)
+	if err != nil {
+		return nil, err
 	}
 	r.userRooms.Add(user, rooms)
 	return rooms, nil
@@ -459,20 +459,10 @@ func (r *presenceRouter) membersOf(ctx context.Context, rooms []int64) ([][]int6
 	if len(missing) == 0 {
 		return out, nil
 	}
-	var rows []struct {
-		RoomID int64
-		UserID int64
-	}
 	// Members of the rooms not over the limit, without reading the others'.
-	err := r.p.o.DB.WithContext(ctx).Raw(`SELECT room_id, user_id FROM room_members WHERE room_id IN (
-		SELECT room_id FROM room_members WHERE room_id IN ? GROUP BY room_id HAVING count(*) <= ?)`,
-		missing, r.p.o.MaxRoomMembers).Scan(&rows).Error
+	byRoom, err := store.MembersOf(ctx, r.p.o.DB, missing, r.p.o.MaxRoomMembers)
 	if err != nil {
-		return nil, fmt.Errorf("members of %d rooms: %w", len(missing), err)
-	}
-	byRoom := make(map[int64][]int64, len(missing))
-	for _, row := range rows {
-		byRoom[row.RoomID] = append(byRoom[row.RoomID], row.UserID)
+		return nil, err
 	}
 	for _, room := range missing {
 		ids := byRoom[room]

@@ -269,7 +269,7 @@ func (e *env) publication(room, seq int64, prev *int64, trace map[string]string,
 		Username: "x", Content: "m" + strconv.FormatInt(seq, 10) + pad, Type: "text", Seq: seq, PrevSeq: prev, CreatedAt: time.Now().UTC(),
 	})
 	frame, _ := json.Marshal(protocol.Frame{Event: protocol.EventMessage, Data: data})
-	b, _ := json.Marshal(redis.Publication{RoomID: room, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame})
+	b, _ := json.Marshal(protocol.Publication{RoomID: room, Seq: seq, PrevSeq: prev, Trace: trace, Frame: frame})
 	return b
 }
 

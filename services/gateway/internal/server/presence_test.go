@@ -503,7 +503,7 @@ func TestPresenceFollowsMembershipChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload, _ := json.Marshal(redis.Publication{RoomID: room, Seq: 1, Frame: frame})
+	payload, _ := json.Marshal(protocol.Publication{RoomID: room, Seq: 1, Frame: frame})
 	if res, _, err := redis.Publish(context.Background(), e.rdb, e.keys, room, 1, nil, payload, 1000); err != nil || res != redis.Published {
 		t.Fatalf("publish user_joined: %v %v", res, err)
 	}

@@ -61,7 +61,7 @@ func (l *roomLog) payload(seq int64, prev *int64) []byte {
 	if err != nil {
 		l.e.t.Fatal(err)
 	}
-	b, _ := json.Marshal(redis.Publication{RoomID: l.room, Seq: seq, PrevSeq: prev, Frame: frame})
+	b, _ := json.Marshal(protocol.Publication{RoomID: l.room, Seq: seq, PrevSeq: prev, Frame: frame})
 	return b
 }
 
@@ -117,7 +117,7 @@ func (l *roomLog) oldestInHistory() int64 {
 	if err != nil || len(first) != 1 {
 		l.e.t.Fatalf("history: %v %v", first, err)
 	}
-	p, err := redis.DecodePublication([]byte(first[0].Values["d"].(string)))
+	p, err := protocol.DecodePublication([]byte(first[0].Values["d"].(string)))
 	if err != nil {
 		l.e.t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"relay/pkg/redis"
+	"relay/pkg/protocol"
 )
 
 // Conn is a local connection as the hub sees it.
@@ -226,7 +226,7 @@ func (h *Hub) Size() int64 { return h.members.Load() }
 // Publish queues p's frame to every local member of its room that has not
 // had it yet, in call order, and returns how many members it was queued to.
 // Callers deliver one room's publications from one goroutine, in order.
-func (h *Hub) Publish(p *redis.Publication) int {
+func (h *Hub) Publish(p *protocol.Publication) int {
 	n := 0
 	for _, m := range h.Members(p.RoomID) {
 		if m.deliver(p) {
@@ -252,7 +252,7 @@ type Member struct {
 	lastSeq int64
 	// buffering holds live publications in buf until Start.
 	buffering bool
-	buf       []*redis.Publication
+	buf       []*protocol.Publication
 	// notes are frames built at Start, after the replay, for notices that
 	// came while buffering (a resync_required of a failed gap repair).
 	notes []func(lastSeq int64) []byte
@@ -297,7 +297,7 @@ func (m *Member) LastSeq() int64 {
 // ack), sets the last delivered seq to at least lastSeq, queues replay
 // (publications the member missed, in seq order) and then the live
 // publications held since Join, each only when newer than what was queued.
-func (m *Member) Start(lastSeq int64, replay []*redis.Publication, before ...[]byte) {
+func (m *Member) Start(lastSeq int64, replay []*protocol.Publication, before ...[]byte) {
 	m.Resume(Resume{Before: before, LastSeq: lastSeq, Replay: replay})
 }
 
@@ -308,7 +308,7 @@ type Resume struct {
 	// LastSeq is the seq the member already has; -1 for none.
 	LastSeq int64
 	// Replay are the publications after LastSeq, in seq order.
-	Replay []*redis.Publication
+	Replay []*protocol.Publication
 	// After are frames queued after the replay and before the live
 	// publications held since Join (a resync_required when the replay
 	// could not reach the present).
@@ -340,7 +340,7 @@ func (m *Member) Resume(r Resume) {
 	m.notes = nil
 	// Held publications can come from the live channel and from a gap
 	// repair at once; seq order is what the member must see.
-	slices.SortStableFunc(m.buf, func(a, b *redis.Publication) int { return cmpSeq(a.Seq, b.Seq) })
+	slices.SortStableFunc(m.buf, func(a, b *protocol.Publication) int { return cmpSeq(a.Seq, b.Seq) })
 	for _, p := range m.buf {
 		frames = m.appendNew(frames, p)
 	}
@@ -360,7 +360,7 @@ func cmpSeq(a, b int64) int {
 
 // appendNew appends p's frame when p is newer than what the member had.
 // Callers hold m.mu.
-func (m *Member) appendNew(frames [][]byte, p *redis.Publication) [][]byte {
+func (m *Member) appendNew(frames [][]byte, p *protocol.Publication) [][]byte {
 	if p.Seq <= m.lastSeq {
 		return frames
 	}
@@ -402,14 +402,14 @@ func (m *Member) Notify(build func(lastSeq int64) []byte) {
 }
 
 // Deliver queues p to the member unless it already had it.
-func (m *Member) Deliver(p *redis.Publication) bool { return m.deliver(p) }
+func (m *Member) Deliver(p *protocol.Publication) bool { return m.deliver(p) }
 
 // PublishRun queues a run of publications of one room (in seq order, e.g.
 // a repaired gap) to every local member of the room, each member getting
 // the ones newer than what it had as one burst. It returns how many
 // members got at least one. Like Publish, one room's publications are
 // handed over from one goroutine at a time.
-func (h *Hub) PublishRun(roomID int64, run []*redis.Publication) int {
+func (h *Hub) PublishRun(roomID int64, run []*protocol.Publication) int {
 	if len(run) == 0 {
 		return 0
 	}
@@ -422,7 +422,7 @@ func (h *Hub) PublishRun(roomID int64, run []*redis.Publication) int {
 	return n
 }
 
-func (m *Member) deliverRun(run []*redis.Publication) bool {
+func (m *Member) deliverRun(run []*protocol.Publication) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.evicted.Load() {
@@ -441,7 +441,7 @@ func (m *Member) deliverRun(run []*redis.Publication) bool {
 	return len(frames) > 0 && m.sendAll(frames)
 }
 
-func (m *Member) deliver(p *redis.Publication) bool {
+func (m *Member) deliver(p *protocol.Publication) bool {
 	if m.evicted.Load() {
 		return false
 	}
@@ -465,7 +465,7 @@ func (m *Member) deliver(p *redis.Publication) bool {
 	return m.deliverLocked(p)
 }
 
-func (m *Member) deliverLocked(p *redis.Publication) bool {
+func (m *Member) deliverLocked(p *protocol.Publication) bool {
 	if p.Seq <= m.lastSeq {
 		return false // a redelivery, or already replayed
 	}

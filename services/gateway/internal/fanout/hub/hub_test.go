@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"relay/pkg/redis"
+	"relay/pkg/protocol"
 )
 
 // fakeBroker confirms subscriptions at once and records the calls.
@@ -67,8 +67,8 @@ func (c *fakeConn) got() []string {
 	return append([]string(nil), c.frames...)
 }
 
-func pub(room, seq int64) *redis.Publication {
-	return &redis.Publication{RoomID: room, Seq: seq, Frame: []byte{byte('0' + seq)}}
+func pub(room, seq int64) *protocol.Publication {
+	return &protocol.Publication{RoomID: room, Seq: seq, Frame: []byte{byte('0' + seq)}}
 }
 
 func join(t *testing.T, h *Hub, room int64, c Conn, last int64) *Member {
@@ -140,7 +140,7 @@ func TestReplayThenBufferedLiveWithoutDuplicate(t *testing.T) {
 		t.Fatal("delivered before Start")
 	}
 	// History had 4..6 (6 overlaps the live one).
-	m.Start(3, []*redis.Publication{pub(1, 4), pub(1, 5), pub(1, 6)}, []byte("A"))
+	m.Start(3, []*protocol.Publication{pub(1, 4), pub(1, 5), pub(1, 6)}, []byte("A"))
 	h.Publish(pub(1, 8))
 	want := []string{"A", "4", "5", "6", "7", "8"}
 	got := c.got()
@@ -173,7 +173,7 @@ func TestEphemeralSkipsUserAndSeqChecks(t *testing.T) {
 	typist, other := &fakeConn{user: 1}, &fakeConn{user: 2}
 	join(t, h, 1, typist, 10)
 	join(t, h, 1, other, 10)
-	n := h.Publish(&redis.Publication{RoomID: 1, Ephemeral: true, SkipUserID: 1, Frame: []byte("t")})
+	n := h.Publish(&protocol.Publication{RoomID: 1, Ephemeral: true, SkipUserID: 1, Frame: []byte("t")})
 	if n != 1 || len(typist.got()) != 0 || len(other.got()) != 1 {
 		t.Fatalf("delivered to %d: typist %v other %v", n, typist.got(), other.got())
 	}
@@ -243,7 +243,7 @@ func TestNotifyWaitsForTheReplay(t *testing.T) {
 	if got := c.got(); len(got) != 0 {
 		t.Fatalf("sent %q while replaying", got)
 	}
-	m.Resume(Resume{Before: [][]byte{[]byte("ack")}, LastSeq: 1, Replay: []*redis.Publication{pub(7, 2)}})
+	m.Resume(Resume{Before: [][]byte{[]byte("ack")}, LastSeq: 1, Replay: []*protocol.Publication{pub(7, 2)}})
 	m.Notify(func(last int64) []byte { return []byte("n" + string(rune('0'+last))) })
 	want := []string{"ack", "2", "n2", "4", "n4"}
 	if got := c.got(); len(got) != len(want) {
@@ -284,10 +284,10 @@ func TestPublishRunAndResumeKeepSeqOrder(t *testing.T) {
 	// While replaying: a live publication, then a repaired run reaching
 	// behind it; Resume puts them in seq order, each once.
 	h.Publish(pub(7, 6))
-	h.PublishRun(7, []*redis.Publication{pub(7, 4), pub(7, 5), pub(7, 6)})
-	m.Resume(Resume{LastSeq: 2, Replay: []*redis.Publication{pub(7, 3)}})
+	h.PublishRun(7, []*protocol.Publication{pub(7, 4), pub(7, 5), pub(7, 6)})
+	m.Resume(Resume{LastSeq: 2, Replay: []*protocol.Publication{pub(7, 3)}})
 	// Started: a run goes out as one burst, without what was had.
-	h.PublishRun(7, []*redis.Publication{pub(7, 6), pub(7, 7), pub(7, 8)})
+	h.PublishRun(7, []*protocol.Publication{pub(7, 6), pub(7, 7), pub(7, 8)})
 	want := [][]string{{"3", "4", "5", "6"}, {"7", "8"}}
 	if len(c.bursts) != len(want) {
 		t.Fatalf("bursts %q, want %q", c.bursts, want)
@@ -320,7 +320,7 @@ func TestEvictStopsDeliveryBeforeLeave(t *testing.T) {
 		t.Fatalf("second evict returned %d members", len(again))
 	}
 	h.Publish(pub(7, 2))
-	h.PublishRun(7, []*redis.Publication{pub(7, 3)})
+	h.PublishRun(7, []*protocol.Publication{pub(7, 3)})
 	bm.Notify(func(int64) []byte { return []byte("note") })
 	h.Publish(pub(8, 1))
 	if got := strings.Join(bob.got(), ","); got != "1,1" {

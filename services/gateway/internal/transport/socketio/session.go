@@ -500,7 +500,7 @@ func (s *Session) closeWith(reason string, graceful bool, code int) {
 	if s.ws != nil {
 		if graceful {
 			if code == 0 {
-				code = websocket.CloseNormalClosure
+				code = protocol.CloseNormal
 			}
 			_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
 		}

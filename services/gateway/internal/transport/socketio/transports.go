@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"relay/pkg/protocol"
 )
 
 // poll answers a polling GET: it waits for packets and returns them as one
@@ -216,7 +218,7 @@ func (s *Session) readWS(ws *websocket.Conn) {
 			return
 		}
 		if !s.receive(data, mt == websocket.BinaryMessage) {
-			s.closeWith("parse error", true, websocket.CloseUnsupportedData)
+			s.closeWith("parse error", true, protocol.CloseUnsupportedData)
 			return
 		}
 	}
