@@ -69,6 +69,11 @@ type Options struct {
 	// Every other body is still read in full and held to BodyLimit. Nil
 	// streams nothing.
 	StreamBody func(c *fiber.Ctx) bool
+	// StreamResponse, when set, picks the requests whose response body is a
+	// stream (file downloads). They get no HTTP server span: otelfiber
+	// measures a response by reading it whole into memory, which would turn
+	// every download into a buffer of the file's size. Nil streams nothing.
+	StreamResponse func(c *fiber.Ctx) bool
 	// AllowedOrigins are the browser origins (ParseOrigins form) that may
 	// read responses cross-origin (CORS); nil means same-origin only.
 	AllowedOrigins []string
@@ -105,7 +110,9 @@ func NewApp(o Options) *fiber.App {
 	app.Use(otelfiber.Middleware(
 		otelfiber.WithTracerProvider(o.Telemetry.TracerProvider),
 		otelfiber.WithPropagators(o.Telemetry.Propagator),
-		otelfiber.WithNext(func(c *fiber.Ctx) bool { return isProbe(c.Path()) }),
+		otelfiber.WithNext(func(c *fiber.Ctx) bool {
+			return isProbe(c.Path()) || (o.StreamResponse != nil && o.StreamResponse(c))
+		}),
 	))
 	app.Use(metricsMiddleware(o.Telemetry.Registry))
 	// Before anything can call c.Body(), which would inflate the body.

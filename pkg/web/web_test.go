@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"relay/pkg/chat"
 	"relay/pkg/config"
@@ -282,4 +284,41 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// A streamed response (a file download) gets no server span: otelfiber would
+// read the whole stream into memory to measure it. Other routes keep theirs.
+func TestStreamResponseIsNotTraced(t *testing.T) {
+	tel, err := telemetry.Setup(context.Background(), "test", config.Telemetry{LogLevel: "error", LogFormat: "json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := tracetest.NewSpanRecorder()
+	tel.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	app := NewApp(Options{Service: "test", Telemetry: tel,
+		StreamResponse: func(c *fiber.Ctx) bool { return c.Path() == "/download" }})
+	const size = 4 << 20
+	app.Get("/download", func(c *fiber.Ctx) error {
+		c.Context().SetBodyStream(io.LimitReader(zeros{}, size), size)
+		return nil
+	})
+	app.Get("/other", func(c *fiber.Ctx) error { return c.SendString("ok") })
+	for _, path := range []string{"/download", "/other"} {
+		resp, err := app.Test(httptest.NewRequest("GET", path, nil), -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || (path == "/download" && n != size) {
+			t.Fatalf("%s: %d, %d bytes", path, resp.StatusCode, n)
+		}
+	}
+	var names []string
+	for _, s := range rec.Ended() {
+		names = append(names, s.Name())
+	}
+	if len(names) != 1 || !strings.Contains(names[0], "/other") {
+		t.Fatalf("server spans: %q; want only /other's", names)
+	}
 }

@@ -253,6 +253,7 @@ func (s *Service) newApp() *fiber.App {
 		BodyLimit: 64 << 10,
 		// Only uploads stream their (larger) bodies; upload bounds them.
 		StreamBody:     isUploadRequest,
+		StreamResponse: isDownloadRequest,
 		Pprof:          s.cfg.HTTP.Pprof,
 		AllowedOrigins: s.origins,
 		Checks: map[string]web.Check{

@@ -94,6 +94,12 @@ func isUploadRequest(c *fiber.Ctx) bool {
 	return c.Method() == fiber.MethodPost && isUploadPath(c.Path())
 }
 
+// isDownloadRequest tells pkg/web which responses are streamed files, so
+// its tracing does not read them into memory to measure them.
+func isDownloadRequest(c *fiber.Ctx) bool {
+	return c.Method() == fiber.MethodGet && strings.HasPrefix(c.Path(), "/api/uploads/")
+}
+
 func isUploadPath(path string) bool {
 	rest, ok := strings.CutPrefix(path, "/api/rooms/")
 	if !ok {
