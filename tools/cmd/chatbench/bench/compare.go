@@ -64,11 +64,11 @@ type CompareParams struct {
 
 // CompareRun is one system's run at one rate in one round.
 type CompareRun struct {
-	Round   int     `json:"round"`
-	Rate    float64 `json:"rate"`
-	System  string  `json:"system"`
-	Order   int     `json:"order"` // position within the round's rate (interleaving)
-	Started time.Time
+	Round   int       `json:"round"`
+	Rate    float64   `json:"rate"`
+	System  string    `json:"system"`
+	Order   int       `json:"order"` // position within the round's rate (interleaving)
+	Started time.Time `json:"started"`
 	Accounting
 	Ack     Summary `json:"sendToAck"`
 	Deliver Summary `json:"sendToDeliver"`
