@@ -9,6 +9,9 @@
 #   scripts/deps.sh status  show what is reachable and what is ours
 #   scripts/deps.sh clean   down, then delete all local state (.data and
 #                           /var/lib/relay-dev/<hash> if it was used)
+#   scripts/deps.sh chromium
+#                           install Debian's chromium (the browser tests'
+#                           browser) when it is missing
 #
 # State lives under .data/ (git-ignored): pg, redis, kafka, logs, pids, bin.
 set -euo pipefail
@@ -113,6 +116,8 @@ pg_configure() {
 local   all   all                 trust
 host    all   all   127.0.0.1/32  trust
 host    all   all   ::1/128       trust
+# pg_basebackup of the local cluster mode's hot standby (scripts/cluster.sh)
+host    replication   all   127.0.0.1/32  trust
 EOF
 	# Rewritten every start so changes in this script take effect.
 	cat >"$dir/relay.conf" <<EOF
@@ -446,8 +451,18 @@ down() {
 	return 0
 }
 
+# chromium: the browser tests drive Debian's build through playwright-core
+# (CHROMIUM_PATH overrides where it is); Playwright's own download is not used.
+chromium() {
+	local bin="${CHROMIUM_PATH:-/usr/bin/chromium}"
+	[[ -x "$bin" ]] && return 0
+	apt_install chromium
+	[[ -x "$bin" ]] || die "chromium: installed, but $bin is missing (set CHROMIUM_PATH)"
+}
+
 case "${1:-}" in
 up) up ;;
+chromium) chromium ;;
 down)
 	shift
 	down "$@"
@@ -455,7 +470,7 @@ down)
 status) PGBIN="$(pg_bindir || true)" status ;;
 clean) clean ;;
 *)
-	printf 'usage: %s up|down|status|clean\n' "$0" >&2
+	printf 'usage: %s up|down|status|clean|chromium\n' "$0" >&2
 	exit 2
 	;;
 esac

@@ -46,7 +46,10 @@ export RELAY_DATA RELAY_LOGS RELAY_PIDS RELAY_BIN
 : "${REDIS_URL:=redis://127.0.0.1:6379/0}"
 : "${KAFKA_BROKERS:=127.0.0.1:9092}"
 : "${KAFKA_TOPIC:=chat.messages}"
-# Well-known dev value; the services log a warning when they see it, and a
-# real deployment must set its own secret.
+# Well-known dev value; the services refuse it (and the development
+# database password above) unless RELAY_ENV=development, which everything
+# started from these scripts (make run, make test) is. A real deployment
+# leaves RELAY_ENV unset and sets its own secrets (docs/security.md).
 : "${JWT_SECRET:=relay-dev-secret-change-me}"
-export DATABASE_URL REDIS_URL KAFKA_BROKERS KAFKA_TOPIC JWT_SECRET
+: "${RELAY_ENV:=development}"
+export DATABASE_URL REDIS_URL KAFKA_BROKERS KAFKA_TOPIC JWT_SECRET RELAY_ENV

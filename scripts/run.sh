@@ -13,6 +13,12 @@
 # process, e.g. gateway-2) in its environment, plus everything from env.sh.
 # Ports: api 8080, gateway 8090.. (GATEWAY_INSTANCES, default 2), delivery
 # 8100, persister 8110, presence 8120, devproxy 3000 (DEVPROXY_ADDR).
+#
+# OBSERVABILITY=1 also starts a local Jaeger (built from the Go module proxy
+# on first use) and Prometheus scraping every instance with the alert rules
+# (scripts/observability.sh), and points the services' trace export at
+# Jaeger (OTEL_EXPORTER_OTLP_ENDPOINT, unless already set). `stop` stops
+# them too. See docs/operations.md.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -183,7 +189,19 @@ record_deps() {
 
 stop_all() {
 	stop_services
+	"$RELAY_ROOT/scripts/observability.sh" down || warn "stopping Jaeger/Prometheus failed"
 	stop_deps
+}
+
+# observability_up starts Jaeger and Prometheus (scraping every planned
+# instance but devproxy) before the services, so their first spans land.
+observability_up() {
+	local i targets=()
+	for i in "${!INST[@]}"; do
+		[[ "${BINS[$i]}" == devproxy ]] || targets+=("${BINS[$i]}=${ADDRS[$i]}")
+	done
+	"$RELAY_ROOT/scripts/observability.sh" up "${targets[@]}"
+	export OTEL_EXPORTER_OTLP_ENDPOINT="${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4318}"
 }
 
 # deps_ours prints which deps currently run from our pid files.
@@ -317,6 +335,10 @@ up() {
 	(cd "$RELAY_ROOT" && go build -o "$RELAY_BIN/" "${pkgs[@]}") ||
 		fail_and_stop "build failed (is every services/<name> module listed in go.work?)"
 
+	if [[ "${OBSERVABILITY:-0}" == 1 ]]; then
+		observability_up || fail_and_stop "Jaeger/Prometheus did not start (logs .data/logs/jaeger.log, prometheus.log)"
+	fi
+
 	: >"$RUN_SERVICES_FILE"
 	local gws api
 	gws="$(gateway_upstreams)"
@@ -341,6 +363,7 @@ up() {
 	cat <<EOF
 
 relay is running ($(($(now_ms) - t0)) ms):
+  web app     http://localhost:$port3000/
   API         http://localhost:$port3000/api
   WebSocket   ws://localhost:$port3000/ws
   health      http://localhost:$port3000/health
@@ -348,6 +371,12 @@ relay is running ($(($(now_ms) - t0)) ms):
   logs        $RELAY_LOGS/
   stop        make stop   (or Ctrl-C here)
 EOF
+	if [[ "${OBSERVABILITY:-0}" == 1 ]]; then
+		cat <<EOF
+  traces      Jaeger query API http://127.0.0.1:16686/api (make trace ID=<message id>)
+  metrics     Prometheus http://127.0.0.1:9090 (targets, alerts)
+EOF
+	fi
 	[[ "$detach" == 1 ]] && return 0
 
 	foreground

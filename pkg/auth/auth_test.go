@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"encoding/base64"
 	"strings"
 	"testing"
@@ -89,5 +90,30 @@ func TestNewTokensRefusesBadConfig(t *testing.T) {
 	}
 	if _, err := NewTokens("secret", 0); err == nil {
 		t.Fatal("zero ttl accepted")
+	}
+}
+
+func TestRefreshTokens(t *testing.T) {
+	a, ha, err := NewRefreshToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, hb, err := NewRefreshToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == b || bytes.Equal(ha, hb) {
+		t.Fatal("two refresh tokens are equal")
+	}
+	if !bytes.Equal(HashRefreshToken(a), ha) || len(ha) != 32 {
+		t.Fatalf("hash of the token differs from the one issued")
+	}
+	if !ValidRefreshTokenFormat(a) {
+		t.Fatalf("issued token %q refused", a)
+	}
+	for _, bad := range []string{"", "short", a + "x", a[:len(a)-1] + "!", strings.Repeat("é", 22)} {
+		if ValidRefreshTokenFormat(bad) {
+			t.Errorf("malformed token %q accepted", bad)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Code classifies an error for clients. The same codes are used in REST error
@@ -17,14 +18,18 @@ const (
 	CodeBadRequest   Code = "BAD_REQUEST"
 	CodeUnknownEvent Code = "UNKNOWN_EVENT"
 	CodeTooLarge     Code = "TOO_LARGE"
-	CodeUnauthorized Code = "UNAUTHORIZED"
-	CodeForbidden    Code = "FORBIDDEN"
-	CodeNotFound     Code = "NOT_FOUND"
-	CodeConflict     Code = "CONFLICT"
-	CodeRateLimited  Code = "RATE_LIMITED"
-	CodeServerFull   Code = "SERVER_FULL"
-	CodeUnavailable  Code = "UNAVAILABLE"
-	CodeInternal     Code = "INTERNAL"
+	// CodeUnsupportedMediaType refuses a request body with a Content-Encoding
+	// (compressed bodies are refused, never inflated) and an upload whose
+	// content is not of an allowed type.
+	CodeUnsupportedMediaType Code = "UNSUPPORTED_MEDIA_TYPE"
+	CodeUnauthorized         Code = "UNAUTHORIZED"
+	CodeForbidden            Code = "FORBIDDEN"
+	CodeNotFound             Code = "NOT_FOUND"
+	CodeConflict             Code = "CONFLICT"
+	CodeRateLimited          Code = "RATE_LIMITED"
+	CodeServerFull           Code = "SERVER_FULL"
+	CodeUnavailable          Code = "UNAVAILABLE"
+	CodeInternal             Code = "INTERNAL"
 )
 
 // Error is an error meant to be shown to a client: its Message is safe to
@@ -37,6 +42,9 @@ type Error struct {
 	Message string
 	// Err is an optional cause kept for logs; never shown to clients.
 	Err error
+	// RetryAfter, when positive, is how long the client should wait before
+	// trying again (RATE_LIMITED); zero means no hint.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -57,6 +65,21 @@ func Errorf(code Code, format string, args ...any) *Error {
 // its cause for logs.
 func Wrap(code Code, err error, message string) *Error {
 	return &Error{Code: code, Message: message, Err: err}
+}
+
+// RateLimited returns a RATE_LIMITED *Error telling the client to retry
+// after retry.
+func RateLimited(retry time.Duration, format string, args ...any) *Error {
+	return &Error{Code: CodeRateLimited, Message: fmt.Sprintf(format, args...), RetryAfter: retry}
+}
+
+// RetryAfter returns the retry hint of the first *Error in err's chain, or 0.
+func RetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
 }
 
 // ErrorCode returns the code of the first *Error in err's chain, or INTERNAL.
@@ -85,6 +108,8 @@ func HTTPStatus(code Code) int {
 		return http.StatusBadRequest
 	case CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case CodeUnsupportedMediaType:
+		return http.StatusUnsupportedMediaType
 	case CodeUnauthorized:
 		return http.StatusUnauthorized
 	case CodeForbidden:

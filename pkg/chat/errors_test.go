@@ -24,7 +24,7 @@ func TestErrorCodeAndMessage(t *testing.T) {
 
 func TestHTTPStatus(t *testing.T) {
 	want := map[Code]int{
-		CodeBadRequest: 400, CodeUnknownEvent: 400, CodeTooLarge: 413, CodeUnauthorized: 401,
+		CodeBadRequest: 400, CodeUnknownEvent: 400, CodeTooLarge: 413, CodeUnsupportedMediaType: 415, CodeUnauthorized: 401,
 		CodeForbidden: 403, CodeNotFound: 404, CodeConflict: 409, CodeRateLimited: 429,
 		CodeServerFull: 503, CodeUnavailable: 503, CodeInternal: 500, Code("SOMETHING_ELSE"): http.StatusInternalServerError,
 	}

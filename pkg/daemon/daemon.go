@@ -6,9 +6,12 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -35,11 +38,69 @@ type Builder[C any] func(ctx context.Context, cfg C, tel *telemetry.Telemetry) (
 
 // Main runs the named service until SIGINT or SIGTERM and exits the
 // process, with status 1 and the error on stderr if it failed.
+//
+// Two arguments turn the binary into a tool instead, for deployments:
+//
+//	-env-vars  print the environment variables the service reads, as JSON
+//	           ([{"name":..,"default":..}]); the compose test checks a
+//	           deployment against it
+//	-ready     GET /ready on HTTP_ADDR and exit 0 on a 200: the container
+//	           health check of an image that has no curl
 func Main[C any](name string, telemetryOf func(C) config.Telemetry, build Builder[C]) {
-	if err := Run(name, telemetryOf, build); err != nil {
+	if len(os.Args) == 2 {
+		switch os.Args[1] {
+		case "-env-vars":
+			exit(name, PrintVars[C](os.Stdout))
+		case "-ready":
+			exit(name, Probe(context.Background(), os.Getenv("HTTP_ADDR"), 3*time.Second))
+		}
+	}
+	exit(name, Run(name, telemetryOf, build))
+}
+
+func exit(name string, err error) {
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
 	}
+	os.Exit(0)
+}
+
+// PrintVars writes config.Vars[C] to w as JSON.
+func PrintVars[C any](w io.Writer) error {
+	vars, err := config.Vars[C]()
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(w).Encode(vars)
+}
+
+// Probe asks the service listening on addr (HTTP_ADDR; a wildcard host
+// such as 0.0.0.0 is reached on loopback) whether it is ready.
+func Probe(ctx context.Context, addr string, timeout time.Duration) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("-ready needs HTTP_ADDR as host:port: %w", err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/ready", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("ready: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("ready: %s %s", resp.Status, body)
+	}
+	return nil
 }
 
 // Run is Main without the exit: it loads C from the environment, sets up

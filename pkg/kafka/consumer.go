@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ConsumerOptions says what a Consumer reads and where its dead letters go.
@@ -17,8 +18,12 @@ type ConsumerOptions struct {
 	// with Partitions.
 	Topic      string
 	Partitions int32
-	Group      string
-	DLQTopic   string
+	// ReplicationFactor and MinInsyncReplicas create missing topics (see
+	// Replication); zero leaves them to the brokers' defaults.
+	ReplicationFactor int16
+	MinInsyncReplicas int
+	Group             string
+	DLQTopic          string
 	// ClientID names the service to the brokers.
 	ClientID string
 	// InstanceID makes the member static (see GroupConfig); "" is dynamic.
@@ -28,6 +33,9 @@ type ConsumerOptions struct {
 	// there: fewer, larger fetches for a consumer that can wait. Zero
 	// answers at once.
 	FetchWait time.Duration
+	// Metrics, when set, gets the group's lag per partition from the
+	// brokers (GroupLag).
+	Metrics prometheus.Registerer
 }
 
 // Consumer is what a service consuming the room event log holds in Kafka:
@@ -54,11 +62,12 @@ func NewConsumer(ctx context.Context, o ConsumerOptions) (c *Consumer, err error
 			c = nil
 		}
 	}()
-	if err := EnsureTopic(ctx, o.Brokers, o.Topic, o.Partitions); err != nil {
+	repl := Replication(o.ReplicationFactor, o.MinInsyncReplicas)
+	if err := EnsureTopic(ctx, o.Brokers, o.Topic, o.Partitions, repl); err != nil {
 		return nil, err
 	}
 	// One partition: dead letters are rare and read by people, not by rooms.
-	if err := EnsureTopic(ctx, o.Brokers, o.DLQTopic, 1); err != nil {
+	if err := EnsureTopic(ctx, o.Brokers, o.DLQTopic, 1, repl); err != nil {
 		return nil, err
 	}
 	cfg := GroupConfig(o.ClientID, o.InstanceID)
@@ -79,6 +88,16 @@ func NewConsumer(ctx context.Context, o ConsumerOptions) (c *Consumer, err error
 		return nil, fmt.Errorf("dead-letter producer: %w", err)
 	}
 	c.DeadLetters = NewDeadLetters(c.dlqProducer, o.DLQTopic, o.Group)
+	if o.Metrics != nil {
+		// On the dead-letter client, which is never busy with a rebalance.
+		lag, err := NewGroupLag(c.dlqClient, o.Group, o.Topic)
+		if err != nil {
+			return nil, err
+		}
+		if err := o.Metrics.Register(lag); err != nil {
+			return nil, fmt.Errorf("kafka: lag metrics: %w", err)
+		}
+	}
 	return c, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/eapache/go-resiliency/breaker"
 	"github.com/rcrowley/go-metrics"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"relay/pkg/events"
 )
@@ -92,10 +94,34 @@ func ConsumerConfig(clientID string) *sarama.Config {
 	return c
 }
 
+// TopicOption sets how EnsureTopic creates a missing topic.
+type TopicOption func(*sarama.TopicDetail)
+
+// Replication creates the topic with factor copies of each partition and
+// min.insync.replicas = minInsync (with acks=all, a write is acknowledged
+// once that many copies have it). Zero for either leaves it to the brokers'
+// defaults (default.replication.factor, min.insync.replicas), which is
+// also what EnsureTopic does without this option.
+func Replication(factor int16, minInsync int) TopicOption {
+	return func(d *sarama.TopicDetail) {
+		if factor > 0 {
+			d.ReplicationFactor = factor
+		}
+		if minInsync > 0 {
+			v := strconv.Itoa(minInsync)
+			if d.ConfigEntries == nil {
+				d.ConfigEntries = map[string]*string{}
+			}
+			d.ConfigEntries["min.insync.replicas"] = &v
+		}
+	}
+}
+
 // EnsureTopic creates topic with the given partitions when it does not
 // exist. An existing topic is left as it is: its partition count decides
-// where rooms live.
-func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32) error {
+// where rooms live. Without options the replication factor is -1, which
+// asks the brokers for their default.replication.factor (KIP-464).
+func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions int32, opts ...TopicOption) error {
 	cfg := sarama.NewConfig()
 	cfg.Version = version
 	admin, err := sarama.NewClusterAdmin(brokers, cfg)
@@ -103,7 +129,11 @@ func EnsureTopic(ctx context.Context, brokers []string, topic string, partitions
 		return fmt.Errorf("kafka: admin: %w", err)
 	}
 	defer admin.Close()
-	err = admin.CreateTopic(topic, &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: 1}, false)
+	detail := &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}
+	for _, o := range opts {
+		o(detail)
+	}
+	err = admin.CreateTopic(topic, detail, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		return fmt.Errorf("kafka: create topic %s: %w", topic, err)
 	}
@@ -234,10 +264,14 @@ func (p *Producer) renew(failed sarama.SyncProducer) {
 // acks=all. The trace context of ctx travels in the headers. ctx bounds how
 // long the caller waits; a send abandoned on ctx may still be stored.
 func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int32, seq int64, err error) {
-	msg, err := p.message(e, func(hc HeaderCarrier) { p.prop.Inject(ctx, hc) })
+	var span trace.Span
+	msg, err := p.message(e, func(msg *sarama.ProducerMessage, e *events.Event, key []byte, size int) {
+		span = startSend(ctx, p.prop, msg, key, size, e.MessageID)
+	})
 	if err != nil {
 		return 0, 0, err
 	}
+	defer func() { endSend(span, partition, seq, err) }()
 	type result struct {
 		partition int32
 		offset    int64
@@ -264,15 +298,18 @@ func (p *Producer) Publish(ctx context.Context, e *events.Event) (partition int3
 }
 
 // message is e as a record of the topic, keyed by its room, with its type
-// header; trace adds the trace context headers.
-func (p *Producer) message(e *events.Event, trace func(HeaderCarrier)) (*sarama.ProducerMessage, error) {
+// header; traced starts the record's producer span, which adds the trace
+// context headers.
+func (p *Producer) message(e *events.Event, traced func(msg *sarama.ProducerMessage, e *events.Event, key []byte, size int)) (*sarama.ProducerMessage, error) {
 	value, err := events.Marshal(e)
 	if err != nil {
 		return nil, err
 	}
-	headers := []sarama.RecordHeader{{Key: []byte(events.HeaderType), Value: []byte(e.Type)}}
-	trace(HeaderCarrier{Headers: &headers})
-	return &sarama.ProducerMessage{Topic: p.topic, Key: sarama.ByteEncoder(e.Key()), Value: sarama.ByteEncoder(value), Headers: headers}, nil
+	key := e.Key()
+	msg := &sarama.ProducerMessage{Topic: p.topic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(value),
+		Headers: []sarama.RecordHeader{{Key: []byte(events.HeaderType), Value: []byte(e.Type)}}}
+	traced(msg, e, key, len(value))
+	return msg, nil
 }
 
 // Record is one event for PublishBatch with the trace context it belongs
@@ -292,19 +329,38 @@ type Record struct {
 // may still be stored.
 func (p *Producer) PublishBatch(ctx context.Context, records []Record) (stored int, err error) {
 	msgs := make([]*sarama.ProducerMessage, len(records))
+	spans := make([]trace.Span, 0, len(records))
 	index := make(map[*sarama.ProducerMessage]int, len(records))
 	for i, r := range records {
-		msg, err := p.message(r.Event, func(hc HeaderCarrier) {
-			for k, v := range r.Trace {
-				hc.Set(k, v)
-			}
+		// Each record's producer span continues the trace it was written
+		// under (the outbox row's), not the relay's.
+		rctx := p.prop.Extract(ctx, propagation.MapCarrier(r.Trace))
+		if len(r.Trace) == 0 {
+			rctx = ctx
+		}
+		msg, err := p.message(r.Event, func(msg *sarama.ProducerMessage, e *events.Event, key []byte, size int) {
+			spans = append(spans, startSend(rctx, p.prop, msg, key, size, e.MessageID))
 		})
 		if err != nil {
+			for _, sp := range spans {
+				endSend(sp, 0, 0, err)
+			}
 			return 0, err
 		}
 		msgs[i] = msg
 		index[msg] = i
 	}
+	defer func() {
+		// Only a stored record's position is read: after ctx ended, sarama
+		// may still be writing the others.
+		for i, sp := range spans {
+			if i < stored {
+				endSend(sp, msgs[i].Partition, msgs[i].Offset, nil)
+			} else {
+				endSend(sp, 0, 0, err)
+			}
+		}
+	}()
 	done := make(chan error, 1)
 	sp := p.current()
 	go func() { done <- sp.SendMessages(msgs) }()

@@ -41,7 +41,8 @@ type SendMessage struct {
 
 // EditMessage is the payload of edit_message.
 type EditMessage struct {
-	// RoomID is the room of the message.
+	// RoomID is the room of the message; optional (the seed's form sends
+	// none: the server finds the message's room).
 	RoomID string `json:"roomId"`
 	// MessageID is the UUID of the message to edit.
 	MessageID string `json:"messageId"`
@@ -51,7 +52,7 @@ type EditMessage struct {
 
 // DeleteMessage is the payload of delete_message.
 type DeleteMessage struct {
-	// RoomID is the room of the message.
+	// RoomID is the room of the message; optional, as for EditMessage.
 	RoomID string `json:"roomId"`
 	// MessageID is the UUID of the message to delete.
 	MessageID string `json:"messageId"`
@@ -61,8 +62,11 @@ type DeleteMessage struct {
 type MarkRead struct {
 	// RoomID is the room read.
 	RoomID string `json:"roomId"`
-	// Seq is the seq of the last event read; required.
+	// Seq is the seq of the last event read; this or MessageID is required.
 	Seq *int64 `json:"seq"`
+	// MessageID names the last message read instead of Seq (the seed's
+	// form); its seq is looked up.
+	MessageID string `json:"messageId"`
 }
 
 // TypingRequest is the payload of typing_start and typing_stop.

@@ -90,6 +90,12 @@ type Message struct {
 	Seq         int64           `json:"seq"`
 	PrevSeq     *int64          `json:"prevSeq,omitempty"`
 	CreatedAt   time.Time       `json:"createdAt"`
+	// Edited is set in a replay when a later message_edited changed the
+	// text: Content is already the current one.
+	Edited bool `json:"edited,omitempty"`
+	// Deleted is set in a replay when the message was deleted later: its
+	// Content is empty and its Metadata gone.
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // MessageEdited is the payload of a `message_edited` push.
@@ -119,8 +125,10 @@ type MessageRead struct {
 	RoomID  string `json:"roomId"`
 	UserID  string `json:"userId"`
 	ReadSeq int64  `json:"readSeq"`
-	Seq     int64  `json:"seq"`
-	PrevSeq *int64 `json:"prevSeq,omitempty"`
+	// MessageID is the message read up to, when the reader named it.
+	MessageID string `json:"messageId,omitempty"`
+	Seq       int64  `json:"seq"`
+	PrevSeq   *int64 `json:"prevSeq,omitempty"`
 }
 
 // UserJoined is the payload of a `user_joined` push.

@@ -40,7 +40,7 @@ func RenderEvent(e *events.Event, seq int64, prev *int64) ([]byte, error) {
 		}
 	case events.ReadMarked:
 		name = EventMessageRead
-		data = MessageRead{RoomID: room, UserID: user, ReadSeq: e.ReadSeq, Seq: seq, PrevSeq: prev}
+		data = MessageRead{RoomID: room, UserID: user, ReadSeq: e.ReadSeq, MessageID: e.MessageID, Seq: seq, PrevSeq: prev}
 	case events.MemberJoined:
 		name = EventUserJoined
 		data = UserJoined{RoomID: room, UserID: user, Username: e.Username, Seq: seq, PrevSeq: prev}

@@ -18,6 +18,7 @@ func TestRenderEventIsJSONMarshalOfTheFrame(t *testing.T) {
 		{Type: events.MessageEdited, RoomID: 3, UserID: 5, MessageID: "m1", Content: "edited", At: at},
 		{Type: events.MessageDeleted, RoomID: 3, UserID: 5, MessageID: "m1", At: at},
 		{Type: events.ReadMarked, RoomID: 3, UserID: 5, ReadSeq: 8},
+		{Type: events.ReadMarked, RoomID: 3, UserID: 5, ReadSeq: 8, MessageID: "m1"},
 		{Type: events.MemberJoined, RoomID: 3, UserID: 6, Username: "lee"},
 		{Type: events.MemberLeft, RoomID: 3, UserID: 6},
 	} {

@@ -14,10 +14,13 @@ import (
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	goredis "github.com/redis/go-redis/v9"
+
+	"relay/pkg/protocol"
 )
 
 // Open connects to url and checks the connection. With tracing, every
-// command is a span.
+// command is a span named for the command, without its arguments (they
+// hold message text and session data).
 func Open(ctx context.Context, url string, tracing bool) (*goredis.Client, error) {
 	opt, err := goredis.ParseURL(url)
 	if err != nil {
@@ -25,7 +28,7 @@ func Open(ctx context.Context, url string, tracing bool) (*goredis.Client, error
 	}
 	c := goredis.NewClient(opt)
 	if tracing {
-		if err := redisotel.InstrumentTracing(c); err != nil {
+		if err := redisotel.InstrumentTracing(c, redisotel.WithDBStatement(false)); err != nil {
 			return nil, fmt.Errorf("redis: tracing: %w", err)
 		}
 	}
@@ -52,6 +55,14 @@ func (k Keys) RoomChannel(roomID int64) string { return k.room(roomID) + ":ch" }
 
 // RoomSeq holds the seq of the room's last published event.
 func (k Keys) RoomSeq(roomID int64) string { return k.room(roomID) + ":seq" }
+
+// RoomRedactions is the hash messageId -> Redaction of the room's messages
+// edited or deleted while their events may still be in the history.
+func (k Keys) RoomRedactions(roomID int64) string { return k.room(roomID) + ":redact" }
+
+// RoomRedactionIndex orders RoomRedactions by the seq of their latest
+// edit or delete, so those older than the history can be pruned.
+func (k Keys) RoomRedactionIndex(roomID int64) string { return k.room(roomID) + ":redactidx" }
 
 // RoomHistory is the capped stream of the room's recent publications; entry
 // ids are "<seq>-1" so a range read by seq needs no index.
@@ -80,6 +91,14 @@ type Publication struct {
 	PrevSeq *int64 `json:"prevSeq,omitempty"`
 	// Trace carries W3C trace context (traceparent, tracestate).
 	Trace map[string]string `json:"trace,omitempty"`
+	// PublishedAt is when the publisher sent it, in Unix nanoseconds (0:
+	// unknown); a receiver of the live channel measures pub/sub latency
+	// from it (a history entry keeps its original time).
+	PublishedAt int64 `json:"pubAt,omitempty"`
+	// EventAt is the event's time in Unix nanoseconds (0: none), which the
+	// gateway sets just before producing it: receivers measure produce ->
+	// delivered-to-socket from it.
+	EventAt int64 `json:"eventAt,omitempty"`
 	// Frame is the server frame to write to sockets as it is.
 	Frame json.RawMessage `json:"frame"`
 	// Ephemeral marks a frame without a log position (typing): Seq is 0,
@@ -112,6 +131,14 @@ func (p *Publication) Encode() ([]byte, error) {
 		b = append(b, `,"trace":`...)
 		b = append(b, t...)
 	}
+	if p.PublishedAt != 0 {
+		b = append(b, `,"pubAt":`...)
+		b = strconv.AppendInt(b, p.PublishedAt, 10)
+	}
+	if p.EventAt != 0 {
+		b = append(b, `,"eventAt":`...)
+		b = strconv.AppendInt(b, p.EventAt, 10)
+	}
 	if len(p.Frame) == 0 {
 		return nil, errors.New("redis: publication without a frame")
 	}
@@ -140,11 +167,19 @@ func DecodePublication(b []byte) (*Publication, error) {
 	return &p, nil
 }
 
-// publishScript: KEYS = seq key, history stream; ARGV = expected previous
-// seq ("" when the key is expected to be missing), seq, payload, channel,
-// history cap. Returns {1} when published, {0} when seq was already
-// published (a redelivery), {2, current} when the caller's expected previous
-// seq was stale and it must re-render with current ("" for missing).
+// publishScript: KEYS = seq key, history stream, redactions hash,
+// redaction index; ARGV = expected previous seq ("" when the key is
+// expected to be missing), seq, payload, channel, history cap, and for an
+// edit or delete the message id and its encoded Redaction ("" otherwise).
+// Returns {1} when published, {0} when seq was already published (a
+// redelivery), {2, current} when the caller's expected previous seq was
+// stale and it must re-render with current ("" for missing).
+//
+// The redaction is recorded in the same step as the event, so a history
+// read that sees the edit or delete also sees its redaction (History).
+// A delete is final: a later edit does not undo it. Redactions whose latest
+// event is older than the oldest history entry are pruned: the events they
+// rewrite are gone from the history.
 var publishScript = goredis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 local seq = tonumber(ARGV[2])
@@ -156,9 +191,40 @@ if (cur or '') ~= ARGV[1] then
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], ARGV[2] .. '-1', 'd', ARGV[3])
+if ARGV[6] ~= '' then
+  local old = redis.call('HGET', KEYS[3], ARGV[6])
+  if not (old and cjson.decode(old).deleted) then
+    redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
+    redis.call('ZADD', KEYS[4], seq, ARGV[6])
+  end
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  if first[1] then
+    local oldest = tonumber(string.match(first[1][1], '^(%d+)'))
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. oldest, 'LIMIT', 0, 100)
+    if #gone > 0 then
+      redis.call('HDEL', KEYS[3], unpack(gone))
+      redis.call('ZREM', KEYS[4], unpack(gone))
+    end
+  end
+end
 redis.call('PUBLISH', ARGV[4], ARGV[3])
 return {1}
 `)
+
+// Redaction is what a message_edited or message_deleted event changes in
+// the events before it: History rewrites the message's earlier frames with
+// it, so a replay never shows a deleted message's content or an edited
+// message's old text.
+type Redaction struct {
+	// MessageID is the message edited or deleted.
+	MessageID string `json:"-"`
+	// Seq is the edit's or delete's seq.
+	Seq int64 `json:"seq"`
+	// Deleted says the message was deleted: its content and metadata are gone.
+	Deleted bool `json:"deleted,omitempty"`
+	// Content is the edited text (when not Deleted).
+	Content string `json:"content,omitempty"`
+}
 
 // PublishResult says what Publish did.
 type PublishResult int
@@ -177,8 +243,11 @@ const (
 // the previous seq the payload was rendered with (nil: the room's seq was
 // believed missing). On Stale, current holds the room's actual last seq
 // (nil when missing).
-func Publish(ctx context.Context, c goredis.Scripter, k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int) (res PublishResult, current *int64, err error) {
-	keys, args := publishArgs(k, roomID, seq, expectedPrev, payload, historyCap)
+//
+// redact, given for an edit or a delete (at most one), is recorded with the
+// publication (see Redaction).
+func Publish(ctx context.Context, c goredis.Scripter, k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int, redact ...Redaction) (res PublishResult, current *int64, err error) {
+	keys, args := publishArgs(k, roomID, seq, expectedPrev, payload, historyCap, redact)
 	return PublishReply(publishScript.Run(ctx, c, keys, args...))
 }
 
@@ -186,18 +255,25 @@ func Publish(ctx context.Context, c goredis.Scripter, k Keys, roomID, seq int64,
 // pipeline cannot fall back to EVAL): read the reply with PublishReply after
 // Exec; a NOSCRIPT error means the script must be loaded first, which
 // Publish or LoadScripts does.
-func QueuePublish(ctx context.Context, pipe goredis.Pipeliner, k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int) *goredis.Cmd {
-	keys, args := publishArgs(k, roomID, seq, expectedPrev, payload, historyCap)
+func QueuePublish(ctx context.Context, pipe goredis.Pipeliner, k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int, redact ...Redaction) *goredis.Cmd {
+	keys, args := publishArgs(k, roomID, seq, expectedPrev, payload, historyCap, redact)
 	return publishScript.EvalSha(ctx, pipe, keys, args...)
 }
 
-func publishArgs(k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int) ([]string, []any) {
+func publishArgs(k Keys, roomID, seq int64, expectedPrev *int64, payload []byte, historyCap int, redact []Redaction) ([]string, []any) {
 	exp := ""
 	if expectedPrev != nil {
 		exp = strconv.FormatInt(*expectedPrev, 10)
 	}
-	return []string{k.RoomSeq(roomID), k.RoomHistory(roomID)},
-		[]any{exp, seq, payload, k.RoomChannel(roomID), historyCap}
+	msgID, value := "", ""
+	if len(redact) > 0 && redact[0].MessageID != "" {
+		r := redact[0]
+		r.Seq = seq
+		b, _ := json.Marshal(r) // plain struct; cannot fail
+		msgID, value = r.MessageID, string(b)
+	}
+	return []string{k.RoomSeq(roomID), k.RoomHistory(roomID), k.RoomRedactions(roomID), k.RoomRedactionIndex(roomID)},
+		[]any{exp, seq, payload, k.RoomChannel(roomID), historyCap, msgID, value}
 }
 
 // PublishReply decodes the publish script's reply (see Publish).
@@ -277,6 +353,11 @@ func History(ctx context.Context, c goredis.Cmdable, k Keys, roomID, afterSeq in
 		}
 		pubs = append(pubs, p)
 	}
+	// After the XRANGE: a delete or edit it returned has its redaction
+	// recorded already (the publish script wrote both in one step).
+	if err := redactHistory(ctx, c, k, roomID, pubs); err != nil {
+		return nil, false, err
+	}
 	complete = true
 	if len(first) == 1 {
 		d, _ := first[0].Values["d"].(string)
@@ -325,4 +406,112 @@ func FillDedupe(ctx context.Context, c goredis.Scripter, k Keys, userID int64, c
 // its error after Exec is the command's Err.
 func QueueFillDedupe(ctx context.Context, pipe goredis.Pipeliner, k Keys, userID int64, clientMsgID string, ack []byte, ttl time.Duration) *goredis.Cmd {
 	return fillDedupeScript.EvalSha(ctx, pipe, []string{k.Dedupe(userID, clientMsgID)}, ack, ttl.Milliseconds())
+}
+
+// redactHistory rewrites, in place, the frames of pubs whose message was
+// edited or deleted by a later event: a deleted message's content and
+// metadata are removed (and "deleted": true set), an edited message gets
+// its current text. Rooms without edits or deletes cost one HLEN.
+func redactHistory(ctx context.Context, c goredis.Cmdable, k Keys, roomID int64, pubs []*Publication) error {
+	if len(pubs) == 0 {
+		return nil
+	}
+	key := k.RoomRedactions(roomID)
+	n, err := c.HLen(ctx, key).Result()
+	if err != nil {
+		return fmt.Errorf("redis: history redactions: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	type ref struct {
+		pub   *Publication
+		frame protocol.Frame
+		id    string
+	}
+	var refs []ref
+	var ids []string
+	for _, p := range pubs {
+		var f protocol.Frame
+		if json.Unmarshal(p.Frame, &f) != nil {
+			continue
+		}
+		var d struct {
+			ID        string `json:"id"`
+			MessageID string `json:"messageId"`
+		}
+		switch f.Event {
+		case protocol.EventMessage, protocol.EventMessageEdited:
+			if json.Unmarshal(f.Data, &d) != nil {
+				continue
+			}
+		default:
+			continue
+		}
+		id := d.ID
+		if f.Event == protocol.EventMessageEdited {
+			id = d.MessageID
+		}
+		refs = append(refs, ref{pub: p, frame: f, id: id})
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	vals, err := c.HMGet(ctx, key, ids...).Result()
+	if err != nil {
+		return fmt.Errorf("redis: history redactions: %w", err)
+	}
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue
+		}
+		var r Redaction
+		if err := json.Unmarshal([]byte(s), &r); err != nil {
+			return fmt.Errorf("redis: redaction of %s: %w", ids[i], err)
+		}
+		ref := refs[i]
+		// An edit rewrites the frames before it; a delete every frame of
+		// the message (an edit that raced past it included).
+		if !r.Deleted && r.Seq <= ref.pub.Seq {
+			continue
+		}
+		frame, err := redactFrame(ref.frame, r)
+		if err != nil {
+			return fmt.Errorf("redis: redact %s: %w", ids[i], err)
+		}
+		ref.pub.Frame = frame
+	}
+	return nil
+}
+
+// redactFrame applies r to a message or message_edited frame.
+func redactFrame(f protocol.Frame, r Redaction) ([]byte, error) {
+	var data any
+	switch f.Event {
+	case protocol.EventMessage:
+		var m protocol.Message
+		if err := json.Unmarshal(f.Data, &m); err != nil {
+			return nil, err
+		}
+		if r.Deleted {
+			m.Content, m.Metadata, m.Deleted = "", nil, true
+		} else {
+			m.Content, m.Edited = r.Content, true
+		}
+		data = m
+	default:
+		var m protocol.MessageEdited
+		if err := json.Unmarshal(f.Data, &m); err != nil {
+			return nil, err
+		}
+		m.Content = r.Content // "" when deleted
+		data = m
+	}
+	d, err := json.Marshal(data)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(protocol.Frame{Event: f.Event, Data: d})
 }

@@ -124,7 +124,7 @@ func TestPublicationEncodeIsJSONMarshal(t *testing.T) {
 	for i, p := range []redis.Publication{
 		{RoomID: 1, Seq: 0, Frame: frame},
 		{RoomID: 9223372036854775807, Seq: 42, PrevSeq: &prev, Frame: frame},
-		{RoomID: 7, Seq: 3, PrevSeq: &zero, Trace: map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": `a=<&>"`}, Frame: frame},
+		{RoomID: 7, Seq: 3, PrevSeq: &zero, Trace: map[string]string{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": `a=<&>"`}, Frame: frame, PublishedAt: 1764860000123456789, EventAt: 1764860000000000001},
 		{RoomID: 7, Ephemeral: true, SkipUserID: 12, Trace: map[string]string{}, Frame: frame},
 	} {
 		got, err := p.Encode()

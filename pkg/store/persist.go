@@ -158,6 +158,10 @@ const (
 	// A deleted message's text must not survive in the kept log either.
 	scrubEvents = `UPDATE room_events SET event = event - 'content' - 'metadata'
 		WHERE room_id = $1 AND message_id = $2 AND seq < $3 AND (event ? 'content' OR event ? 'metadata')`
+	// An edit's earlier events show its text too, so a replay from the log
+	// never brings back the old one.
+	rewriteEvents = `UPDATE room_events SET event = jsonb_set(event, '{content}', to_jsonb($4::text))
+		WHERE room_id = $1 AND message_id = $2 AND seq < $3 AND event ? 'content'`
 	insertEvents = `INSERT INTO room_events (room_id, seq, type, message_id, event, created_at)
 		SELECT room_id, seq, type, message_id, event::jsonb, created_at
 		FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::uuid[], $5::text[], $6::timestamptz[])
@@ -239,7 +243,8 @@ func (m *createColumns) add(c Change) {
 //     read event's own seq (nothing after it can have been read);
 //   - member_joined/member_left: counted only; the api wrote them;
 //   - every change is also kept in room_events (the room log; a delete
-//     scrubs the content of the events about its message).
+//     scrubs the content of the events about its message, an applied edit
+//     puts its text into them).
 //
 // Changes must be in offset order per room. All inserts run before the
 // updates: an update can only need a message created at a lower seq, and
@@ -315,6 +320,11 @@ func ApplyBatch(ctx context.Context, db *gorm.DB, changes []Change) (BatchResult
 			}
 			if e.Type == events.MessageEdited {
 				res.Edited += n
+				if n > 0 {
+					if _, err := conn.ExecContext(ctx, rewriteEvents, e.RoomID, e.MessageID, c.Seq, e.Content); err != nil {
+						return fmt.Errorf("rewrite events of %s: %w", e.MessageID, err)
+					}
+				}
 				continue
 			}
 			res.Deleted += n

@@ -64,3 +64,40 @@ func TestRoomLogKeepsEveryEventAndScrubsDeleted(t *testing.T) {
 		t.Fatalf("prev of the first event: %v, %v", prev, err)
 	}
 }
+
+// After edits, the log's earlier events of the message carry the current
+// text (a replay from PostgreSQL never shows an old one); an edit by
+// someone else, which ApplyBatch does not apply, changes nothing; a
+// redelivered older edit does not bring back an older text.
+func TestRoomLogShowsCurrentTextAfterEdits(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	m := f.create(10, f.bob, "first draft")
+	batch := []store.Change{
+		m,
+		f.edit(11, f.bob, m.Event.MessageID, "second draft"),
+		f.edit(12, f.alice, m.Event.MessageID, "not the author"),
+	}
+	if _, err := store.ApplyBatch(ctx, f.db, batch); err != nil {
+		t.Fatal(err)
+	}
+	final := f.edit(13, f.bob, m.Event.MessageID, "final text")
+	for range 2 { // the second round is a redelivery of everything
+		if _, err := store.ApplyBatch(ctx, f.db, append(append([]store.Change{}, batch...), final)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := store.RoomEvents(ctx, f.db, f.room, -1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range got {
+		if e.Event.UserID == f.alice {
+			continue // the refused edit keeps its own (never shown) text
+		}
+		if e.Event.Content != "final text" {
+			t.Fatalf("seq %d (%s) carries %q, want the current text", e.Seq, e.Event.Type, e.Event.Content)
+		}
+	}
+}

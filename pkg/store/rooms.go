@@ -26,7 +26,9 @@ type Member struct {
 	Role chat.Role
 	// LastReadSeq is the seq the member has read up to; -1 means nothing.
 	LastReadSeq int64
-	JoinedAt    time.Time
+	// IsMuted is the member's own mute setting.
+	IsMuted  bool
+	JoinedAt time.Time
 }
 
 // RoomView is a room as one user sees it.
@@ -43,6 +45,11 @@ type RoomSummary struct {
 	RoomView
 	// LastReadSeq is the viewer's read position; -1 means nothing read.
 	LastReadSeq int64
+	// LastSeq is the seq of the room's newest event in its log (a message,
+	// edit, delete, read or membership event); -1 when the log is empty.
+	LastSeq int64
+	// IsMuted is the viewer's mute setting.
+	IsMuted bool
 	// LastMessage is the newest message that is not deleted; nil when none.
 	LastMessage *MessageView
 	// UnreadCount counts messages by others, not deleted, after LastReadSeq.
@@ -128,7 +135,7 @@ func RoomFor(ctx context.Context, db *gorm.DB, roomID, userID int64) (*RoomView,
 }
 
 const memberColumns = `m.room_id, m.user_id, u.username, u.display_name, u.avatar_url, u.is_online,
-	m.role, m.last_read_seq, m.joined_at`
+	m.role, m.last_read_seq, m.is_muted, m.joined_at`
 
 // ListMembers returns the members of roomID in the order they joined.
 func ListMembers(ctx context.Context, db *gorm.DB, roomID int64) ([]Member, error) {
@@ -420,6 +427,8 @@ func ListRooms(ctx context.Context, db *gorm.DB, userID int64) ([]RoomSummary, e
 		MyRole         string
 		MemberCount    int64
 		LastReadSeq    int64
+		RoomLastSeq    int64
+		MyMuted        bool
 		UnreadCount    int64
 		LastID         *string
 		LastUserID     int64
@@ -442,7 +451,9 @@ func ListRooms(ctx context.Context, db *gorm.DB, userID int64) ([]RoomSummary, e
 		PeerReadSeq    int64
 		PeerJoinedAt   time.Time
 	}
-	err := db.WithContext(ctx).Raw(`SELECT r.*, m.role AS my_role, m.last_read_seq,
+	err := db.WithContext(ctx).Raw(`SELECT r.*, m.role AS my_role, m.last_read_seq, m.is_muted AS my_muted,
+			GREATEST((SELECT max(seq) FROM room_events e WHERE e.room_id = r.id),
+				(SELECT max(seq) FROM messages y WHERE y.room_id = r.id), -1) AS room_last_seq,
 			(SELECT count(*) FROM room_members c WHERE c.room_id = r.id) AS member_count,
 			(SELECT count(*) FROM messages x WHERE x.room_id = r.id AND x.seq > m.last_read_seq
 				AND x.user_id <> m.user_id AND NOT x.is_deleted) AS unread_count,
@@ -471,6 +482,8 @@ func ListRooms(ctx context.Context, db *gorm.DB, userID int64) ([]RoomSummary, e
 		s := RoomSummary{
 			RoomView:    RoomView{Room: row.Room, Role: chat.Role(row.MyRole), MemberCount: row.MemberCount},
 			LastReadSeq: row.LastReadSeq,
+			LastSeq:     row.RoomLastSeq,
+			IsMuted:     row.MyMuted,
 			UnreadCount: row.UnreadCount,
 		}
 		if row.LastID != nil {

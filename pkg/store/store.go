@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"embed"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"io/fs"
 	"time"
 
@@ -31,6 +33,9 @@ type Options struct {
 	MaxConns int
 	// Tracing records a span per SQL statement when true.
 	Tracing bool
+	// Lazy skips the connection check: for a replica, which may be down
+	// when the service starts (its reads then go to the primary).
+	Lazy bool
 }
 
 // Open connects to PostgreSQL through GORM and checks the connection.
@@ -48,7 +53,9 @@ func Open(ctx context.Context, url string, o Options) (*gorm.DB, error) {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
 	if o.Tracing {
-		if err := db.Use(tracing.NewPlugin(tracing.WithoutMetrics())); err != nil {
+		// Without query variables: a statement's bound values are e-mails,
+		// password hashes and message text, none of which belongs in a trace.
+		if err := db.Use(tracing.NewPlugin(tracing.WithoutMetrics(), tracing.WithoutQueryVariables())); err != nil {
 			return nil, fmt.Errorf("store: tracing: %w", err)
 		}
 	}
@@ -59,6 +66,9 @@ func Open(ctx context.Context, url string, o Options) (*gorm.DB, error) {
 	sqlDB.SetMaxOpenConns(o.MaxConns)
 	sqlDB.SetMaxIdleConns(o.MaxConns)
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	if o.Lazy {
+		return db, nil
+	}
 	if err := sqlDB.PingContext(ctx); err != nil {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("store: ping: %w", err)
@@ -97,6 +107,19 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 	}
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("store: migrate up: %w", err)
+	}
+	return nil
+}
+
+// RegisterPool registers db's connection pool statistics on reg (the
+// go_sql_* series of the Prometheus client, labelled db_name="relay").
+func RegisterPool(reg prometheus.Registerer, db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("store: pool: %w", err)
+	}
+	if err := reg.Register(collectors.NewDBStatsCollector(sqlDB, "relay")); err != nil {
+		return fmt.Errorf("store: pool metrics: %w", err)
 	}
 	return nil
 }

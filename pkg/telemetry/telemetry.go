@@ -10,17 +10,19 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -60,7 +62,8 @@ func setup(ctx context.Context, service string, cfg config.Telemetry, w io.Write
 	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector())
 
 	t := &Telemetry{Log: log, Propagator: prop, Registry: reg, shutdown: func(context.Context) error { return nil }}
 	var tp trace.TracerProvider = noop.NewTracerProvider()
@@ -69,11 +72,14 @@ func setup(ctx context.Context, service string, cfg config.Telemetry, w io.Write
 		if err != nil {
 			return nil, err
 		}
-		res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(service)))
+		res, err := newResource(ctx, service, cfg.InstanceID)
 		if err != nil {
-			return nil, fmt.Errorf("telemetry: resource: %w", err)
+			return nil, err
 		}
-		sdk := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		// No WithSampler: the SDK then honours OTEL_TRACES_SAMPLER and
+		// OTEL_TRACES_SAMPLER_ARG (e.g. parentbased_traceidratio and 0.1),
+		// and defaults to parentbased_always_on.
+		sdk := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(redactor{}), sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		tp = sdk
 		t.shutdown = sdk.Shutdown
 		log.Info("tracing enabled", "endpoint", cfg.OTLPEndpoint, "protocol", cfg.OTLPProtocol)
@@ -85,6 +91,47 @@ func setup(ctx context.Context, service string, cfg config.Telemetry, w io.Write
 	t.TracerProvider = tp
 	t.Tracer = tp.Tracer("relay/" + service)
 	return t, nil
+}
+
+// newResource describes the process. Every part is detected by the SDK
+// itself or carries no schema URL, so a semconv version of ours can never
+// conflict with the SDK's (merging resource.Default() with a resource of an
+// older semconv schema failed at startup). OTEL_SERVICE_NAME and
+// OTEL_RESOURCE_ATTRIBUTES override what is set here.
+func newResource(ctx context.Context, service, instance string) (*resource.Resource, error) {
+	attrs := []attribute.KeyValue{semconv.ServiceName(service)}
+	if id := instance; id != "" {
+		attrs = append(attrs, semconv.ServiceInstanceID(id))
+	}
+	if v := buildVersion(); v != "" {
+		attrs = append(attrs, semconv.ServiceVersion(v))
+	}
+	res, err := resource.New(ctx,
+		resource.WithTelemetrySDK(),
+		resource.WithHost(),
+		resource.WithProcessPID(),
+		resource.WithAttributes(attrs...),
+		resource.WithFromEnv(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	return res, nil
+}
+
+// buildVersion is the VCS revision the binary was built from ("" when the
+// build has none, as under go test).
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			return s.Value
+		}
+	}
+	return ""
 }
 
 func newExporter(ctx context.Context, cfg config.Telemetry) (sdktrace.SpanExporter, error) {
@@ -119,7 +166,7 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("telemetry: LOG_LEVEL: %w", err)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: redactLogAttr}
 	var h slog.Handler
 	switch strings.ToLower(format) {
 	case "json", "":

@@ -27,6 +27,16 @@ import (
 	"relay/pkg/store"
 )
 
+// init puts every test binary that uses testenv in development mode
+// (config.Mode): the local servers are reached with the development
+// credentials, which config.Load refuses otherwise. A RELAY_ENV already set
+// is kept.
+func init() {
+	if _, ok := os.LookupEnv(config.EnvVar); !ok {
+		_ = os.Setenv(config.EnvVar, string(config.Development))
+	}
+}
+
 // Env returns the configuration the test servers are reached with: the
 // same variables and defaults as the services.
 func Env(t testing.TB) (config.Postgres, config.Redis, config.Kafka) {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -36,6 +37,9 @@ type ErrorBody struct {
 type ErrorDetail struct {
 	Code    chat.Code `json:"code"`
 	Message string    `json:"message"`
+	// RetryAfterMs is set on RATE_LIMITED: how long to wait before retrying
+	// (also in the Retry-After header, in whole seconds).
+	RetryAfterMs int64 `json:"retryAfterMs,omitempty"`
 }
 
 // Check reports whether one dependency is usable; used by /ready.
@@ -59,6 +63,15 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Pprof serves the runtime profiles under /debug/pprof/ when true.
 	Pprof bool
+	// StreamBody, when set, picks the requests whose body is handed to the
+	// handler unread, as c.Request().BodyStream(), for it to read and bound
+	// itself (uploads); such a connection is closed after the response.
+	// Every other body is still read in full and held to BodyLimit. Nil
+	// streams nothing.
+	StreamBody func(c *fiber.Ctx) bool
+	// AllowedOrigins are the browser origins (ParseOrigins form) that may
+	// read responses cross-origin (CORS); nil means same-origin only.
+	AllowedOrigins []string
 }
 
 // NewApp returns a Fiber app with the shared middleware and the /health,
@@ -78,17 +91,27 @@ func NewApp(o Options) *fiber.App {
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           120 * time.Second,
 		ErrorHandler:          ErrorHandler(log),
+		// With StreamBody, fasthttp hands every body over as a stream (only
+		// its first 8 KiB read) and bodyLimit bounds it; it must not parse
+		// multipart forms of any size on its own either.
+		StreamRequestBody:            o.StreamBody != nil,
+		DisablePreParseMultipartForm: true,
 	})
 	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
 		log.ErrorContext(c.UserContext(), "panic in handler", "panic", fmt.Sprint(e), "path", c.Path())
 	}}))
+	app.Use(securityHeaders)
+	app.Use(corsMiddleware(o.AllowedOrigins))
 	app.Use(otelfiber.Middleware(
 		otelfiber.WithTracerProvider(o.Telemetry.TracerProvider),
 		otelfiber.WithPropagators(o.Telemetry.Propagator),
 		otelfiber.WithNext(func(c *fiber.Ctx) bool { return isProbe(c.Path()) }),
 	))
 	app.Use(metricsMiddleware(o.Telemetry.Registry))
-	app.Use(bodyLimit(o.BodyLimit))
+	// Before anything can call c.Body(), which would inflate the body.
+	app.Use(refuseContentEncoding)
+	o.Telemetry.Registry.MustRegister(readyGauge(o.Checks, o.ReadyTimeout, log))
+	app.Use(bodyLimit(o.BodyLimit, o.StreamBody))
 	if o.Pprof {
 		app.Use(pprof.New())
 	}
@@ -105,16 +128,63 @@ func NewApp(o Options) *fiber.App {
 // still read (and refused) without closing the connection.
 const minReadLimit = 1 << 20
 
-// bodyLimit refuses bodies over limit bytes. Fasthttp has read them in
-// full, so the answer reaches the client and the connection stays usable.
-func bodyLimit(limit int) fiber.Handler {
+// bodyLimit refuses bodies over limit bytes with 413 TOO_LARGE. A body up
+// to minReadLimit is read in full first, so the answer reaches the client
+// and the connection stays usable. With streaming on (Options.StreamBody),
+// a body the handler does not stream is read here, never more than
+// minReadLimit of it; a larger one is refused at once and its connection
+// closed.
+func bodyLimit(limit int, streamed func(*fiber.Ctx) bool) fiber.Handler {
+	readLimit := max(limit, minReadLimit)
 	return func(c *fiber.Ctx) error {
-		// The raw body: c.Body() would decompress it first.
-		if len(c.Request().Body()) > limit {
+		req := c.Request()
+		if !req.IsBodyStream() {
+			// The raw body: c.Body() would decompress it first.
+			if len(req.Body()) > limit {
+				return chat.Errorf(chat.CodeTooLarge, "request body exceeds %d bytes", limit)
+			}
+			return c.Next()
+		}
+		if streamed != nil && streamed(c) {
+			err := c.Next()
+			// A chunked stream the handler read to its end must not be read
+			// again: that would wait for the next request's bytes.
+			finishStream(c, req.Header.ContentLength() >= 0)
+			return err
+		}
+		if req.Header.ContentLength() > readLimit {
+			finishStream(c, true)
+			return chat.Errorf(chat.CodeTooLarge, "request body exceeds %d bytes", limit)
+		}
+		body, err := io.ReadAll(io.LimitReader(req.BodyStream(), int64(readLimit)+1))
+		if err != nil || len(body) > readLimit {
+			finishStream(c, err == nil)
+			if err != nil {
+				return chat.Wrap(chat.CodeBadRequest, err, "request body could not be read")
+			}
+			return chat.Errorf(chat.CodeTooLarge, "request body exceeds %d bytes", limit)
+		}
+		req.SetBodyRaw(body)
+		if len(body) > limit {
 			return chat.Errorf(chat.CodeTooLarge, "request body exceeds %d bytes", limit)
 		}
 		return c.Next()
 	}
+}
+
+// finishStream ends a request whose body stream may be partly unread: with
+// drain, it reads (and drops) up to minReadLimit more of the body, so a
+// client still sending is more likely to see the response than a reset,
+// closes the connection (what is left of the body would otherwise be read
+// as the next request) and drops the stream, so nothing after this (the
+// tracing middleware) reads the rest into memory.
+func finishStream(c *fiber.Ctx, drain bool) {
+	req := c.Request()
+	if drain && req.IsBodyStream() {
+		_, _ = io.CopyN(io.Discard, req.BodyStream(), minReadLimit)
+	}
+	c.Context().SetConnectionClose()
+	req.SetBodyRaw([]byte{})
 }
 
 func isProbe(path string) bool {
@@ -135,7 +205,12 @@ func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
 		if code == chat.CodeInternal {
 			log.ErrorContext(c.UserContext(), "request failed", "err", err, "method", c.Method(), "path", c.Path())
 		}
-		return c.Status(chat.HTTPStatus(code)).JSON(ErrorBody{Error: ErrorDetail{Code: code, Message: msg}})
+		detail := ErrorDetail{Code: code, Message: msg}
+		if d := chat.RetryAfter(err); d > 0 {
+			c.Set(fiber.HeaderRetryAfter, retryAfterSeconds(d))
+			detail.RetryAfterMs = d.Milliseconds()
+		}
+		return c.Status(chat.HTTPStatus(code)).JSON(ErrorBody{Error: detail})
 	}
 }
 
@@ -145,6 +220,8 @@ func fiberCode(status int) chat.Code {
 		return chat.CodeNotFound
 	case fiber.StatusRequestEntityTooLarge:
 		return chat.CodeTooLarge
+	case fiber.StatusUnsupportedMediaType:
+		return chat.CodeUnsupportedMediaType
 	case fiber.StatusUnauthorized:
 		return chat.CodeUnauthorized
 	case fiber.StatusForbidden:
@@ -162,32 +239,9 @@ func fiberCode(status int) chat.Code {
 
 func readyHandler(checks map[string]Check, timeout time.Duration, log *slog.Logger) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		results := make(map[string]string, len(checks))
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		ok := true
 		// UserContext lazily stores a context on the request: call it once,
 		// not from the check goroutines (a data race otherwise).
-		base := c.UserContext()
-		for name, check := range checks {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ctx, cancel := context.WithTimeout(base, timeout)
-				defer cancel()
-				err := check(ctx)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					ok = false
-					results[name] = err.Error()
-					log.Warn("readiness check failed", "check", name, "err", err)
-					return
-				}
-				results[name] = "ok"
-			}()
-		}
-		wg.Wait()
+		results, ok := runChecks(c.UserContext(), checks, timeout, log)
 		status := fiber.StatusOK
 		state := "ready"
 		if !ok {
@@ -195,6 +249,49 @@ func readyHandler(checks map[string]Check, timeout time.Duration, log *slog.Logg
 		}
 		return c.Status(status).JSON(fiber.Map{"status": state, "checks": results})
 	}
+}
+
+// runChecks runs every check at once, each bounded by timeout, and returns
+// their results ("ok" or the error) and whether all passed.
+func runChecks(base context.Context, checks map[string]Check, timeout time.Duration, log *slog.Logger) (map[string]string, bool) {
+	results := make(map[string]string, len(checks))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	ok := true
+	for name, check := range checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(base, timeout)
+			defer cancel()
+			err := check(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				ok = false
+				results[name] = err.Error()
+				log.Warn("readiness check failed", "check", name, "err", err)
+				return
+			}
+			results[name] = "ok"
+		}()
+	}
+	wg.Wait()
+	return results, ok
+}
+
+// readyGauge is relay_ready: the readiness checks run at each scrape, so
+// an alert sees a process that is up but cannot serve (its /ready is not
+// what Prometheus scrapes).
+func readyGauge(checks map[string]Check, timeout time.Duration, log *slog.Logger) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "relay_ready", Help: "1 when every readiness check of the service passes (as GET /ready answers 200), else 0.",
+	}, func() float64 {
+		if _, ok := runChecks(context.Background(), checks, timeout, log); ok {
+			return 1
+		}
+		return 0
+	})
 }
 
 func metricsMiddleware(reg *prometheus.Registry) fiber.Handler {

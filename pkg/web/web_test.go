@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,4 +197,89 @@ func TestMetricsLabelsSurviveKeepAlive(t *testing.T) {
 		!strings.Contains(raw, `http_requests_total{method="POST",route="/echo",status="200"} 3`) {
 		t.Fatalf("metrics %d %s", status, raw)
 	}
+}
+
+// With StreamBody, the chosen route reads its body as a stream of any
+// size, while every other route still gets bounded, fully read bodies.
+func TestStreamBody(t *testing.T) {
+	tel, err := telemetry.Setup(context.Background(), "test", config.Telemetry{LogLevel: "error", LogFormat: "json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := NewApp(Options{Service: "test", Telemetry: tel, BodyLimit: 16,
+		StreamBody: func(c *fiber.Ctx) bool { return c.Path() == "/stream" }})
+	app.Post("/echo", func(c *fiber.Ctx) error { return c.Send(c.Body()) })
+	app.Post("/stream", func(c *fiber.Ctx) error {
+		n, err := io.Copy(io.Discard, c.Request().BodyStream())
+		if err != nil {
+			return err
+		}
+		return c.SendString(strconv.FormatInt(n, 10))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeListener(ctx, app, ln, time.Second) }()
+	defer func() { cancel(); <-done }()
+	post := func(path string, body io.Reader, size int64) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+path, body)
+		req.ContentLength = size // -1: chunked
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			// The server answered and closed before the client was done
+			// writing: the client may only see the reset.
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, body := post("/echo", strings.NewReader("small"), 5); status != 200 || body != "small" {
+		t.Fatalf("small body: %d %q", status, body)
+	}
+	if status, body := post("/echo", strings.NewReader(strings.Repeat("x", 17)), -1); status != 413 {
+		t.Fatalf("chunked body over the limit: %d %q", status, body)
+	}
+	// Chunked and far over the read limit: refused without being read
+	// whole (the client may see the 413 or, still writing, a reset).
+	for _, size := range []int64{-1, 64 << 20} {
+		sent := &countingReader{r: io.LimitReader(zeros{}, 64<<20)}
+		if status, body := post("/echo", sent, size); status != 413 && status != 0 {
+			t.Fatalf("large body (length %d): %d %q", size, status, body)
+		}
+		// Socket buffers hold a few MiB; had the server read on, the client
+		// would have sent it all.
+		if sent.n.Load() > 32<<20 {
+			t.Fatalf("the server read %d bytes of a refused body", sent.n.Load())
+		}
+	}
+	const big = 3 << 20
+	if status, body := post("/stream", io.LimitReader(zeros{}, big), big); status != 200 || body != strconv.Itoa(big) {
+		t.Fatalf("streamed body: %d %q", status, body)
+	}
+	if status, body := post("/stream", io.LimitReader(zeros{}, big), -1); status != 200 || body != strconv.Itoa(big) {
+		t.Fatalf("streamed chunked body: %d %q", status, body)
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }

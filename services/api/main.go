@@ -19,7 +19,8 @@ func main() {
 			cfg.JWT.WarnIfDev(tel.Log)
 			// The api is the first producer of a room's log (member_joined
 			// at creation): make sure the topic exists with its partitions.
-			if err := kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.Partitions); err != nil {
+			if err := kafka.EnsureTopic(ctx, cfg.Kafka.Brokers, cfg.Kafka.Topic, cfg.Kafka.Partitions,
+				kafka.Replication(cfg.Kafka.ReplicationFactor, cfg.Kafka.MinInsyncReplicas)); err != nil {
 				return nil, err
 			}
 			return httpapi.New(ctx, cfg, tel)

@@ -9,12 +9,12 @@ import (
 	"relay/pkg/config"
 	"relay/pkg/daemon"
 	"relay/pkg/telemetry"
-	"relay/services/delivery/delivery"
+	"relay/services/delivery/internal/worker"
 )
 
 func main() {
-	daemon.Main("delivery", func(c delivery.Config) config.Telemetry { return c.Telemetry },
-		func(ctx context.Context, cfg delivery.Config, tel *telemetry.Telemetry) (daemon.Service, error) {
-			return delivery.New(ctx, cfg, tel)
+	daemon.Main("delivery", func(c worker.Config) config.Telemetry { return c.Telemetry },
+		func(ctx context.Context, cfg worker.Config, tel *telemetry.Telemetry) (daemon.Service, error) {
+			return worker.New(ctx, cfg, tel)
 		})
 }

@@ -7,12 +7,12 @@ import (
 	"relay/pkg/config"
 	"relay/pkg/daemon"
 	"relay/pkg/telemetry"
-	"relay/services/gateway/gateway"
+	"relay/services/gateway/internal/server"
 )
 
 func main() {
-	daemon.Main("gateway", func(c gateway.Config) config.Telemetry { return c.Telemetry },
-		func(ctx context.Context, cfg gateway.Config, tel *telemetry.Telemetry) (daemon.Service, error) {
-			return gateway.New(ctx, cfg, tel)
+	daemon.Main("gateway", func(c server.Config) config.Telemetry { return c.Telemetry },
+		func(ctx context.Context, cfg server.Config, tel *telemetry.Telemetry) (daemon.Service, error) {
+			return server.New(ctx, cfg, tel)
 		})
 }

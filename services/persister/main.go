@@ -8,12 +8,12 @@ import (
 	"relay/pkg/config"
 	"relay/pkg/daemon"
 	"relay/pkg/telemetry"
-	"relay/services/persister/persister"
+	"relay/services/persister/internal/writer"
 )
 
 func main() {
-	daemon.Main("persister", func(c persister.Config) config.Telemetry { return c.Telemetry },
-		func(ctx context.Context, cfg persister.Config, tel *telemetry.Telemetry) (daemon.Service, error) {
-			return persister.New(ctx, cfg, tel)
+	daemon.Main("persister", func(c writer.Config) config.Telemetry { return c.Telemetry },
+		func(ctx context.Context, cfg writer.Config, tel *telemetry.Telemetry) (daemon.Service, error) {
+			return writer.New(ctx, cfg, tel)
 		})
 }

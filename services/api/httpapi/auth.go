@@ -1,7 +1,7 @@
 package httpapi
 
 import (
-	"net/netip"
+	"context"
 	"regexp"
 	"strings"
 	"time"
@@ -13,6 +13,7 @@ import (
 	"relay/pkg/auth"
 	"relay/pkg/chat"
 	"relay/pkg/store"
+	"relay/pkg/web"
 )
 
 // Account limits, documented in openapi.json.
@@ -76,7 +77,7 @@ func (s *Service) register(c *fiber.Ctx) error {
 	if err := store.CreateUser(c.UserContext(), s.db, u); err != nil {
 		return err
 	}
-	resp, err := s.signIn(u)
+	resp, err := s.signIn(c.UserContext(), u)
 	if err != nil {
 		return err
 	}
@@ -110,19 +111,103 @@ func (s *Service) login(c *fiber.Ctx) error {
 	if !auth.CheckPassword(hash, req.Password) || u == nil {
 		return chat.Errorf(chat.CodeUnauthorized, "invalid login or password")
 	}
-	resp, err := s.signIn(u)
+	resp, err := s.signIn(c.UserContext(), u)
 	if err != nil {
 		return err
 	}
 	return c.JSON(resp)
 }
 
-func (s *Service) signIn(u *store.User) (*authResponse, error) {
+// signIn issues an access token and the first refresh token of a new
+// family.
+func (s *Service) signIn(ctx context.Context, u *store.User) (*authResponse, error) {
+	refresh, hash, err := auth.NewRefreshToken()
+	if err != nil {
+		return nil, err
+	}
+	refreshExp := time.Now().Add(s.cfg.RefreshTTL).UTC().Truncate(time.Second)
+	if err := store.NewRefreshToken(ctx, s.db, u.ID, nil, hash, refreshExp); err != nil {
+		return nil, err
+	}
+	return s.tokenResponse(u, refresh, refreshExp)
+}
+
+func (s *Service) tokenResponse(u *store.User, refresh string, refreshExp time.Time) (*authResponse, error) {
 	token, exp, err := s.tokens.Issue(u.ID, u.Username)
 	if err != nil {
 		return nil, err
 	}
-	return &authResponse{User: toPrivateUser(u), Token: token, ExpiresAt: exp}, nil
+	return &authResponse{User: toPrivateUser(u), Token: token, ExpiresAt: exp,
+		RefreshToken: refresh, RefreshExpiresAt: refreshExp}, nil
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refreshToken"`
+}
+
+// refreshTokenArg returns the request's refresh token, or BAD_REQUEST (an
+// empty one) or UNAUTHORIZED (one that cannot be ours).
+func refreshTokenArg(c *fiber.Ctx) (string, error) {
+	var req refreshRequest
+	if err := decodeBody(c, &req); err != nil {
+		return "", err
+	}
+	if req.RefreshToken == "" {
+		return "", chat.Errorf(chat.CodeBadRequest, "refreshToken required")
+	}
+	if !auth.ValidRefreshTokenFormat(req.RefreshToken) {
+		return "", chat.Errorf(chat.CodeUnauthorized, "invalid refresh token")
+	}
+	return req.RefreshToken, nil
+}
+
+// refresh spends a refresh token for a new access token and a new refresh
+// token of the same family. A token used twice revokes its family (see
+// store.RotateRefreshToken).
+func (s *Service) refresh(c *fiber.Ctx) error {
+	old, err := refreshTokenArg(c)
+	if err != nil {
+		return s.unauthorized(c, err)
+	}
+	next, hash, err := auth.NewRefreshToken()
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	refreshExp := time.Now().Add(s.cfg.RefreshTTL).UTC().Truncate(time.Second)
+	userID, err := store.RotateRefreshToken(ctx, s.db, auth.HashRefreshToken(old), hash, refreshExp)
+	if err != nil {
+		return s.unauthorized(c, err)
+	}
+	u, err := store.UserByID(ctx, s.db, userID)
+	if err != nil {
+		return err
+	}
+	resp, err := s.tokenResponse(u, next, refreshExp)
+	if err != nil {
+		return err
+	}
+	return c.JSON(resp)
+}
+
+// logout revokes the family of the caller's refresh token (this sign-in on
+// every device it was refreshed to). An unknown or already revoked token is
+// not an error: the outcome the caller wants holds either way. Access
+// tokens already issued stay valid until they expire (minutes).
+func (s *Service) logout(c *fiber.Ctx) error {
+	var req refreshRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	if req.RefreshToken == "" {
+		return chat.Errorf(chat.CodeBadRequest, "refreshToken required")
+	}
+	if auth.ValidRefreshTokenFormat(req.RefreshToken) {
+		if _, err := store.RevokeRefreshToken(c.UserContext(), s.db, currentUser(c).ID, auth.HashRefreshToken(req.RefreshToken)); err != nil {
+			return err
+		}
+	}
+	return c.SendStatus(fiber.StatusNoContent)
 }
 
 // userKey is the Locals key of the authenticated *store.User.
@@ -179,36 +264,8 @@ func (s *Service) authLimiter() fiber.Handler {
 	})
 }
 
-// clientIP is the peer address, or, when the peer is a trusted proxy, the
-// nearest address in X-Forwarded-For that is not a trusted proxy.
+// clientIP is the client's address: the peer, or behind a trusted proxy
+// the address it forwarded (web.ClientIP).
 func (s *Service) clientIP(c *fiber.Ctx) string {
-	addr, ok := netip.AddrFromSlice(c.Context().RemoteIP())
-	if !ok {
-		return c.IP()
-	}
-	addr = addr.Unmap()
-	if !s.isTrusted(addr) {
-		return addr.String()
-	}
-	hops := strings.Split(c.Get(fiber.HeaderXForwardedFor), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break // a malformed entry ends what can be believed
-		}
-		addr = hop.Unmap()
-		if !s.isTrusted(addr) {
-			break
-		}
-	}
-	return addr.String()
-}
-
-func (s *Service) isTrusted(a netip.Addr) bool {
-	for _, p := range s.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return web.ClientIP(c, s.trusted)
 }

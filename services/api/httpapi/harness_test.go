@@ -78,6 +78,9 @@ type envOptions struct {
 	proxyDB bool
 	// config adjusts the api's configuration.
 	config func(*httpapi.Config)
+	// pair, when set, is the PostgreSQL primary (migrated by New) and
+	// replica the api runs on instead of a database of the shared server.
+	pair *testenv.PGPair
 }
 
 // newAPI starts the real service against the real servers, isolated for
@@ -90,7 +93,12 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 	if pt, ok := t.(*testing.T); ok && !o.serial {
 		pt.Parallel()
 	}
-	dbURL := testenv.Database(t)
+	var dbURL string
+	if o.pair != nil {
+		dbURL = o.pair.PrimaryURL
+	} else {
+		dbURL = testenv.Database(t)
+	}
 	_, rc, _ := testenv.Env(t)
 	rdb, prefix := testenv.Redis(t)
 	brokers, topic := testenv.Kafka(t, 3)
@@ -112,6 +120,13 @@ func newAPI(t testing.TB, o envOptions) *apiEnv {
 		// The test client connects from loopback; trusting it lets tests
 		// pose as different clients through X-Forwarded-For.
 		TrustedProxies: []string{"127.0.0.1", "::1"},
+		UploadDir:      t.TempDir(),
+		// High enough not to matter; limits_test.go sets its own.
+		Limits: httpapi.Limits{WritesPerMin: 1 << 20, RoomsPerHour: 1 << 20, SearchesPerMin: 1 << 20, RoomCreateMaxMembers: chat.MaxRoomMembers},
+	}
+	if o.pair != nil {
+		cfg.Migrate = true
+		cfg.Replica = config.Replica{URL: o.pair.ReplicaURL, MaxConns: 4}
 	}
 	if o.config != nil {
 		o.config(&cfg)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+	"gorm.io/gorm"
 
 	"relay/pkg/chat"
 	"relay/pkg/store"
@@ -48,7 +49,22 @@ func (s *Service) history(c *fiber.Ctx) error {
 	if _, err := store.Membership(ctx, s.db, id, currentUser(c).ID); err != nil {
 		return err
 	}
-	page, err := store.History(ctx, s.db, id, q)
+	// The replica serves history once it has replayed what the page
+	// depends on: after=N needs the event the client already has (N),
+	// before=N the ones below it. The newest page reads what it has.
+	var page store.HistoryPage
+	read := func(db *gorm.DB) (err error) {
+		page, err = store.History(ctx, db, id, q)
+		return err
+	}
+	switch {
+	case q.After != nil:
+		_, err = s.reads.DoAt(ctx, id, *q.After, read)
+	case q.Before != nil:
+		_, err = s.reads.DoAt(ctx, id, *q.Before-1, read)
+	default:
+		_, err = s.reads.Do(ctx, read)
+	}
 	if err != nil {
 		return err
 	}
@@ -126,8 +142,12 @@ func (s *Service) search(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	hits, next, err := store.Search(ctx, s.db, q)
-	if err != nil {
+	var hits []store.SearchHit
+	var next *store.SearchCursor
+	if _, err := s.reads.Do(ctx, func(db *gorm.DB) (err error) {
+		hits, next, err = store.Search(ctx, db, q)
+		return err
+	}); err != nil {
 		return err
 	}
 	out := searchResponse{Results: make([]searchHitJSON, len(hits))}

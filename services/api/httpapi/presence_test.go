@@ -13,7 +13,7 @@ import (
 	"relay/pkg/config"
 	"relay/pkg/presence"
 	"relay/pkg/telemetry"
-	presencesvc "relay/services/presence/presence"
+	presencesvc "relay/services/presence/tracker"
 )
 
 type presenceResp struct {

@@ -42,8 +42,10 @@ func (s *Service) createRoom(c *fiber.Ctx) error {
 	} else if name == "" || utf8.RuneCountInString(name) > chat.MaxRoomNameLen {
 		return chat.Errorf(chat.CodeBadRequest, "name must be 1 to %d characters", chat.MaxRoomNameLen)
 	}
-	if len(req.MemberIDs) > chat.MaxRoomMembers {
-		return chat.Errorf(chat.CodeBadRequest, "a room is created with at most %d members", chat.MaxRoomMembers)
+	// Nobody is put into a big room by one request: past the cap, members
+	// join themselves or are added one at a time (rate-limited writes).
+	if maxMembers := s.cfg.Limits.RoomCreateMaxMembers; len(req.MemberIDs) > maxMembers {
+		return chat.Errorf(chat.CodeBadRequest, "a room is created with at most %d members besides its creator; add others one by one or let them join", maxMembers)
 	}
 	ids := make([]int64, len(req.MemberIDs))
 	for i, raw := range req.MemberIDs {
@@ -84,14 +86,16 @@ func (s *Service) listRooms(c *fiber.Ctx) error {
 	out := make([]roomSummaryJSON, len(rooms))
 	for i := range rooms {
 		r := &rooms[i]
-		out[i] = roomSummaryJSON{roomJSON: toRoom(&r.RoomView), UnreadCount: r.UnreadCount, LastReadSeq: r.LastReadSeq}
+		out[i] = roomSummaryJSON{
+			roomJSON: toRoom(&r.RoomView), UnreadCount: r.UnreadCount, LastReadSeq: r.LastReadSeq,
+			LastSeq: r.LastSeq, Role: r.Role, IsMuted: r.IsMuted,
+		}
 		if r.LastMessage != nil {
 			m := toMessage(r.LastMessage)
 			out[i].LastMessage = &m
 		}
 		if r.Peer != nil {
-			p := toMember(r.Peer)
-			out[i].Peer = &p
+			out[i].Peer = &peerJSON{ID: idString(r.Peer.UserID), memberJSON: toMember(r.Peer)}
 		}
 	}
 	return c.JSON(fiber.Map{"rooms": out})
@@ -150,15 +154,22 @@ func (s *Service) listMembers(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	if _, err := store.Membership(ctx, s.db, id, currentUser(c).ID); err != nil {
+	ctx, me := c.UserContext(), currentUser(c)
+	if _, err := store.Membership(ctx, s.db, id, me.ID); err != nil {
 		return err
 	}
 	members, err := store.ListMembers(ctx, s.db, id)
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"members": toMembers(members)})
+	out := toMembers(members)
+	for i := range members {
+		if members[i].UserID == me.ID {
+			// Whether others muted the room is theirs to know.
+			out[i].IsMuted = &members[i].IsMuted
+		}
+	}
+	return c.JSON(fiber.Map{"members": out})
 }
 
 // addMember lets a room admin add a user: 201 when added, 200 when the user
@@ -185,4 +196,109 @@ func (s *Service) addMember(c *fiber.Ctx) error {
 		return c.JSON(toMember(m))
 	}
 	return c.Status(fiber.StatusCreated).JSON(toMember(m))
+}
+
+type updateRoomRequest struct {
+	Name     *string `json:"name"`
+	IsActive *bool   `json:"isActive"`
+}
+
+// updateRoom lets a room admin rename a group or channel and archive
+// (isActive false) or restore it.
+func (s *Service) updateRoom(c *fiber.Ctx) error {
+	id, err := pathID(c, "room")
+	if err != nil {
+		return err
+	}
+	var req updateRoomRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	if req.Name == nil && req.IsActive == nil {
+		return chat.Errorf(chat.CodeBadRequest, "nothing to change: give name or isActive")
+	}
+	p := store.RoomPatch{IsActive: req.IsActive}
+	if req.Name != nil {
+		name := strings.TrimSpace(*req.Name)
+		if hasNUL(name) || hasControl(name) {
+			return chat.Errorf(chat.CodeBadRequest, "name must not contain control characters")
+		}
+		if name == "" || utf8.RuneCountInString(name) > chat.MaxRoomNameLen {
+			return chat.Errorf(chat.CodeBadRequest, "name must be 1 to %d characters", chat.MaxRoomNameLen)
+		}
+		p.Name = &name
+	}
+	v, err := store.UpdateRoom(c.UserContext(), s.db, id, currentUser(c).ID, p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(toRoom(v))
+}
+
+type updateMemberRequest struct {
+	Role    *string `json:"role"`
+	IsMuted *bool   `json:"isMuted"`
+}
+
+// updateMember changes a member: role (admins only, never demoting the
+// last admin) and isMuted (the member themself only).
+func (s *Service) updateMember(c *fiber.Ctx) error {
+	roomID, err := pathID(c, "room")
+	if err != nil {
+		return err
+	}
+	userID, err := parseID("user id", c.Params("userId"))
+	if err != nil {
+		return err
+	}
+	var req updateMemberRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	if req.Role == nil && req.IsMuted == nil {
+		return chat.Errorf(chat.CodeBadRequest, "nothing to change: give role or isMuted")
+	}
+	me, ctx := currentUser(c), c.UserContext()
+	if req.IsMuted != nil && userID != me.ID {
+		return chat.Errorf(chat.CodeForbidden, "only members themselves can mute a room for themselves")
+	}
+	var m *store.Member
+	if req.Role != nil {
+		role := chat.Role(*req.Role)
+		if role != chat.RoleAdmin && role != chat.RoleMember {
+			return chat.Errorf(chat.CodeBadRequest, "role must be admin or member")
+		}
+		if m, err = store.SetMemberRole(ctx, s.db, roomID, me.ID, userID, role); err != nil {
+			return err
+		}
+	}
+	if req.IsMuted != nil {
+		if m, err = store.SetMuted(ctx, s.db, roomID, me.ID, *req.IsMuted); err != nil {
+			return err
+		}
+	}
+	out := toMember(m)
+	if userID == me.ID {
+		out.IsMuted = &m.IsMuted
+	}
+	return c.JSON(out)
+}
+
+// removeMember removes a member: an admin removes anyone, anyone removes
+// themself (leaving, as POST /leave, which hands the room on when the last
+// admin goes). The member_left event goes out through the outbox.
+func (s *Service) removeMember(c *fiber.Ctx) error {
+	roomID, err := pathID(c, "room")
+	if err != nil {
+		return err
+	}
+	userID, err := parseID("user id", c.Params("userId"))
+	if err != nil {
+		return err
+	}
+	ctx := c.UserContext()
+	if err := store.RemoveMember(ctx, s.db, roomID, currentUser(c).ID, userID, traceOf(ctx, s.tel.Propagator)); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
 }

@@ -19,16 +19,19 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/go-playground/validator/v10"
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	goredis "github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
 	"relay/pkg/auth"
 	"relay/pkg/kafka"
 	"relay/pkg/presence"
+	"relay/pkg/ratelimit"
 	"relay/pkg/redis"
 	"relay/pkg/store"
 	"relay/pkg/telemetry"
 	"relay/pkg/web"
+	"relay/services/api/diskblob"
 )
 
 // EventPublisher produces room events in order and says how many of them,
@@ -48,12 +51,22 @@ func WithPublisher(p EventPublisher) Option {
 	return func(s *Service) { s.events = p }
 }
 
+// WithBlobStore makes the service keep uploads in b instead of a
+// diskblob.Store in cfg.UploadDir.
+func WithBlobStore(b BlobStore) Option {
+	return func(s *Service) { s.blobs = b }
+}
+
 // Service is a running api: its connections and its Fiber app.
 type Service struct {
-	cfg      Config
-	log      *slog.Logger
-	tel      *telemetry.Telemetry
-	db       *gorm.DB
+	cfg Config
+	log *slog.Logger
+	tel *telemetry.Telemetry
+	db  *gorm.DB
+	// replica is the hot standby's pool (nil without DATABASE_REPLICA_URL);
+	// reads routes history and search between it and db.
+	replica  *gorm.DB
+	reads    *store.Reads
 	rdb      *goredis.Client
 	kclient  sarama.Client
 	producer *kafka.Producer
@@ -62,10 +75,17 @@ type Service struct {
 	outbox   *outboxRelay
 	presence PresenceReader
 	tokens   *auth.Tokens
+	// blobs holds uploaded files; closeBlobs releases it (nil when the
+	// blob store came from WithBlobStore).
+	blobs      BlobStore
+	closeBlobs func() error
 	// breaker guards every database statement and request.
 	breaker  *dbBreaker
 	validate *validator.Validate
 	trusted  []netip.Prefix
+	origins  []string
+	// limits counts per-user requests in Redis, shared by every instance.
+	limits *ratelimit.Limiter
 	// dummyHash is checked against when a login names no user, so the
 	// response time does not tell which usernames exist.
 	dummyHash string
@@ -95,7 +115,8 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 			_ = s.Close()
 		}
 	}()
-	s.trusted, _ = parsePrefixes(cfg.TrustedProxies) // validated above
+	s.trusted, _ = web.ParsePrefixes(cfg.TrustedProxies) // validated above
+	s.origins, _ = web.ParseOrigins(cfg.HTTP.AllowedOrigins)
 	if s.tokens, err = auth.NewTokens(cfg.JWT.Secret, cfg.JWT.TTL); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
@@ -105,6 +126,27 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: true}); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
+	if err := store.RegisterPool(tel.Registry, s.db); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	// The replica has no breaker: when it fails, its reads go to the
+	// primary (store.Reads), which the breaker guards.
+	var replica *gorm.DB
+	if cfg.Replica.URL != "" {
+		if s.replica, err = store.Open(ctx, cfg.Replica.URL, store.Options{MaxConns: cfg.Replica.MaxConns, Tracing: true, Lazy: true}); err != nil {
+			return nil, fmt.Errorf("api: replica: %w", err)
+		}
+		replica = s.replica
+	}
+	s.reads = store.NewReads(s.db, replica, tel.Log)
+	readsTotal := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "relay_api_db_reads_total",
+		Help: "History and search reads by the database server they ran on (primary, replica).",
+	}, []string{"server"})
+	if err := tel.Registry.Register(readsTotal); err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
+	}
+	s.reads.Observe = func(on store.Server) { readsTotal.WithLabelValues(string(on)).Inc() }
 	if s.breaker, err = newDBBreaker(cfg, tel.Log, tel.Registry); err != nil {
 		return nil, fmt.Errorf("api: breaker: %w", err)
 	}
@@ -120,12 +162,25 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 			return nil, fmt.Errorf("api: %w", err)
 		}
 	}
+	if s.blobs == nil {
+		disk, err := diskblob.New(cfg.UploadDir)
+		if err != nil {
+			return nil, fmt.Errorf("api: uploads: %w", err)
+		}
+		s.blobs, s.closeBlobs = disk, disk.Close
+	}
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, true); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
+	}
+	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {
+		return nil, fmt.Errorf("api: metrics: %w", err)
 	}
 	if s.presence == nil {
 		s.presence = presence.NewReader(s.rdb, presence.NewKeys(cfg.Redis.Prefix))
 	}
+	s.limits = ratelimit.New(s.rdb, ratelimit.Options{Prefix: cfg.Redis.Prefix, OnError: func(err error) {
+		tel.Log.Warn("rate limits unavailable; allowing", "err", err)
+	}})
 	// A plain client answers /ready; the producer's own is not exposed.
 	if s.kclient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ProducerConfig("relay-api-ready")); err != nil {
 		return nil, fmt.Errorf("api: kafka: %w", err)
@@ -180,6 +235,12 @@ func (s *Service) Close() error {
 		if s.db != nil {
 			errs = append(errs, store.Close(s.db))
 		}
+		if s.replica != nil {
+			errs = append(errs, store.Close(s.replica))
+		}
+		if s.closeBlobs != nil {
+			errs = append(errs, s.closeBlobs())
+		}
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
@@ -190,7 +251,10 @@ func (s *Service) newApp() *fiber.App {
 		Service:   "api",
 		Telemetry: s.tel,
 		BodyLimit: 64 << 10,
-		Pprof:     s.cfg.HTTP.Pprof,
+		// Only uploads stream their (larger) bodies; upload bounds them.
+		StreamBody:     isUploadRequest,
+		Pprof:          s.cfg.HTTP.Pprof,
+		AllowedOrigins: s.origins,
 		Checks: map[string]web.Check{
 			"postgres": func(ctx context.Context) error { return store.Ping(ctx, s.db) },
 			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
@@ -207,6 +271,18 @@ func (s *Service) newApp() *fiber.App {
 	return app
 }
 
+// limitUser counts the authenticated caller's request against limit,
+// shared by every api instance through Redis; over it the request is
+// refused with 429 RATE_LIMITED and Retry-After.
+func (s *Service) limitUser(kind string, limit ratelimit.Limit) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if err := s.limits.AllowUser(c.UserContext(), kind, currentUser(c).ID, limit); err != nil {
+			return err
+		}
+		return c.Next()
+	}
+}
+
 // routes registers every endpoint; openapi.json documents exactly these
 // (a test holds the two together).
 func (s *Service) routes(app *fiber.App) {
@@ -215,20 +291,31 @@ func (s *Service) routes(app *fiber.App) {
 	app.Use("/api/auth", s.authLimiter())
 	app.Post("/api/auth/register", s.register)
 	app.Post("/api/auth/login", s.login)
+	app.Post("/api/auth/refresh", s.refresh)
+	app.Post("/api/auth/logout", s.requireAuth, s.logout)
 
 	app.Get("/api/me", s.requireAuth, s.me)
+	app.Patch("/api/me", s.requireAuth, s.updateMe)
+	app.Get("/api/users", s.requireAuth, s.searchUsers)
 	app.Get("/api/users/:id", s.requireAuth, s.user)
 	app.Get("/api/users/:id/presence", s.requireAuth, s.userPresence)
 
-	app.Post("/api/rooms", s.requireAuth, s.createRoom)
+	write := s.limitUser("rest_write", ratelimit.PerMinute(s.cfg.Limits.WritesPerMin))
+	app.Post("/api/rooms", s.requireAuth, write, s.limitUser("room_create", ratelimit.PerHour(s.cfg.Limits.RoomsPerHour)), s.createRoom)
 	app.Get("/api/rooms", s.requireAuth, s.listRooms)
 	app.Get("/api/rooms/:id", s.requireAuth, s.getRoom)
-	app.Post("/api/rooms/:id/join", s.requireAuth, s.joinRoom)
-	app.Post("/api/rooms/:id/leave", s.requireAuth, s.leaveRoom)
+	app.Patch("/api/rooms/:id", s.requireAuth, write, s.updateRoom)
+	app.Post("/api/rooms/:id/join", s.requireAuth, write, s.joinRoom)
+	app.Post("/api/rooms/:id/leave", s.requireAuth, write, s.leaveRoom)
 	app.Get("/api/rooms/:id/members", s.requireAuth, s.listMembers)
-	app.Post("/api/rooms/:id/members", s.requireAuth, s.addMember)
+	app.Post("/api/rooms/:id/members", s.requireAuth, write, s.addMember)
+	app.Patch("/api/rooms/:id/members/:userId", s.requireAuth, write, s.updateMember)
+	app.Delete("/api/rooms/:id/members/:userId", s.requireAuth, write, s.removeMember)
+	app.Post("/api/rooms/:id/uploads", s.requireAuth, s.uploadLimiter(), s.upload)
+	app.Get("/api/uploads/:id", s.requireAuth, s.download)
+	app.Get("/api/channels", s.requireAuth, s.listChannels)
 	app.Get("/api/rooms/:id/messages", s.requireAuth, s.history)
 	app.Get("/api/rooms/:id/presence", s.requireAuth, s.roomPresence)
 
-	app.Get("/api/search", s.requireAuth, s.search)
+	app.Get("/api/search", s.requireAuth, s.limitUser("search", ratelimit.PerMinute(s.cfg.Limits.SearchesPerMin)), s.search)
 }

@@ -1,8 +1,14 @@
 package httpapi
 
 import (
+	"net/url"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
 	"github.com/gofiber/fiber/v2"
 
+	"relay/pkg/chat"
 	"relay/pkg/store"
 )
 
@@ -22,4 +28,86 @@ func (s *Service) user(c *fiber.Ctx) error {
 		return err
 	}
 	return c.JSON(toPublicUser(u))
+}
+
+// maxAvatarURL bounds avatarUrl (the column's size).
+const maxAvatarURL = 512
+
+type updateMeRequest struct {
+	DisplayName *string `json:"displayName"`
+	AvatarURL   *string `json:"avatarUrl"`
+}
+
+// updateMe changes the caller's profile: displayName and avatarUrl (an
+// absolute http(s) URL, or "" for none); absent fields stay as they are.
+func (s *Service) updateMe(c *fiber.Ctx) error {
+	var req updateMeRequest
+	if err := decodeBody(c, &req); err != nil {
+		return err
+	}
+	me := currentUser(c)
+	var p store.ProfilePatch
+	if req.DisplayName != nil {
+		name := strings.TrimSpace(*req.DisplayName)
+		if hasNUL(name) || hasControl(name) {
+			return chat.Errorf(chat.CodeBadRequest, "displayName must not contain control characters")
+		}
+		if name == "" {
+			name = me.Username
+		}
+		if utf8.RuneCountInString(name) > maxDisplayName {
+			return chat.Errorf(chat.CodeBadRequest, "displayName must be at most %d characters", maxDisplayName)
+		}
+		p.DisplayName = &name
+	}
+	if req.AvatarURL != nil {
+		raw := strings.TrimSpace(*req.AvatarURL)
+		if raw != "" {
+			u, err := url.Parse(raw)
+			if err != nil || len(raw) > maxAvatarURL || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || hasControl(raw) {
+				return chat.Errorf(chat.CodeBadRequest, "avatarUrl must be an absolute http(s) URL of at most %d characters, or empty", maxAvatarURL)
+			}
+		}
+		p.AvatarURL = &raw
+	}
+	u, err := store.UpdateProfile(c.UserContext(), s.db, me.ID, p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(toPrivateUser(u))
+}
+
+// maxUserSearch bounds one page of user search.
+const maxUserSearch = 50
+
+// searchUsers finds users by username prefix (case-insensitive), for
+// starting a direct conversation. Only public profiles are returned.
+func (s *Service) searchUsers(c *fiber.Ctx) error {
+	q, _ := queryArg(c, "q")
+	q = strings.ToLower(strings.TrimSpace(q))
+	if q == "" {
+		return chat.Errorf(chat.CodeBadRequest, "q required: the start of a username")
+	}
+	if len(q) > 32 || hasNUL(q) {
+		return chat.Errorf(chat.CodeBadRequest, "q must be at most 32 characters")
+	}
+	limit, err := queryLimit(c, 20, maxUserSearch)
+	if err != nil {
+		return err
+	}
+	users, err := store.SearchUsers(c.UserContext(), s.db, q, limit)
+	if err != nil {
+		return err
+	}
+	out := make([]publicUser, len(users))
+	for i := range users {
+		out[i] = toPublicUser(&users[i])
+	}
+	return c.JSON(fiber.Map{"users": out})
+}
+
+// hasControl reports whether s contains a control character (line breaks
+// included), which names and URLs have no use for.
+func hasControl(s string) bool {
+	return strings.IndexFunc(s, unicode.IsControl) >= 0
 }

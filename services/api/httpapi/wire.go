@@ -17,7 +17,7 @@ import (
 )
 
 // The JSON shapes of responses. Ids are strings, seqs are numbers
-// (DESIGN.md); openapi.json describes the same shapes.
+// (docs/architecture.md); openapi.json describes the same shapes.
 
 // publicUser is what anyone signed in may see of a user.
 type publicUser struct {
@@ -40,6 +40,9 @@ type authResponse struct {
 	User      privateUser `json:"user"`
 	Token     string      `json:"token"`
 	ExpiresAt time.Time   `json:"expiresAt"`
+	// RefreshToken is spent by POST /api/auth/refresh for the next pair.
+	RefreshToken     string    `json:"refreshToken"`
+	RefreshExpiresAt time.Time `json:"refreshExpiresAt"`
 }
 
 type memberJSON struct {
@@ -51,6 +54,8 @@ type memberJSON struct {
 	Role        chat.Role `json:"role"`
 	LastReadSeq int64     `json:"lastReadSeq"`
 	JoinedAt    time.Time `json:"joinedAt"`
+	// IsMuted is given only for the caller's own membership.
+	IsMuted *bool `json:"isMuted,omitempty"`
 }
 
 type roomJSON struct {
@@ -60,6 +65,8 @@ type roomJSON struct {
 	CreatedBy   string    `json:"createdBy"`
 	CreatedAt   time.Time `json:"createdAt"`
 	MemberCount int64     `json:"memberCount"`
+	// IsActive is false for an archived room, which takes no new messages.
+	IsActive bool `json:"isActive"`
 	// MyRole is null when the caller is not a member (a channel they see).
 	MyRole *chat.Role `json:"myRole"`
 	// Members is set only in the response to creating a room.
@@ -71,8 +78,42 @@ type roomSummaryJSON struct {
 	LastMessage *messageJSON `json:"lastMessage"`
 	UnreadCount int64        `json:"unreadCount"`
 	LastReadSeq int64        `json:"lastReadSeq"`
+	// LastSeq is the seq of the room's newest event; -1 when none.
+	LastSeq int64 `json:"lastSeq"`
+	// Role is the caller's role (the same as myRole, never null here).
+	Role chat.Role `json:"role"`
+	// IsMuted is the caller's mute setting.
+	IsMuted bool `json:"isMuted"`
 	// Peer is the other member of a direct room; absent for other rooms.
-	Peer *memberJSON `json:"peer,omitempty"`
+	Peer *peerJSON `json:"peer,omitempty"`
+}
+
+// peerJSON is a member with its user id also as id, the shape of a user.
+type peerJSON struct {
+	ID string `json:"id"`
+	memberJSON
+}
+
+// channelJSON is one entry of the channel directory.
+type channelJSON struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Type        string `json:"type"`
+	MemberCount int64  `json:"memberCount"`
+	Joined      bool   `json:"joined"`
+}
+
+// uploadJSON is an uploaded file; URL is where members fetch it.
+type uploadJSON struct {
+	ID          string    `json:"id"`
+	RoomID      string    `json:"roomId"`
+	Name        string    `json:"name"`
+	Size        int64     `json:"size"`
+	ContentType string    `json:"contentType"`
+	URL         string    `json:"url"`
+	Width       *int      `json:"width,omitempty"`
+	Height      *int      `json:"height,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
 }
 
 // messageJSON has the fields of protocol.Message plus the edit and delete
@@ -170,7 +211,7 @@ func toMembers(ms []store.Member) []memberJSON {
 func toRoom(r *store.RoomView) roomJSON {
 	out := roomJSON{
 		ID: idString(r.ID), Name: r.Name, Type: r.Type, CreatedBy: idString(r.CreatedBy),
-		CreatedAt: r.CreatedAt, MemberCount: r.MemberCount,
+		CreatedAt: r.CreatedAt, MemberCount: r.MemberCount, IsActive: r.IsActive,
 	}
 	if r.Role != "" {
 		role := r.Role
@@ -202,7 +243,14 @@ func toMessage(m *store.MessageView) messageJSON {
 // v. Unknown fields are ignored; every failure is BAD_REQUEST with a message
 // that says what is wrong.
 func decodeBody(c *fiber.Ctx, v any) error {
-	body := bytes.TrimSpace(c.Body())
+	return decodeJSONBody(c.Body(), v)
+}
+
+// decodeJSONBody decodes a request body holding one JSON object into v,
+// with a BAD_REQUEST that names the field on a type mismatch. (The body is
+// never compressed: web refuses a Content-Encoding before handlers run.)
+func decodeJSONBody(body []byte, v any) error {
+	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return chat.Errorf(chat.CodeBadRequest, "request body required: a JSON object")
 	}

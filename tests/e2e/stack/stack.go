@@ -136,14 +136,21 @@ func NewStack(t testing.TB, opts Options) *Stack {
 		"KAFKA_TOPIC":        s.Topic,
 		"KAFKA_PARTITIONS":   strconv.Itoa(int(opts.Partitions)),
 		"JWT_SECRET":         Secret,
-		"LOG_LEVEL":          "warn",
-		"LOG_FORMAT":         "text",
-		"SHUTDOWN_TIMEOUT":   "5s",
-		"DELIVERY_GROUP":     testenv.RandomName("e2e-delivery-"),
-		"PERSIST_GROUP":      testenv.RandomName("e2e-persist-"),
-		"PRESENCE_CONSUMER":  testenv.RandomName("e2e-presence-"),
-		// Tests register a handful of users from one address.
-		"AUTH_RATE_LIMIT": "10000",
+		// The database URL carries the development password.
+		"RELAY_ENV":         "development",
+		"LOG_LEVEL":         "warn",
+		"LOG_FORMAT":        "text",
+		"SHUTDOWN_TIMEOUT":  "5s",
+		"DELIVERY_GROUP":    testenv.RandomName("e2e-delivery-"),
+		"PERSIST_GROUP":     testenv.RandomName("e2e-persist-"),
+		"PRESENCE_CONSUMER": testenv.RandomName("e2e-presence-"),
+		// Tests register a handful of users from one address, and some
+		// make many requests as one user; tests/security sets its own.
+		"AUTH_RATE_LIMIT":         "10000",
+		"RATE_WRITES_PER_MIN":     "100000",
+		"RATE_ROOMS_PER_HOUR":     "100000",
+		"RATE_SEARCHES_PER_MIN":   "100000",
+		"ROOM_CREATE_MAX_MEMBERS": "1000",
 	}
 	if lvl := os.Getenv("E2E_LOG_LEVEL"); lvl != "" {
 		base["LOG_LEVEL"] = lvl
@@ -156,6 +163,9 @@ func NewStack(t testing.TB, opts Options) *Stack {
 		// Static group members, as scripts/run.sh runs them: a consumer
 		// restarted after a SIGKILL takes its partitions back at once.
 		env["KAFKA_GROUP_INSTANCE_ID"] = testenv.RandomName(name + "-")
+		// The process name, as scripts/run.sh sets it: traces tell the
+		// gateways apart by it (service.instance.id).
+		env["INSTANCE_ID"] = name
 		maps.Copy(env, opts.ServiceEnv[service])
 		s.procs[name] = &process{name: name, bin: opts.Binaries.Path(service), addr: env["HTTP_ADDR"], env: env}
 		s.order = append(s.order, name)

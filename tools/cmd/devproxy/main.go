@@ -12,7 +12,11 @@
 //	                        default http://127.0.0.1:8090), sticky per client
 //	                        via the relay_gw cookie, else the client address;
 //	                        gateways that refuse a TCP dial are skipped
-//	anything else           API_UPSTREAM (until there is a web frontend)
+//	/ready, /metrics        API_UPSTREAM
+//	anything else           the web app built in WEB_DIR (web/dist: its files,
+//	                        and index.html for app routes), with nosniff and a
+//	                        restrictive Content-Security-Policy; API_UPSTREAM
+//	                        when WEB_DIR has no index.html
 //
 // httputil.ReverseProxy handles the WebSocket Upgrade handshake and then
 // pipes the hijacked connection in both directions.
@@ -48,6 +52,7 @@ type config struct {
 	addr      string
 	api       string
 	gateways  string
+	webDir    string
 	dialProbe time.Duration
 }
 
@@ -63,6 +68,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 		addr:      envOr(getenv, "DEVPROXY_ADDR", "127.0.0.1:3000"),
 		api:       envOr(getenv, "API_UPSTREAM", "http://127.0.0.1:8080"),
 		gateways:  envOr(getenv, "GATEWAY_UPSTREAMS", "http://127.0.0.1:8090"),
+		webDir:    getenv("WEB_DIR"),
 		dialProbe: 300 * time.Millisecond,
 	}
 	fs := flag.NewFlagSet("devproxy", flag.ContinueOnError)
@@ -70,6 +76,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (confi
 	fs.StringVar(&cfg.addr, "addr", cfg.addr, "listen address (env DEVPROXY_ADDR)")
 	fs.StringVar(&cfg.api, "api", cfg.api, "api upstream base URL (env API_UPSTREAM)")
 	fs.StringVar(&cfg.gateways, "gateways", cfg.gateways, "comma-separated gateway upstream base URLs (env GATEWAY_UPSTREAMS)")
+	fs.StringVar(&cfg.webDir, "web", cfg.webDir, "directory of the built web app (web/dist), served at / (env WEB_DIR)")
 	fs.DurationVar(&cfg.dialProbe, "dial-timeout", cfg.dialProbe, "TCP probe timeout used to skip dead gateways")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -100,9 +107,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if err != nil {
 		return fmt.Errorf("GATEWAY_UPSTREAMS: %w", err)
 	}
-	proxy, err := NewProxy(Options{API: api, Gateways: gws, Logger: logger, DialTimeout: cfg.dialProbe})
+	proxy, err := NewProxy(Options{API: api, Gateways: gws, Logger: logger, DialTimeout: cfg.dialProbe, WebDir: cfg.webDir})
 	if err != nil {
 		return fmt.Errorf("building proxy: %w", err)
+	}
+	if proxy.web == nil && cfg.webDir != "" {
+		logger.Warn("no web app to serve (run `make web`); / goes to the api", "dir", cfg.webDir)
 	}
 
 	ln, err := net.Listen("tcp", cfg.addr)
@@ -120,7 +130,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	for i, g := range gws {
 		gwHosts[i] = g.String()
 	}
-	logger.Info("devproxy listening", "addr", ln.Addr().String(), "api", api.String(), "gateways", gwHosts)
+	logger.Info("devproxy listening", "addr", ln.Addr().String(), "api", api.String(), "gateways", gwHosts, "web", proxy.web != nil)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -37,6 +37,10 @@ type Options struct {
 	// ProbeTTL caches probe results so socket.io long-polling does not pay
 	// a TCP handshake per request.
 	ProbeTTL time.Duration
+	// WebDir is the built web app (web/dist), served at every path that is
+	// not the api's or a gateway's. Empty, or a directory without
+	// index.html, sends those paths to the api.
+	WebDir string
 }
 
 // Proxy routes the single dev origin to the api and gateway upstreams.
@@ -46,6 +50,7 @@ type Proxy struct {
 	gateways []*httputil.ReverseProxy
 	probes   probeCache
 	logger   *slog.Logger
+	web      *webApp
 }
 
 // NewProxy validates opts and builds the handler.
@@ -66,6 +71,11 @@ func NewProxy(opts Options) (*Proxy, error) {
 		opts.ProbeTTL = time.Second
 	}
 	p := &Proxy{opts: opts, logger: opts.Logger, probes: probeCache{entries: map[string]probeEntry{}}}
+	web, err := newWebApp(opts.WebDir)
+	if err != nil {
+		return nil, fmt.Errorf("web app in %s: %w", opts.WebDir, err)
+	}
+	p.web = web
 	p.api = p.reverseProxy(opts.API)
 	for _, g := range opts.Gateways {
 		p.gateways = append(p.gateways, p.reverseProxy(g))
@@ -110,11 +120,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// /api, /api/... and, until a web frontend exists, everything else.
+	if p.web != nil && !isAPIPath(path) {
+		p.web.ServeHTTP(w, r)
+		return
+	}
+
+	// /api, /api/... (and everything else when no web app is built).
 	if _, err := r.Cookie(StickyCookie); err != nil {
 		setStickyCookie(w, newToken())
 	}
 	p.api.ServeHTTP(w, r)
+}
+
+// isAPIPath is what the api serves: /api/... and its operational endpoints.
+func isAPIPath(path string) bool {
+	return path == "/api" || strings.HasPrefix(path, "/api/") ||
+		path == "/ready" || path == "/metrics"
 }
 
 func isGatewayPath(path string) bool {
