@@ -95,6 +95,8 @@ plan() {
 # the database waits its 20 ms flush interval anyway), and at the
 # persister's 10 ms default an idle stack polled the broker 100 times a
 # second (docs/performance.md). PERSIST_FETCH_WAIT set by the caller wins.
+# The gateways get a larger Redis connection pool (below) unless REDIS_URL
+# already sets pool_size.
 service_env() {
 	if [[ -n "${GOMAXPROCS:-}" ]]; then
 		echo "GOMAXPROCS=$GOMAXPROCS"
@@ -105,6 +107,15 @@ service_env() {
 		esac
 	fi
 	[[ "$1" == persister ]] && echo "PERSIST_FETCH_WAIT=${PERSIST_FETCH_WAIT:-50ms}"
+	if [[ "$1" == gateway && "$REDIS_URL" != *pool_size=* ]]; then
+		# Every send makes a Redis round trip before it is produced; with
+		# go-redis's default pool (10 per P) a gateway at 500 sends/s on a
+		# busy machine had ~300 sends queued for a connection (goroutine
+		# profile, docs/performance.md).
+		local sep='?'
+		[[ "$REDIS_URL" == *\?* ]] && sep='&'
+		echo "REDIS_URL=${REDIS_URL}${sep}pool_size=128"
+	fi
 	return 0
 }
 

@@ -64,11 +64,11 @@ type CompareParams struct {
 
 // CompareRun is one system's run at one rate in one round.
 type CompareRun struct {
-	Round   int     `json:"round"`
-	Rate    float64 `json:"rate"`
-	System  string  `json:"system"`
-	Order   int     `json:"order"` // position within the round's rate (interleaving)
-	Started time.Time
+	Round   int       `json:"round"`
+	Rate    float64   `json:"rate"`
+	System  string    `json:"system"`
+	Order   int       `json:"order"` // position within the round's rate (interleaving)
+	Started time.Time `json:"started"`
 	Accounting
 	Ack     Summary `json:"sendToAck"`
 	Deliver Summary `json:"sendToDeliver"`
@@ -82,8 +82,13 @@ type CompareRun struct {
 	// other work on a shared machine (% of one core).
 	OtherCPU float64 `json:"otherCpuPct"`
 	// Hops are the system's own per-hop histograms over the run.
-	Hops  []HopStat `json:"hops,omitempty"`
-	Error string    `json:"error,omitempty"`
+	Hops []HopStat `json:"hops,omitempty"`
+	// Errors are error replies to sends by code; Closes connections the
+	// server ended, by close code (relay closes a client that cannot keep
+	// up with 4000, and its missed deliveries count as lost).
+	Errors map[string]int64 `json:"errors,omitempty"`
+	Closes map[string]int64 `json:"closes,omitempty"`
+	Error  string           `json:"error,omitempty"`
 }
 
 // ProcCPU is one process row's average CPU over a run's send phase.
@@ -528,9 +533,11 @@ rounds:
 // fill copies what compare reports from one run's result.
 func (r *CompareRun) fill(one *Result) {
 	r.MachineCPU, r.OtherCPU = one.MachineCPU, one.OtherCPU
+	r.Closes = one.Closes
 	if len(one.Steps) > 0 {
 		st := one.Steps[0]
 		r.Accounting, r.Ack, r.Deliver, r.SentPerSec = st.Accounting, st.Ack, st.Deliver, st.SentPerSec
+		r.Errors = st.Errors
 	}
 	for _, p := range one.Procs {
 		r.CPU = append(r.CPU, ProcCPU{Label: p.Label, Pct: p.CPUAvg})
@@ -549,6 +556,12 @@ func printRun(w io.Writer, r CompareRun) {
 	fmt.Fprintf(w, "%5d %5g  %-12s %6d %7d %5d %8d %8.1f %12.1f %7.1f %7.1f %11.0f %9.0f %7.0f  %s",
 		r.Round, r.Rate, r.System, r.Sent, r.Acked, r.Lost, r.Unacked, r.Ack.P99, r.Deliver.P50, r.Deliver.P99, r.Deliver.Max,
 		r.StackCPU(), r.MachineCPU, r.OtherCPU, strings.Join(procs, ", "))
+	if len(r.Errors) > 0 {
+		fmt.Fprintf(w, "  errors: %v", r.Errors)
+	}
+	if len(r.Closes) > 0 {
+		fmt.Fprintf(w, "  closed by server: %v", r.Closes)
+	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "  error: %s", truncate(r.Error, 80))
 	}
