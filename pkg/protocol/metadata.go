@@ -394,11 +394,32 @@ func checkURLs(v any, path string, urlKey bool) error {
 			}
 		}
 	case string:
-		if urlKey && !IsHTTPURL(x) {
-			return chat.Errorf(chat.CodeBadRequest, "%s must be an absolute http or https URL", path)
+		if urlKey && !IsHTTPURL(x) && !IsUploadPath(x) {
+			return chat.Errorf(chat.CodeBadRequest, "%s must be an absolute http or https URL or an upload's /api/uploads/<id>", path)
 		}
 	}
 	return nil
+}
+
+// UploadPathPrefix is where the api serves uploaded files; a file or image
+// message's metadata points there (docs/protocol.md).
+const UploadPathPrefix = "/api/uploads/"
+
+// IsUploadPath reports whether s is the path of one of Relay's own uploads,
+// /api/uploads/<id> with a base64url id: same-origin, so a client resolves
+// it against the api it talks to, and nothing else (no "..", no query, no
+// second slash) can ride along.
+func IsUploadPath(s string) bool {
+	id, ok := strings.CutPrefix(s, UploadPathPrefix)
+	if !ok || id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // IsHTTPURL reports whether s is an absolute http(s) URL with a host and

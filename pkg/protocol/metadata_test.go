@@ -65,6 +65,11 @@ func TestCheckMetadataURLs(t *testing.T) {
 		{`{"avatar_uri":"//evil.example/x"}`, "metadata.avatar_uri"},
 		{`{"url":"https://user:pw@a.example/"}`, "metadata.url"},
 		{`{"url":"/relative/path"}`, "metadata.url"},
+		{`{"url":"/api/uploads/3q2-7wZ_aB9xYc1dEfGh0A"}`, ""}, // an upload of the api's own
+		{`{"url":"/api/uploads/../users/1"}`, "metadata.url"},
+		{`{"url":"/api/uploads/x?y=1"}`, "metadata.url"},
+		{`{"url":"//evil.example/api/uploads/x"}`, "metadata.url"},
+		{`{"url":"/api/uploads/"}`, "metadata.url"},
 		{`{"url":42}`, ""}, // not a string: nothing a browser would follow
 	} {
 		err := CheckMetadata([]byte(c.in))
