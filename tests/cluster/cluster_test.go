@@ -62,7 +62,8 @@ func (c *cluster) script(t *testing.T, args ...string) {
 	}
 }
 
-// metric reads one series of an instance's /metrics (0 when absent).
+// metric reads a series of an instance's /metrics, summed over its label
+// sets unless series names them (0 when absent).
 func (c *cluster) metric(t *testing.T, inst, series string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + c.addrs[inst] + "/metrics")
@@ -74,13 +75,25 @@ func (c *cluster) metric(t *testing.T, inst, series string) float64 {
 	_, _ = buf.ReadFrom(resp.Body)
 	sc := bufio.NewScanner(&buf)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	// The sum over the series' label sets (gateway_connections is per
+	// protocol), or its one unlabelled sample.
+	sum := 0.0
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+		line, ok := strings.CutPrefix(sc.Text(), series)
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(line, "{") {
+			_, line, ok = strings.Cut(line, "} ")
+		} else {
+			line, ok = strings.CutPrefix(line, " ")
+		}
+		if ok {
+			f, _ := strconv.ParseFloat(line, 64)
+			sum += f
 		}
 	}
-	return 0
+	return sum
 }
 
 func (c *cluster) ws() string { return "ws" + strings.TrimPrefix(c.edge, "http") + "/ws" }
