@@ -53,7 +53,7 @@ cluster-stop: ## stop what `make cluster` started (deps stay up)
 .PHONY: test-cluster
 test-cluster: deps cluster-tools ## cluster mode tests (tests/cluster): message path through nginx, replica stopped, gateway killed
 	@scripts/cluster.sh up
-	@. scripts/env.sh && RELAY_CLUSTER_IT=1 go test -count=1 -v -timeout 10m ./tests/cluster/; rc=$$?; scripts/cluster.sh down; exit $$rc
+	@. scripts/env.sh && rc=0 && { RELAY_CLUSTER_IT=1 go test -count=1 -v -timeout 10m ./tests/cluster/ || rc=$$?; }; scripts/cluster.sh down; exit $$rc
 
 test-short: ## unit tests only (-short), no deps needed
 	@. scripts/env.sh && go test -count=1 -short -timeout 10m $(addsuffix /...,$(MODULE_DIRS))
