@@ -34,25 +34,36 @@ func actorRole(ctx context.Context, tx *gorm.DB, roomID, actorID int64) (chat.Ro
 	return chat.Role(roles[0]), nil
 }
 
+// lockAsAdmin locks roomID's row (serialising the room's member changes)
+// and checks that actorID is one of its admins and that the room is not a
+// direct one: each refusal is FORBIDDEN with the caller's message; an
+// unknown room is NOT_FOUND.
+func lockAsAdmin(ctx context.Context, tx *gorm.DB, roomID, actorID int64, direct, notAdmin string) error {
+	typ, err := roomType(ctx, tx, roomID, true)
+	if err != nil {
+		return err
+	}
+	role, err := actorRole(ctx, tx, roomID, actorID)
+	if err != nil {
+		return err
+	}
+	if typ == chat.RoomDirect {
+		return chat.Errorf(chat.CodeForbidden, "%s", direct)
+	}
+	if role != chat.RoleAdmin {
+		return chat.Errorf(chat.CodeForbidden, "%s", notAdmin)
+	}
+	return nil
+}
+
 // UpdateRoom applies p to roomID on behalf of actorID, who must be one of
 // its admins (FORBIDDEN otherwise), and returns the room as the actor sees
 // it. Direct rooms have no settings to change (FORBIDDEN); an unknown room
 // is NOT_FOUND.
 func UpdateRoom(ctx context.Context, db *gorm.DB, roomID, actorID int64, p RoomPatch) (*RoomView, error) {
 	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		typ, err := roomType(ctx, tx, roomID, true)
-		if err != nil {
+		if err := lockAsAdmin(ctx, tx, roomID, actorID, "a direct room cannot be renamed or archived", "only room admins can change the room"); err != nil {
 			return err
-		}
-		role, err := actorRole(ctx, tx, roomID, actorID)
-		if err != nil {
-			return err
-		}
-		if typ == chat.RoomDirect {
-			return chat.Errorf(chat.CodeForbidden, "a direct room cannot be renamed or archived")
-		}
-		if role != chat.RoleAdmin {
-			return chat.Errorf(chat.CodeForbidden, "only room admins can change the room")
 		}
 		set := map[string]any{"updated_at": gorm.Expr("now()")}
 		if p.Name != nil {
@@ -84,19 +95,9 @@ func SetMemberRole(ctx context.Context, db *gorm.DB, roomID, actorID, userID int
 	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		// Locking the room serialises role changes and leaves, so two
 		// admins demoting each other at once still leave one admin.
-		typ, err := roomType(ctx, tx, roomID, true)
+		err := lockAsAdmin(ctx, tx, roomID, actorID, "members of a direct room have no roles to change", "only room admins can change roles")
 		if err != nil {
 			return err
-		}
-		actor, err := actorRole(ctx, tx, roomID, actorID)
-		if err != nil {
-			return err
-		}
-		if typ == chat.RoomDirect {
-			return chat.Errorf(chat.CodeForbidden, "members of a direct room have no roles to change")
-		}
-		if actor != chat.RoleAdmin {
-			return chat.Errorf(chat.CodeForbidden, "only room admins can change roles")
 		}
 		if m, err = member(ctx, tx, roomID, userID); err != nil {
 			return err
@@ -159,19 +160,9 @@ func RemoveMember(ctx context.Context, db *gorm.DB, roomID, actorID, userID int6
 		return err
 	}
 	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		typ, err := roomType(ctx, tx, roomID, true)
+		err := lockAsAdmin(ctx, tx, roomID, actorID, "members cannot be removed from a direct room", "only room admins can remove members")
 		if err != nil {
 			return err
-		}
-		actor, err := actorRole(ctx, tx, roomID, actorID)
-		if err != nil {
-			return err
-		}
-		if typ == chat.RoomDirect {
-			return chat.Errorf(chat.CodeForbidden, "members cannot be removed from a direct room")
-		}
-		if actor != chat.RoleAdmin {
-			return chat.Errorf(chat.CodeForbidden, "only room admins can remove members")
 		}
 		var gone []Member
 		err = tx.Raw(`DELETE FROM room_members m USING users u
