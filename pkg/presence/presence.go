@@ -51,16 +51,9 @@ import (
 	relayredis "relay/pkg/redis"
 )
 
-// Defaults shared by the gateway (how often it heartbeats) and the presence
-// service (when a silent connection expires).
+// The heartbeat interval, presence timeout and typing TTL the gateways
+// and the presence service must agree on are relay/pkg/config.Presence.
 const (
-	// DefaultHeartbeatInterval is how often a gateway sends the heartbeat
-	// batch of its connections.
-	DefaultHeartbeatInterval = 15 * time.Second
-	// DefaultTimeout is how long a connection stays alive without a heartbeat.
-	DefaultTimeout = 30 * time.Second
-	// DefaultTypingTTL is how long typing lasts unless renewed.
-	DefaultTypingTTL = 5 * time.Second
 	// DefaultStreamMaxLen caps the commands stream (approximately). A
 	// presence outage longer than this many commands loses the oldest.
 	DefaultStreamMaxLen = 100_000

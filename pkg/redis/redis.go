@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	goredis "github.com/redis/go-redis/v9"
@@ -67,11 +66,6 @@ func (k Keys) RoomRedactionIndex(roomID int64) string { return k.room(roomID) + 
 // RoomHistory is the capped stream of the room's recent publications; entry
 // ids are "<seq>-1" so a range read by seq needs no index.
 func (k Keys) RoomHistory(roomID int64) string { return k.room(roomID) + ":hist" }
-
-// Dedupe holds the first ack of a user's clientMsgId.
-func (k Keys) Dedupe(userID int64, clientMsgID string) string {
-	return k.Prefix + "dedupe:" + strconv.FormatInt(userID, 10) + ":" + clientMsgID
-}
 
 // MessageAuthor holds "<roomId>:<userId>" of a message the gateway acked, so
 // edits and deletes can check authorship before the row is persisted; the
@@ -215,13 +209,12 @@ func PublishReply(cmd *goredis.Cmd) (res PublishResult, current *int64, err erro
 	return 0, nil, fmt.Errorf("redis: publish: unexpected reply %v", out)
 }
 
-// LoadScripts loads the scripts QueuePublish and QueueFillDedupe run by
-// SHA, e.g. after a NOSCRIPT reply (Redis restarted or flushed its cache).
+// LoadScripts loads the script QueuePublish runs by SHA, e.g. after a
+// NOSCRIPT reply (Redis restarted or flushed its cache). The dedupe fill's
+// script is relay/pkg/dedupe's.
 func LoadScripts(ctx context.Context, c goredis.Scripter) error {
-	for _, sc := range []*goredis.Script{publishScript, fillDedupeScript} {
-		if err := sc.Load(ctx, c).Err(); err != nil {
-			return fmt.Errorf("redis: load script: %w", err)
-		}
+	if err := publishScript.Load(ctx, c).Err(); err != nil {
+		return fmt.Errorf("redis: load script: %w", err)
 	}
 	return nil
 }
@@ -287,38 +280,6 @@ func History(ctx context.Context, c goredis.Cmdable, k Keys, roomID, afterSeq in
 		complete = false
 	}
 	return pubs, complete, nil
-}
-
-// DedupePending is the value of a dedupe key while its send is being
-// produced; the first ack replaces it.
-const DedupePending = "pending"
-
-// fillDedupeScript: KEYS = dedupe key; ARGV = ack, ttl ms. Records the ack
-// only where no ack is recorded yet (key missing or still pending).
-var fillDedupeScript = goredis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v == false or v == '` + DedupePending + `' then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-`)
-
-// FillDedupe records ack as the answer to a user's clientMsgId unless an ack
-// is recorded already. The delivery worker calls it for every message it
-// publishes, so a sender whose gateway died between Kafka's ack and
-// recording it gets the first ack back on retry instead of a second message.
-func FillDedupe(ctx context.Context, c goredis.Scripter, k Keys, userID int64, clientMsgID string, ack []byte, ttl time.Duration) error {
-	if err := fillDedupeScript.Run(ctx, c, []string{k.Dedupe(userID, clientMsgID)}, ack, ttl.Milliseconds()).Err(); err != nil {
-		return fmt.Errorf("redis: fill dedupe: %w", err)
-	}
-	return nil
-}
-
-// QueueFillDedupe adds FillDedupe to a pipeline, by SHA (see QueuePublish);
-// its error after Exec is the command's Err.
-func QueueFillDedupe(ctx context.Context, pipe goredis.Pipeliner, k Keys, userID int64, clientMsgID string, ack []byte, ttl time.Duration) *goredis.Cmd {
-	return fillDedupeScript.EvalSha(ctx, pipe, []string{k.Dedupe(userID, clientMsgID)}, ack, ttl.Milliseconds())
 }
 
 // redactHistory rewrites, in place, the frames of pubs whose message was

@@ -4,9 +4,9 @@
 // LOG_FORMAT, SHUTDOWN_TIMEOUT):
 //
 //	HTTP_ADDR                    listen address of /health, /ready, /metrics (default 127.0.0.1:8120)
-//	PRESENCE_HEARTBEAT_INTERVAL  how often gateways send heartbeats (default 15s); the gateway reads the same variable
-//	PRESENCE_TIMEOUT             a connection without heartbeat for this long is gone (default 30s)
-//	TYPING_TTL                   typing lasts this long unless renewed (default 5s)
+//	PRESENCE_HEARTBEAT_INTERVAL, PRESENCE_TIMEOUT, TYPING_TTL  shared with the gateways (config.Presence):
+//	                             a connection without heartbeat for PRESENCE_TIMEOUT is gone; typing
+//	                             lasts TYPING_TTL unless renewed
 //	PRESENCE_SWEEP_INTERVAL      how often expired connections and typists are swept (default 1s)
 //	PRESENCE_DB_FLUSH_INTERVAL   how often changed users.is_online / last_seen are written (default 2s)
 //	PRESENCE_CONSUMER            consumer name in the group "presence" (default <hostname>-<random>); a
@@ -18,10 +18,10 @@ package tracker
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"relay/pkg/config"
-	"relay/pkg/presence"
 )
 
 // Defaults applied by New to zero fields.
@@ -45,13 +45,10 @@ type Config struct {
 	// Telemetry configures logs and trace export (used by main).
 	Telemetry config.Telemetry
 
-	// HeartbeatInterval is how often gateways heartbeat; only checked
-	// against Timeout here.
-	HeartbeatInterval time.Duration `env:"PRESENCE_HEARTBEAT_INTERVAL"`
-	// Timeout is how long a connection lives without a heartbeat.
-	Timeout time.Duration `env:"PRESENCE_TIMEOUT"`
-	// TypingTTL is how long typing lasts unless renewed.
-	TypingTTL time.Duration `env:"TYPING_TTL"`
+	// Presence holds the timings shared with the gateways: the heartbeat
+	// interval (only checked against PresenceTimeout here), how long a
+	// connection lives without a heartbeat, and how long typing lasts.
+	config.Presence
 	// SweepInterval is the period of the expiry sweeper.
 	SweepInterval time.Duration `env:"PRESENCE_SWEEP_INTERVAL"`
 	// FlushInterval is the period of the PostgreSQL writer.
@@ -74,15 +71,7 @@ func (c Config) withDefaults() Config {
 	if c.HTTP.ShutdownTimeout == 0 {
 		c.HTTP.ShutdownTimeout = defaultShutdownTimeout
 	}
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = presence.DefaultHeartbeatInterval
-	}
-	if c.Timeout == 0 {
-		c.Timeout = presence.DefaultTimeout
-	}
-	if c.TypingTTL == 0 {
-		c.TypingTTL = presence.DefaultTypingTTL
-	}
+	c.Presence = c.Presence.WithDefaults()
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval
 	}
@@ -105,13 +94,11 @@ func (c Config) validate() error {
 		return errors.New("presence: REDIS_URL required")
 	case c.Postgres.URL == "":
 		return errors.New("presence: DATABASE_URL required")
-	case c.HeartbeatInterval < 0 || c.Timeout < 0 || c.TypingTTL < 0 || c.SweepInterval < 0 ||
-		c.FlushInterval < 0 || c.ClaimIdle < 0 || c.ReadCount < 0:
+	case c.SweepInterval < 0 || c.FlushInterval < 0 || c.ClaimIdle < 0 || c.ReadCount < 0:
 		return errors.New("presence: durations and counts must be positive")
-	case c.Timeout <= c.HeartbeatInterval:
-		// One late heartbeat must not take a user offline.
-		return errors.New("presence: PRESENCE_TIMEOUT must exceed PRESENCE_HEARTBEAT_INTERVAL")
-	case c.TypingTTL < 100*time.Millisecond || c.Timeout < 100*time.Millisecond:
+	case c.Presence.Validate() != nil:
+		return fmt.Errorf("presence: %w", c.Presence.Validate())
+	case c.TypingTTL < 100*time.Millisecond || c.PresenceTimeout < 100*time.Millisecond:
 		return errors.New("presence: TYPING_TTL and PRESENCE_TIMEOUT must be at least 100ms")
 	case c.HTTP.ShutdownTimeout < 0:
 		return errors.New("presence: SHUTDOWN_TIMEOUT must not be negative")

@@ -37,16 +37,16 @@ func newEnv(t *testing.T) *env {
 	rdb, prefix := testenv.Redis(t)
 	_, rc, _ := testenv.Env(t)
 	cfg := svc.Config{
-		Redis:             config.Redis{URL: rc.URL, Prefix: prefix},
-		Postgres:          config.Postgres{URL: testenv.Database(t), MaxConns: 4},
-		Telemetry:         config.Telemetry{LogLevel: "warn", LogFormat: "text"},
-		HTTP:              config.HTTP{ShutdownTimeout: 5 * time.Second},
-		HeartbeatInterval: 300 * time.Millisecond,
-		Timeout:           1500 * time.Millisecond,
-		TypingTTL:         time.Second,
-		SweepInterval:     100 * time.Millisecond,
-		FlushInterval:     200 * time.Millisecond,
-		ClaimIdle:         time.Second,
+		Redis:     config.Redis{URL: rc.URL, Prefix: prefix},
+		Postgres:  config.Postgres{URL: testenv.Database(t), MaxConns: 4},
+		Telemetry: config.Telemetry{LogLevel: "warn", LogFormat: "text"},
+		HTTP:      config.HTTP{ShutdownTimeout: 5 * time.Second},
+		Presence: config.Presence{
+			HeartbeatInterval: 300 * time.Millisecond, PresenceTimeout: 1500 * time.Millisecond, TypingTTL: time.Second,
+		},
+		SweepInterval: 100 * time.Millisecond,
+		FlushInterval: 200 * time.Millisecond,
+		ClaimIdle:     time.Second,
 	}
 	keys := presence.NewKeys(prefix)
 	return &env{t: t, rdb: rdb, keys: keys, cfg: cfg, reader: presence.NewReader(rdb, keys)}

@@ -95,7 +95,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if err := store.RegisterPool(tel.Registry, s.db); err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
-	s.state = NewState(s.rdb, keys, cfg.Timeout, cfg.TypingTTL)
+	s.state = NewState(s.rdb, keys, cfg.PresenceTimeout, cfg.TypingTTL)
 	s.reader = presence.NewReader(s.rdb, keys)
 	s.app = web.NewApp(web.Options{Service: "presence", Telemetry: tel, Pprof: cfg.HTTP.Pprof, Checks: map[string]web.Check{
 		"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
@@ -140,7 +140,7 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	g.Go(func() error { return s.flushLoop(gctx) })
 	g.Go(func() error { return web.ServeListener(gctx, s.app, ln, s.cfg.HTTP.ShutdownTimeout) })
 	s.log.InfoContext(ctx, "presence running", "consumer", s.consumer, "stream", s.keys.Commands(),
-		"addr", ln.Addr().String(), "timeout", s.cfg.Timeout, "typing_ttl", s.cfg.TypingTTL)
+		"addr", ln.Addr().String(), "timeout", s.cfg.PresenceTimeout, "typing_ttl", s.cfg.TypingTTL)
 	err := g.Wait()
 	s.log.Info("presence stopped")
 	return err

@@ -110,7 +110,7 @@ func TestOfflineWhenGatewayStopsHeartbeating(t *testing.T) {
 	if d := r.update.LastSeen.Sub(lastBeat); d < -time.Second || d > time.Second {
 		t.Fatalf("lastSeen %v, last heartbeat sent %v", r.update.LastSeen, lastBeat)
 	}
-	l.none(2 * e.cfg.Timeout)
+	l.none(2 * e.cfg.PresenceTimeout)
 	sts, err := e.reader.Users(ctx, []int64{1, 2, 3})
 	must(t, err)
 	if sts[0].Online() || !sts[1].Online() || sts[2].Online() || sts[2].LastSeen != nil {
@@ -278,7 +278,7 @@ func TestRestartKeepsState(t *testing.T) {
 	if !got["1 offline"] || !got["3 online"] {
 		t.Fatalf("events after restart %v", got)
 	}
-	l.none(2 * e.cfg.Timeout)
+	l.none(2 * e.cfg.PresenceTimeout)
 	sts, err := e.reader.Users(ctx, []int64{1, 2, 3})
 	must(t, err)
 	if sts[0].Online() || !sts[1].Online() || !sts[2].Online() {
@@ -376,7 +376,7 @@ func TestConfigValidation(t *testing.T) {
 	tel, err := telemetryFor(e)
 	must(t, err)
 	cfg := e.cfg
-	cfg.Timeout = cfg.HeartbeatInterval
+	cfg.PresenceTimeout = cfg.HeartbeatInterval
 	if _, err := newService(cfg, tel); err == nil || !strings.Contains(err.Error(), "PRESENCE_TIMEOUT") {
 		t.Fatalf("timeout <= heartbeat interval accepted: %v", err)
 	}

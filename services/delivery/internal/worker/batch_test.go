@@ -8,6 +8,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"relay/pkg/dedupe"
 	"relay/pkg/events"
 	"relay/pkg/protocol"
 	"relay/pkg/redis"
@@ -66,7 +67,7 @@ func TestDeliveryBatchMixedOutcomes(t *testing.T) {
 	checkChain(t, history(fresh), nil, []int64{7, 13})
 	for id, seq := range map[string]int64{"c7": 7, "c11": 11} {
 		var ack protocol.SendAck
-		v, err := e.rdb.Get(ctx, e.keys.Dedupe(1, id)).Result()
+		v, err := e.rdb.Get(ctx, dedupe.Keys{Prefix: e.keys.Prefix}.Key(1, id)).Result()
 		if err != nil || json.Unmarshal([]byte(v), &ack) != nil || ack.Seq != seq || ack.ClientMsgID != id {
 			t.Fatalf("dedupe %s: %q %v, want the ack of seq %d", id, v, err, seq)
 		}

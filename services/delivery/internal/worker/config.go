@@ -7,7 +7,8 @@
 //	DELIVERY_GROUP             Kafka consumer group id (default delivery)
 //	DELIVERY_DLQ_TOPIC         dead-letter topic for undecodable records (default <KAFKA_TOPIC>.dlq)
 //	DELIVERY_HISTORY_CAP       approximate length of each room's recent-history stream (default 1000)
-//	DEDUPE_TTL                 how long a clientMsgId's ack recorded by the worker is kept (default 24h)
+//	DEDUPE_TTL                 how long a clientMsgId's ack recorded by the worker is kept (default 24h;
+//	                           shared with the gateways: config.Dedupe)
 //	DELIVERY_SEQ_CACHE_ROOMS   rooms per partition whose last seq is cached in memory (default 10000)
 //	DELIVERY_BATCH             records of a partition published with one Redis round trip, at most (default 64)
 //	DELIVERY_RETRY_MIN         first wait after a failed Redis or Kafka call (default 50ms)
@@ -53,10 +54,10 @@ type Config struct {
 	config.Consumer `envPrefix:"DELIVERY_"`
 	// HistoryCap is the approximate number of publications kept per room.
 	HistoryCap int `env:"DELIVERY_HISTORY_CAP"`
-	// DedupeTTL is how long a clientMsgId's ack is kept when the worker
-	// records it for a sender whose gateway could not; zero means 24 h, the
-	// gateway's default (the same variable, DEDUPE_TTL).
-	DedupeTTL time.Duration `env:"DEDUPE_TTL"`
+	// Dedupe holds DEDUPE_TTL, how long a clientMsgId's ack is kept when
+	// the worker records it for a sender whose gateway could not; shared
+	// with the gateways, zero means its default.
+	config.Dedupe
 	// SeqCacheRooms bounds the per-partition cache of rooms' last seqs.
 	SeqCacheRooms int `env:"DELIVERY_SEQ_CACHE_ROOMS"`
 	// Batch bounds how many of a partition's waiting records go to Redis
@@ -73,9 +74,7 @@ func (c Config) withDefaults() Config {
 		c.HTTP.ShutdownTimeout = defaultShutdown
 	}
 	c.Consumer = c.Consumer.WithDefaults(DefaultGroup, c.Kafka.Topic, DefaultRetryMin, DefaultRetryMax)
-	if c.DedupeTTL == 0 {
-		c.DedupeTTL = 24 * time.Hour
-	}
+	c.Dedupe = c.Dedupe.WithDefaults()
 	if c.HistoryCap == 0 {
 		c.HistoryCap = DefaultHistoryCap
 	}
@@ -96,6 +95,8 @@ func (c Config) validate() error {
 	switch {
 	case c.Redis.URL == "":
 		return errors.New("delivery: REDIS_URL required")
+	case c.Dedupe.Validate() != nil:
+		return fmt.Errorf("delivery: %w", c.Dedupe.Validate())
 	case c.HistoryCap < 1:
 		return errors.New("delivery: DELIVERY_HISTORY_CAP must be positive")
 	case c.SeqCacheRooms < 1:

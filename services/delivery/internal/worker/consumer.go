@@ -258,7 +258,7 @@ func (w *partitionWorker) fillDedupe(ctx context.Context, e *events.Event, seq i
 		return err
 	}
 	return s.retry(ctx, "fill dedupe", func() error {
-		err := redis.FillDedupe(ctx, s.rdb, s.keys, e.UserID, e.ClientMsgID, ack, s.cfg.DedupeTTL)
+		err := s.dedupe.Fill(ctx, s.dedupe.Key(e.UserID, e.ClientMsgID), ack)
 		if err != nil {
 			s.m.redisErrors.Inc()
 		}
@@ -338,7 +338,7 @@ func (w *partitionWorker) publish(ctx context.Context, msgs []*sarama.ConsumerMe
 		last[e.RoomID] = &seq
 		b.pub = redis.QueuePublish(pctx, pipe, s.keys, e.RoomID, seq, prev, payload, s.cfg.HistoryCap, redactionOf(e)...)
 		if ack != nil {
-			b.fill = redis.QueueFillDedupe(pctx, pipe, s.keys, e.UserID, e.ClientMsgID, ack, s.cfg.DedupeTTL)
+			b.fill = s.dedupe.QueueFill(pctx, pipe, s.dedupe.Key(e.UserID, e.ClientMsgID), ack)
 		}
 	}
 	start := time.Now()
@@ -350,9 +350,7 @@ func (w *partitionWorker) publish(ctx context.Context, msgs []*sarama.ConsumerMe
 			return ctx.Err()
 		}
 		if isNoScript(err) {
-			if err := redis.LoadScripts(ctx, s.rdb); err != nil {
-				s.log.WarnContext(ctx, "load scripts", "err", err)
-			}
+			s.loadScripts(ctx)
 		}
 	} else {
 		s.m.publish.Observe(time.Since(start).Seconds())

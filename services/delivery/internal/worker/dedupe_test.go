@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"relay/pkg/dedupe"
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 )
 
 // A gateway that died between Kafka's ack and recording it leaves only the
@@ -19,9 +19,9 @@ func TestDeliveryRecordsAcksGatewaysCouldNot(t *testing.T) {
 	e := newEnv(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pending := e.keys.Dedupe(5, "lost-ack")
-	recorded := e.keys.Dedupe(5, "recorded")
-	if err := e.rdb.Set(ctx, pending, redis.DedupePending, time.Minute).Err(); err != nil {
+	pending := dedupe.Keys{Prefix: e.keys.Prefix}.Key(5, "lost-ack")
+	recorded := dedupe.Keys{Prefix: e.keys.Prefix}.Key(5, "recorded")
+	if err := e.rdb.Set(ctx, pending, dedupe.Pending, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.rdb.Set(ctx, recorded, `{"id":"first"}`, time.Minute).Err(); err != nil {

@@ -14,6 +14,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"relay/pkg/dedupe"
 	"relay/pkg/kafka"
 	"relay/pkg/redis"
 	"relay/pkg/telemetry"
@@ -30,6 +31,8 @@ type Service struct {
 	log  *slog.Logger
 	rdb  *goredis.Client
 	keys redis.Keys
+	// dedupe fills the acks of senders whose gateway could not.
+	dedupe *dedupe.Store
 
 	kafka *kafka.Consumer
 	dlq   *kafka.DeadLetters
@@ -69,11 +72,12 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {
 		return nil, fmt.Errorf("delivery: metrics: %w", err)
 	}
+	if s.dedupe, err = dedupe.New(s.rdb, dedupe.Options{Keys: dedupe.Keys{Prefix: cfg.Redis.Prefix}, TTL: cfg.DedupeTTL}); err != nil {
+		return nil, fmt.Errorf("delivery: %w", err)
+	}
 	// Loaded up front so the first batches take the pipelined path; a
 	// failure here is only slower (publish loads them on NOSCRIPT).
-	if err := redis.LoadScripts(ctx, s.rdb); err != nil {
-		s.log.WarnContext(ctx, "load scripts", "err", err)
-	}
+	s.loadScripts(ctx)
 	if s.kafka, err = kafka.NewConsumer(ctx, kafka.ConsumerOptions{
 		Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, Partitions: cfg.Kafka.Partitions,
 		ReplicationFactor: cfg.Kafka.ReplicationFactor, MinInsyncReplicas: cfg.Kafka.MinInsyncReplicas,
@@ -89,6 +93,14 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	}})
 	ok = true
 	return s, nil
+}
+
+// loadScripts loads the Lua scripts the pipelines run by SHA. A failure
+// is only logged: the scripts are loaded again on NOSCRIPT.
+func (s *Service) loadScripts(ctx context.Context) {
+	if err := errors.Join(redis.LoadScripts(ctx, s.rdb), dedupe.LoadScripts(ctx, s.rdb)); err != nil {
+		s.log.WarnContext(ctx, "load scripts", "err", err)
+	}
 }
 
 // Addr is the HTTP listen address after defaults.

@@ -14,17 +14,10 @@ import (
 	"gorm.io/gorm"
 
 	"relay/pkg/chat"
+	"relay/pkg/dedupe"
 	"relay/pkg/redis"
 	"relay/pkg/store"
 )
-
-// dedupePending marks a clientMsgId whose send is in flight.
-const dedupePending = redis.DedupePending
-
-// pendingWait bounds how long a repeated clientMsgId waits for the first
-// send's ack (from its gateway, or from the delivery worker when that
-// gateway died) before it is told to retry.
-const pendingWait = 2 * time.Second
 
 // Author is who wrote a message, and where.
 type Author struct {
@@ -57,11 +50,12 @@ func parseAuthor(v string) (Author, bool) {
 
 // MessagesOptions configure NewMessages; every field is required.
 type MessagesOptions struct {
-	// Keys names the Redis keys.
+	// Keys names the Redis keys of authors.
 	Keys redis.Keys
-	// AuthorTTL keeps a message's author in Redis; DedupeTTL a
-	// clientMsgId's first ack; DedupePendingTTL its in-progress marker.
-	AuthorTTL, DedupeTTL, DedupePendingTTL time.Duration
+	// AuthorTTL keeps a message's author in Redis.
+	AuthorTTL time.Duration
+	// Dedupe claims clientMsgIds and records their acks.
+	Dedupe *dedupe.Store
 	// Log gets degraded Redis writes.
 	Log *slog.Logger
 }
@@ -73,23 +67,23 @@ type Messages struct {
 	rdb  *goredis.Client
 	db   *gorm.DB
 	o    MessagesOptions
-	acks *ackRecorder
+	acks *dedupe.Recorder
 }
 
 // NewMessages makes the adapter; Run records acks until Close.
 func NewMessages(rdb *goredis.Client, db *gorm.DB, o MessagesOptions) *Messages {
-	return &Messages{rdb: rdb, db: db, o: o, acks: newAckRecorder(rdb, o.DedupeTTL, o.Log)}
+	return &Messages{rdb: rdb, db: db, o: o, acks: dedupe.NewRecorder(o.Dedupe, o.Log)}
 }
 
 // Run writes the recorded acks until Close.
-func (m *Messages) Run() { m.acks.run() }
+func (m *Messages) Run() { m.acks.Run() }
 
 // Close stops recording and returns once the queued acks are written.
-func (m *Messages) Close() { m.acks.close() }
+func (m *Messages) Close() { m.acks.Close() }
 
 // DedupeKey is the key of a user's clientMsgId.
 func (m *Messages) DedupeKey(user int64, clientMsgID string) string {
-	return m.o.Keys.Dedupe(user, clientMsgID)
+	return m.o.Dedupe.Key(user, clientMsgID)
 }
 
 // Reserve, in one round trip before the message is produced, records its
@@ -105,78 +99,30 @@ func (m *Messages) Reserve(ctx context.Context, dedupeKey, messageID string, a A
 	pipe.Set(ctx, m.o.Keys.MessageAuthor(messageID), a.String(), m.o.AuthorTTL)
 	var claim *goredis.BoolCmd
 	if dedupeKey != "" {
-		claim = pipe.SetNX(ctx, dedupeKey, dedupePending, m.o.DedupePendingTTL)
+		claim = m.o.Dedupe.QueueClaim(ctx, pipe, dedupeKey)
 	}
 	_, err := pipe.Exec(ctx)
-	if claim != nil && claim.Err() != nil {
-		return nil, chat.Wrap(chat.CodeUnavailable, claim.Err(), "could not check clientMsgId; retry")
-	}
-	if err != nil {
+	if err != nil && (claim == nil || claim.Err() == nil) {
 		m.o.Log.WarnContext(ctx, "record author in redis", "message_id", messageID, "err", err)
 	}
-	if claim == nil || claim.Val() {
+	if claim == nil {
 		return nil, nil
 	}
-	// Used before, or in flight: the first send's ack, once there is one.
-	return m.claimClientMsgID(ctx, dedupeKey)
-}
-
-// claimClientMsgID sets the pending marker of a clientMsgId. It returns the
-// first ack when the id was already used, and (nil, nil) when this send may
-// go ahead. While the first send is in flight it waits up to pendingWait for
-// its ack, then answers CONFLICT (retry).
-func (m *Messages) claimClientMsgID(ctx context.Context, key string) (json.RawMessage, error) {
-	deadline := time.Now().Add(pendingWait)
-	for {
-		ack, err := m.tryClaim(ctx, key)
-		if err == nil || chat.ErrorCode(err) != chat.CodeConflict || time.Now().After(deadline) {
-			return ack, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// tryClaim is one attempt of claimClientMsgID.
-func (m *Messages) tryClaim(ctx context.Context, key string) (json.RawMessage, error) {
-	for range 3 {
-		ok, err := m.rdb.SetNX(ctx, key, dedupePending, m.o.DedupePendingTTL).Result()
-		if err != nil {
-			return nil, chat.Wrap(chat.CodeUnavailable, err, "could not check clientMsgId; retry")
-		}
-		if ok {
-			return nil, nil
-		}
-		v, err := m.rdb.Get(ctx, key).Result()
-		if errors.Is(err, goredis.Nil) {
-			continue // expired or dropped in between: try to claim again
-		}
-		if err != nil {
-			return nil, chat.Wrap(chat.CodeUnavailable, err, "could not check clientMsgId; retry")
-		}
-		if v == dedupePending {
-			return nil, chat.Errorf(chat.CodeConflict, "send in progress; retry")
-		}
-		return json.RawMessage(v), nil
-	}
-	return nil, chat.Errorf(chat.CodeConflict, "send in progress; retry")
+	return m.o.Dedupe.ClaimReply(ctx, dedupeKey, claim)
 }
 
 // Release drops a clientMsgId's claim after a failed send, so the client
 // can retry with the same clientMsgId.
 func (m *Messages) Release(ctx context.Context, dedupeKey string) {
-	if err := m.rdb.Del(context.WithoutCancel(ctx), dedupeKey).Err(); err != nil {
+	if err := m.o.Dedupe.Release(ctx, dedupeKey); err != nil {
 		m.o.Log.WarnContext(ctx, "drop dedupe marker", "err", err)
 	}
 }
 
 // RecordAck records ack as the answer to a clientMsgId, off the send path
-// (acks.go).
+// (dedupe.Recorder).
 func (m *Messages) RecordAck(ctx context.Context, dedupeKey string, ack []byte) {
-	m.acks.record(ctx, dedupeKey, ack)
+	m.acks.Record(ctx, dedupeKey, ack)
 }
 
 // Author finds a message's author: first in Redis (written at ack time,

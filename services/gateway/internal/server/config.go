@@ -77,7 +77,6 @@ import (
 	"time"
 
 	"relay/pkg/config"
-	"relay/pkg/presence"
 	"relay/services/gateway/internal/conn"
 )
 
@@ -138,8 +137,9 @@ type Config struct {
 	MembershipTTL time.Duration `env:"MEMBERSHIP_CACHE_TTL" envDefault:"30s"`
 	// MembershipCacheSize bounds the membership cache; zero means 100000.
 	MembershipCacheSize int `env:"MEMBERSHIP_CACHE_SIZE" envDefault:"100000"`
-	// DedupeTTL keeps a clientMsgId's first ack; zero means 24 h.
-	DedupeTTL time.Duration `env:"DEDUPE_TTL" envDefault:"24h"`
+	// Dedupe holds DEDUPE_TTL, shared with the delivery worker; zero
+	// means its default.
+	config.Dedupe
 	// DedupePendingTTL bounds the in-progress marker; zero means 10 s. It
 	// only matters when a gateway died before Kafka stored the send (when
 	// Kafka stored it, the delivery worker records the ack at once), so it
@@ -172,15 +172,10 @@ type Config struct {
 	// InstanceID names this instance in presence commands; "" means the
 	// host name plus a random suffix (unique per process).
 	InstanceID string `env:"INSTANCE_ID"`
-	// HeartbeatInterval is the period of the presence heartbeat batch;
-	// zero means presence.DefaultHeartbeatInterval (15 s).
-	HeartbeatInterval time.Duration `env:"PRESENCE_HEARTBEAT_INTERVAL" envDefault:"15s"`
-	// PresenceTimeout is the presence service's timeout, only validated
-	// against HeartbeatInterval; zero means presence.DefaultTimeout (30 s).
-	PresenceTimeout time.Duration `env:"PRESENCE_TIMEOUT" envDefault:"30s"`
-	// TypingTTL is the presence service's typing lifetime; zero means
-	// presence.DefaultTypingTTL (5 s).
-	TypingTTL time.Duration `env:"TYPING_TTL" envDefault:"5s"`
+	// Presence holds the heartbeat interval, the presence timeout (only
+	// validated against the interval here) and the typing TTL, shared with
+	// the presence service; zero fields mean their defaults.
+	config.Presence
 	// PresenceCacheTTL bounds the staleness of the room data used to route
 	// presence_update; zero means 30 s.
 	PresenceCacheTTL time.Duration `env:"PRESENCE_CACHE_TTL" envDefault:"30s"`
@@ -260,7 +255,7 @@ func (c Config) withDefaults() Config {
 	defInt(&c.WriteBufferSize, 4096)
 	def(&c.MembershipTTL, 30*time.Second)
 	defInt(&c.MembershipCacheSize, 100000)
-	def(&c.DedupeTTL, 24*time.Hour)
+	c.Dedupe = c.Dedupe.WithDefaults()
 	def(&c.DedupePendingTTL, 10*time.Second)
 	def(&c.AuthorTTL, time.Hour)
 	defInt(&c.ReplayLimit, 1000)
@@ -271,9 +266,7 @@ func (c Config) withDefaults() Config {
 		c.BreakerFailures = 5
 	}
 	def(&c.BreakerOpenTimeout, 2*time.Second)
-	def(&c.HeartbeatInterval, presence.DefaultHeartbeatInterval)
-	def(&c.PresenceTimeout, presence.DefaultTimeout)
-	def(&c.TypingTTL, presence.DefaultTypingTTL)
+	c.Presence = c.Presence.WithDefaults()
 	def(&c.PresenceCacheTTL, 30*time.Second)
 	defInt(&c.PresenceCacheSize, 10000)
 	defInt(&c.PresenceMaxRoomMembers, 1000)
@@ -300,7 +293,6 @@ func (c Config) Validate() error {
 		"WS_MAX_ROOMS": float64(c.MaxRooms), "MEMBERSHIP_CACHE_SIZE": float64(c.MembershipCacheSize),
 		"REPLAY_LIMIT": float64(c.ReplayLimit), "SEND_TIMEOUT": float64(c.SendTimeout),
 		"WS_WRITE_TIMEOUT": float64(c.WriteTimeout), "WS_PING_INTERVAL": float64(c.PingInterval),
-		"PRESENCE_HEARTBEAT_INTERVAL": float64(c.HeartbeatInterval), "TYPING_TTL": float64(c.TypingTTL),
 		"PRESENCE_CACHE_TTL": float64(c.PresenceCacheTTL), "PRESENCE_CACHE_SIZE": float64(c.PresenceCacheSize),
 		"PRESENCE_QUEUE_SIZE": float64(c.PresenceQueueSize), "REPAIR_HOLD": float64(c.RepairHold),
 		"PRESENCE_MAX_ROOM_MEMBERS": float64(c.PresenceMaxRoomMembers),
@@ -318,10 +310,7 @@ func (c Config) Validate() error {
 	if c.PongTimeout <= c.PingInterval {
 		errs = append(errs, errors.New("WS_PONG_TIMEOUT must exceed WS_PING_INTERVAL"))
 	}
-	if c.PresenceTimeout <= c.HeartbeatInterval {
-		// One late heartbeat must not take everyone offline.
-		errs = append(errs, errors.New("PRESENCE_TIMEOUT must exceed PRESENCE_HEARTBEAT_INTERVAL"))
-	}
+	errs = append(errs, c.Presence.Validate(), c.Dedupe.Validate())
 	if len(c.InstanceID) > maxInstanceIDLen || strings.ContainsAny(c.InstanceID, "/ \t\n") {
 		errs = append(errs, fmt.Errorf("INSTANCE_ID must be at most %d bytes without '/' or spaces", maxInstanceIDLen))
 	}

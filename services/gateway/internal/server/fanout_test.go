@@ -319,7 +319,7 @@ func TestKafkaDownIsUnavailableAndOpensTheBreaker(t *testing.T) {
 	send := protocol.SendMessage{RoomID: rid(room), Content: "x", ClientMsgID: "k1"}
 	c.fail(protocol.EventSendMessage, send, chat.CodeUnavailable)
 	// The failed send released its clientMsgId.
-	if n, _ := e.rdb.Exists(t.Context(), e.keys.Dedupe(alice, "k1")).Result(); n != 0 {
+	if n, _ := e.rdb.Exists(t.Context(), dedupeKeys(e).Key(alice, "k1")).Result(); n != 0 {
 		t.Fatal("dedupe marker left after a failed produce")
 	}
 	c.fail(protocol.EventSendMessage, send, chat.CodeUnavailable)

@@ -15,10 +15,10 @@ import (
 
 	"relay/pkg/auth"
 	"relay/pkg/chat"
+	"relay/pkg/dedupe"
 	"relay/pkg/events"
 	"relay/pkg/kafka"
 	"relay/pkg/protocol"
-	"relay/pkg/redis"
 	"relay/pkg/store"
 	"relay/pkg/web"
 	"relay/services/gateway/internal/frame"
@@ -173,7 +173,7 @@ func TestClientMsgIDDedupe(t *testing.T) {
 	}
 
 	// While a send with the id is in flight, a duplicate is told to retry.
-	if err := e.rdb.Set(t.Context(), e.keys.Dedupe(alice, "c-2"), redis.DedupePending, time.Minute).Err(); err != nil {
+	if err := e.rdb.Set(t.Context(), dedupeKeys(e).Key(alice, "c-2"), dedupe.Pending, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	ed := c.fail(protocol.EventSendMessage, protocol.SendMessage{RoomID: rid(room), Content: "x", ClientMsgID: "c-2"}, chat.CodeConflict)
@@ -184,13 +184,14 @@ func TestClientMsgIDDedupe(t *testing.T) {
 	// A duplicate arriving while the first send is in flight waits for its
 	// ack: here the delivery worker records it, as it does for a send whose
 	// gateway died between Kafka's ack and its own.
-	if err := e.rdb.Set(t.Context(), e.keys.Dedupe(alice, "c-3"), redis.DedupePending, time.Minute).Err(); err != nil {
+	if err := e.rdb.Set(t.Context(), dedupeKeys(e).Key(alice, "c-3"), dedupe.Pending, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	late := protocol.SendAck{ID: "0195f0e0-0000-7000-8000-000000000003", RoomID: rid(room), Seq: 1234, ClientMsgID: "c-3", CreatedAt: time.Now().UTC()}
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		_ = redis.FillDedupe(context.Background(), e.rdb, e.keys, alice, "c-3", frame.MustJSON(late), time.Hour)
+		dd, _ := dedupe.New(e.rdb, dedupe.Options{Keys: dedupeKeys(e), TTL: time.Hour})
+		_ = dd.Fill(context.Background(), dd.Key(alice, "c-3"), frame.MustJSON(late))
 	}()
 	var got protocol.SendAck
 	c.ack(protocol.EventSendMessage, protocol.SendMessage{RoomID: rid(room), Content: "x", ClientMsgID: "c-3"}, &got)

@@ -27,6 +27,7 @@ import (
 	"relay/pkg/auth"
 	"relay/pkg/chat"
 	"relay/pkg/config"
+	"relay/pkg/dedupe"
 	"relay/pkg/events"
 	"relay/pkg/protocol"
 	"relay/pkg/redis"
@@ -502,3 +503,6 @@ func ptr[T any](v T) *T { return &v }
 func rid(id int64) string { return strconv.FormatInt(id, 10) }
 
 func newTokens(ttl time.Duration) (*auth.Tokens, error) { return auth.NewTokens(testSecret, ttl) }
+
+// dedupeKeys names the test's dedupe keys.
+func dedupeKeys(e *env) dedupe.Keys { return dedupe.Keys{Prefix: e.keys.Prefix} }

@@ -47,15 +47,13 @@ type presenceService struct {
 func (e *env) startPresence(mod func(*presencesvc.Config)) *presenceService {
 	e.t.Helper()
 	cfg := presencesvc.Config{
-		Redis:             config.Redis{URL: "redis://127.0.0.1:6379/0", Prefix: e.keys.Prefix},
-		Postgres:          config.Postgres{URL: e.dbURL, MaxConns: 2},
-		HTTP:              config.HTTP{ShutdownTimeout: 5 * time.Second},
-		HeartbeatInterval: testHeartbeat,
-		Timeout:           testTimeout,
-		TypingTTL:         testTypingTTL,
-		SweepInterval:     100 * time.Millisecond,
-		FlushInterval:     200 * time.Millisecond,
-		ClaimIdle:         time.Second,
+		Redis:         config.Redis{URL: "redis://127.0.0.1:6379/0", Prefix: e.keys.Prefix},
+		Postgres:      config.Postgres{URL: e.dbURL, MaxConns: 2},
+		HTTP:          config.HTTP{ShutdownTimeout: 5 * time.Second},
+		Presence:      config.Presence{HeartbeatInterval: testHeartbeat, PresenceTimeout: testTimeout, TypingTTL: testTypingTTL},
+		SweepInterval: 100 * time.Millisecond,
+		FlushInterval: 200 * time.Millisecond,
+		ClaimIdle:     time.Second,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -300,7 +298,7 @@ func TestPresenceGracefulShutdownDisconnectsAtOnce(t *testing.T) {
 	// A timeout far beyond the read deadline of the test client: an
 	// offline event can only come from the gateway's disconnect.
 	long := func(c *Config) { presenceTimings(c); c.PresenceTimeout = time.Minute }
-	e.startPresence(func(c *presencesvc.Config) { c.Timeout = time.Minute })
+	e.startPresence(func(c *presencesvc.Config) { c.PresenceTimeout = time.Minute })
 	g1, g2 := e.start(long), e.start(long)
 	alice, at := e.user("alice")
 	bob, bt := e.user("bob")
@@ -575,8 +573,9 @@ func TestConfigLoadsFromAnEmptyEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config.Load with no presence variables: %v", err)
 	}
-	if cfg.HeartbeatInterval != presence.DefaultHeartbeatInterval || cfg.PresenceTimeout != presence.DefaultTimeout ||
-		cfg.TypingTTL != presence.DefaultTypingTTL || cfg.PongTimeout != 30*time.Second || cfg.PingInterval != 10*time.Second {
+	want := Config{}.withDefaults()
+	if cfg.Presence != want.Presence || cfg.PongTimeout != want.PongTimeout || cfg.PingInterval != want.PingInterval ||
+		cfg.HeartbeatInterval != 15*time.Second || cfg.PresenceTimeout != 30*time.Second || cfg.TypingTTL != 5*time.Second {
 		t.Fatalf("loaded defaults differ from New's: %+v", cfg)
 	}
 }

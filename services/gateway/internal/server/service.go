@@ -26,6 +26,7 @@ import (
 	"gorm.io/gorm"
 
 	"relay/pkg/auth"
+	"relay/pkg/dedupe"
 	"relay/pkg/kafka"
 	"relay/pkg/presence"
 	"relay/pkg/redis"
@@ -138,11 +139,17 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 	if s.kclient, err = sarama.NewClient(cfg.Kafka.Brokers, kafka.ConsumerConfig("gateway-ready")); err != nil {
 		return nil, fmt.Errorf("gateway: kafka client: %w", err)
 	}
+	dd, err := dedupe.New(s.rdb, dedupe.Options{
+		Keys: dedupe.Keys{Prefix: cfg.Redis.Prefix}, TTL: cfg.DedupeTTL, PendingTTL: cfg.DedupePendingTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	pkeys := presence.NewKeys(cfg.Redis.Prefix)
 	if s.pub, err = presence.NewPublisher(s.rdb, pkeys, cfg.InstanceID, presence.PublisherOptions{Registerer: tel.Registry, Log: tel.Log}); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	s.wire(tokens, pkeys)
+	s.wire(tokens, pkeys, dd)
 	if s.sio, err = socketio.NewServer(s.socketIOOptions(tokens)); err != nil {
 		return nil, fmt.Errorf("gateway: socket.io: %w", err)
 	}
@@ -151,13 +158,12 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 }
 
 // wire builds the gateway's parts on the connections New opened.
-func (s *Service) wire(tokens *auth.Tokens, pkeys presence.Keys) {
+func (s *Service) wire(tokens *auth.Tokens, pkeys presence.Keys, dd *dedupe.Store) {
 	cfg := s.cfg
 	frames := &frame.Encoder{Metrics: s.metrics, Log: s.log, ResyncRetryAfter: cfg.ResyncRetryAfter}
 	s.members = adapters.NewMembership(s.db, cfg.MembershipCacheSize, cfg.MembershipTTL)
 	s.messages = adapters.NewMessages(s.rdb, s.db, adapters.MessagesOptions{
-		Keys: redis.Keys{Prefix: cfg.Redis.Prefix}, AuthorTTL: cfg.AuthorTTL, DedupeTTL: cfg.DedupeTTL,
-		DedupePendingTTL: cfg.DedupePendingTTL, Log: s.log,
+		Keys: redis.Keys{Prefix: cfg.Redis.Prefix}, AuthorTTL: cfg.AuthorTTL, Dedupe: dd, Log: s.log,
 	})
 	s.lc = conn.NewLifecycle(s.base, conn.Options{
 		MaxConnections: cfg.MaxConnections, QueueSize: cfg.QueueSize, OutboundBudget: cfg.OutboundBudget, Rate: cfg.Rate, Burst: cfg.Burst,
