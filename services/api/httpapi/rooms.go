@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"relay/services/api/internal/outbox"
 	"strings"
 	"unicode/utf8"
 
@@ -57,7 +58,7 @@ func (s *Service) createRoom(c *fiber.Ctx) error {
 	}
 	ctx := c.UserContext()
 	room, members, created, err := store.CreateRoom(ctx, s.db, store.NewRoom{
-		Name: name, Type: typ, CreatedBy: me.ID, MemberIDs: ids, Trace: traceOf(ctx, s.tel.Propagator),
+		Name: name, Type: typ, CreatedBy: me.ID, MemberIDs: ids, Trace: outbox.TraceOf(ctx, s.tel.Propagator),
 	})
 	if err != nil {
 		return err
@@ -124,7 +125,7 @@ func (s *Service) joinRoom(c *fiber.Ctx) error {
 		return err
 	}
 	me, ctx := currentUser(c), c.UserContext()
-	if _, _, err := store.JoinRoom(ctx, s.db, id, me.ID, traceOf(ctx, s.tel.Propagator)); err != nil {
+	if _, _, err := store.JoinRoom(ctx, s.db, id, me.ID, outbox.TraceOf(ctx, s.tel.Propagator)); err != nil {
 		return err
 	}
 	v, err := store.RoomFor(ctx, s.db, id, me.ID)
@@ -142,7 +143,7 @@ func (s *Service) leaveRoom(c *fiber.Ctx) error {
 		return err
 	}
 	me, ctx := currentUser(c), c.UserContext()
-	if _, err := store.LeaveRoom(ctx, s.db, id, me.ID, traceOf(ctx, s.tel.Propagator)); err != nil {
+	if _, err := store.LeaveRoom(ctx, s.db, id, me.ID, outbox.TraceOf(ctx, s.tel.Propagator)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -188,7 +189,7 @@ func (s *Service) addMember(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	m, added, err := store.AddMember(ctx, s.db, id, currentUser(c).ID, userID, traceOf(ctx, s.tel.Propagator))
+	m, added, err := store.AddMember(ctx, s.db, id, currentUser(c).ID, userID, outbox.TraceOf(ctx, s.tel.Propagator))
 	if err != nil {
 		return err
 	}
@@ -297,7 +298,7 @@ func (s *Service) removeMember(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	if err := store.RemoveMember(ctx, s.db, roomID, currentUser(c).ID, userID, traceOf(ctx, s.tel.Propagator)); err != nil {
+	if err := store.RemoveMember(ctx, s.db, roomID, currentUser(c).ID, userID, outbox.TraceOf(ctx, s.tel.Propagator)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)

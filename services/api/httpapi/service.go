@@ -32,14 +32,13 @@ import (
 	"relay/pkg/telemetry"
 	"relay/pkg/web"
 	"relay/services/api/diskblob"
+	"relay/services/api/internal/dbbreaker"
+	"relay/services/api/internal/outbox"
 )
 
 // EventPublisher produces room events in order and says how many of them,
-// from the first, Kafka stored (see kafka.Producer.PublishBatch, the
-// production implementation).
-type EventPublisher interface {
-	PublishBatch(ctx context.Context, records []kafka.Record) (stored int, err error)
-}
+// from the first, Kafka stored (outbox.Publisher).
+type EventPublisher = outbox.Publisher
 
 // Option adjusts a Service at construction; tests use it to swap neighbours.
 type Option func(*Service)
@@ -72,7 +71,7 @@ type Service struct {
 	producer *kafka.Producer
 	events   EventPublisher
 	// outbox relays member events from PostgreSQL to events while Run runs.
-	outbox   *outboxRelay
+	outbox   *outbox.Relay
 	presence PresenceReader
 	tokens   *auth.Tokens
 	// blobs holds uploaded files; closeBlobs releases it (nil when the
@@ -80,7 +79,7 @@ type Service struct {
 	blobs      BlobStore
 	closeBlobs func() error
 	// breaker guards every database statement and request.
-	breaker  *dbBreaker
+	breaker  *dbbreaker.Breaker
 	validate *validator.Validate
 	trusted  []netip.Prefix
 	origins  []string
@@ -147,7 +146,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 		return nil, fmt.Errorf("api: metrics: %w", err)
 	}
 	s.reads.Observe = func(on store.Server) { readsTotal.WithLabelValues(string(on)).Inc() }
-	if s.breaker, err = newDBBreaker(cfg, tel.Log, tel.Registry); err != nil {
+	if s.breaker, err = dbbreaker.New(cfg.DBBreakerFailures, cfg.DBBreakerOpenTimeout, tel.Log, tel.Registry); err != nil {
 		return nil, fmt.Errorf("api: breaker: %w", err)
 	}
 	if err := s.db.Use(s.breaker); err != nil {
@@ -191,7 +190,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 		}
 		s.events = s.producer
 	}
-	if s.outbox, err = newOutboxRelay(cfg.Postgres.URL, s.events, tel.Log, tel.Registry); err != nil {
+	if s.outbox, err = outbox.New(cfg.Postgres.URL, s.events, tel.Log, tel.Registry); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	s.app = s.newApp()
@@ -205,10 +204,10 @@ func (s *Service) Run(ctx context.Context, ln net.Listener) error {
 	relayed := make(chan struct{})
 	go func() {
 		defer close(relayed)
-		s.outbox.run(ctx)
+		s.outbox.Run(ctx)
 	}()
 	err := web.ServeListener(ctx, s.app, ln, s.cfg.HTTP.ShutdownTimeout)
-	// The relay lets produces in flight finish for outboxGrace at most.
+	// The relay lets produces in flight finish for a grace period at most.
 	<-relayed
 	return err
 }
@@ -261,7 +260,7 @@ func (s *Service) newApp() *fiber.App {
 			"redis":    func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() },
 			"kafka":    func(ctx context.Context) error { return kafka.Ping(ctx, s.kclient, s.cfg.Kafka.Topic) },
 			"database_breaker": func(context.Context) error {
-				if s.breaker.open() {
+				if s.breaker.Open() {
 					return errors.New("open")
 				}
 				return nil

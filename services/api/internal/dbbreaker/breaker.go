@@ -1,4 +1,6 @@
-package httpapi
+// Package dbbreaker is a circuit breaker around a service's PostgreSQL
+// access, installed as a GORM plugin.
+package dbbreaker
 
 import (
 	"context"
@@ -10,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,7 +23,7 @@ import (
 	"relay/pkg/telemetry"
 )
 
-// dbBreaker is a circuit breaker around the api's PostgreSQL access, so an
+// Breaker is a circuit breaker around the api's PostgreSQL access, so an
 // outage fails requests at once with 503 UNAVAILABLE instead of each one
 // waiting for the database.
 //
@@ -31,7 +34,7 @@ import (
 // GORM's callbacks, but no request gets there without a statement first
 // (requireAuth loads the user), so an open breaker refuses those too.
 // /ready fails while it is open.
-type dbBreaker struct {
+type Breaker struct {
 	cb    *gobreaker.TwoStepCircuitBreaker[struct{}]
 	state *prometheus.GaugeVec
 	log   *slog.Logger
@@ -40,8 +43,11 @@ type dbBreaker struct {
 // breakerName names the breaker in logs and metrics.
 const breakerName = "postgres"
 
-func newDBBreaker(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*dbBreaker, error) {
-	b := &dbBreaker{
+// New returns a breaker that opens after failures consecutive statements
+// found no database and stays open for openTimeout before one trial; its
+// state is the api_breaker_state gauge, registered on reg.
+func New(failures uint32, openTimeout time.Duration, log *slog.Logger, reg prometheus.Registerer) (*Breaker, error) {
+	b := &Breaker{
 		log: log,
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "api_breaker_state", Help: "1 for the current state (closed, half-open, open) of each breaker, 0 for the others.",
@@ -53,8 +59,8 @@ func newDBBreaker(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*dbB
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        breakerName,
 		MaxRequests: 1,
-		Timeout:     cfg.DBBreakerOpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.DBBreakerFailures },
+		Timeout:     openTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
 		// A database that answered, even with an error, is up.
 		IsSuccessful: func(err error) bool { return !dbDown(err) },
 		// A client that went away says nothing about the database.
@@ -68,19 +74,19 @@ func newDBBreaker(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*dbB
 	return b, nil
 }
 
-func (b *dbBreaker) setState(s gobreaker.State) {
+func (b *Breaker) setState(s gobreaker.State) {
 	telemetry.SetBreakerState(b.state, s, breakerName)
 }
 
-// open reports whether the breaker refuses requests.
-func (b *dbBreaker) open() bool { return b.cb.State() == gobreaker.StateOpen }
+// Open reports whether the breaker refuses requests.
+func (b *Breaker) Open() bool { return b.cb.State() == gobreaker.StateOpen }
 
 // Name implements gorm.Plugin.
-func (b *dbBreaker) Name() string { return "relay:db-breaker" }
+func (b *Breaker) Name() string { return "relay:db-breaker" }
 
 // Initialize implements gorm.Plugin: the breaker's callbacks go first and
 // last around every statement.
-func (b *dbBreaker) Initialize(db *gorm.DB) error {
+func (b *Breaker) Initialize(db *gorm.DB) error {
 	cb := db.Callback()
 	for _, p := range []struct {
 		before, after interface {
@@ -107,7 +113,7 @@ func (b *dbBreaker) Initialize(db *gorm.DB) error {
 // doneKey keeps a statement's breaker callback in its settings.
 type doneKey struct{}
 
-func (b *dbBreaker) before(db *gorm.DB) {
+func (b *Breaker) before(db *gorm.DB) {
 	if db.Error != nil {
 		return // the statement will not run
 	}
@@ -120,7 +126,7 @@ func (b *dbBreaker) before(db *gorm.DB) {
 	db.Statement.Settings.Store(doneKey{}, done)
 }
 
-func (b *dbBreaker) after(db *gorm.DB) {
+func (b *Breaker) after(db *gorm.DB) {
 	v, ok := db.Statement.Settings.LoadAndDelete(doneKey{})
 	if !ok {
 		return

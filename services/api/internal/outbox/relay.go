@@ -1,4 +1,6 @@
-package httpapi
+// Package outbox relays the api's transactional outbox of member events to
+// the room event log in Kafka.
+package outbox
 
 import (
 	"context"
@@ -56,10 +58,16 @@ const (
 	outboxGrace = time.Second
 )
 
-// outboxRelay produces the outbox to Kafka.
-type outboxRelay struct {
+// Publisher produces room events in order and says how many of them, from
+// the first, Kafka stored (kafka.Producer.PublishBatch in production).
+type Publisher interface {
+	PublishBatch(ctx context.Context, records []kafka.Record) (stored int, err error)
+}
+
+// Relay produces the outbox to Kafka.
+type Relay struct {
 	url string
-	pub EventPublisher
+	pub Publisher
 	log *slog.Logger
 	// pending is the outbox depth as last seen; active is 1 while this
 	// instance holds the relay lock; failures counts failed produces.
@@ -68,8 +76,10 @@ type outboxRelay struct {
 	failures prometheus.Counter
 }
 
-func newOutboxRelay(url string, pub EventPublisher, log *slog.Logger, reg prometheus.Registerer) (*outboxRelay, error) {
-	r := &outboxRelay{
+// New returns a relay reading the outbox of the database at url (on a
+// connection of its own) and producing through pub; Run relays.
+func New(url string, pub Publisher, log *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
+	r := &Relay{
 		url: url, pub: pub, log: log,
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "api_outbox_pending", Help: "Member events in the outbox waiting to be produced to Kafka (as last seen by this instance).",
@@ -89,9 +99,9 @@ func newOutboxRelay(url string, pub EventPublisher, log *slog.Logger, reg promet
 	return r, nil
 }
 
-// run relays until ctx ends: it connects, waits for the relay lock, and
+// Run relays until ctx ends: it connects, waits for the relay lock, and
 // relays while it holds it; a lost connection starts over.
-func (r *outboxRelay) run(ctx context.Context) {
+func (r *Relay) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := r.session(ctx)
 		if ctx.Err() != nil {
@@ -104,7 +114,7 @@ func (r *outboxRelay) run(ctx context.Context) {
 
 // session is one connection's life: standby until the lock is won, then
 // relay. It returns only on an error or when ctx ends.
-func (r *outboxRelay) session(ctx context.Context) error {
+func (r *Relay) session(ctx context.Context) error {
 	cfg, err := pgx.ParseConfig(r.url)
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
@@ -156,7 +166,7 @@ func (r *outboxRelay) session(ctx context.Context) error {
 	return r.relay(ctx, conn)
 }
 
-func (r *outboxRelay) tryLock(ctx context.Context, conn *pgx.Conn) (bool, error) {
+func (r *Relay) tryLock(ctx context.Context, conn *pgx.Conn) (bool, error) {
 	var won bool
 	err := r.statement(ctx, func(ctx context.Context) error {
 		return conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", outboxLockKey).Scan(&won)
@@ -167,7 +177,7 @@ func (r *outboxRelay) tryLock(ctx context.Context, conn *pgx.Conn) (bool, error)
 	return won, nil
 }
 
-func (r *outboxRelay) depth(ctx context.Context, conn *pgx.Conn) (int64, error) {
+func (r *Relay) depth(ctx context.Context, conn *pgx.Conn) (int64, error) {
 	var n int64
 	err := r.statement(ctx, func(ctx context.Context) error {
 		var err error
@@ -178,7 +188,7 @@ func (r *outboxRelay) depth(ctx context.Context, conn *pgx.Conn) (int64, error) 
 }
 
 // statement runs fn with a bounded context.
-func (r *outboxRelay) statement(ctx context.Context, fn func(context.Context) error) error {
+func (r *Relay) statement(ctx context.Context, fn func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, outboxStatement)
 	defer cancel()
 	return fn(ctx)
@@ -188,7 +198,7 @@ func (r *outboxRelay) statement(ctx context.Context, fn func(context.Context) er
 // it, delete what was acked; wait for a notification when it is empty and
 // back off while Kafka refuses. It returns on a database error (the
 // session starts over) or when ctx ends.
-func (r *outboxRelay) relay(ctx context.Context, conn *pgx.Conn) error {
+func (r *Relay) relay(ctx context.Context, conn *pgx.Conn) error {
 	// Produces and the deletes that follow them run on hard, which outlives
 	// ctx by outboxGrace: a shutdown does not abandon acked events.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
@@ -256,7 +266,7 @@ func (r *outboxRelay) relay(ctx context.Context, conn *pgx.Conn) error {
 
 // wait returns when rows may have committed: on a notification, after
 // outboxPoll, or when ctx ends (nil then; the caller checks ctx).
-func (r *outboxRelay) wait(ctx context.Context, conn *pgx.Conn) error {
+func (r *Relay) wait(ctx context.Context, conn *pgx.Conn) error {
 	wctx, cancel := context.WithTimeout(ctx, outboxPoll)
 	defer cancel()
 	_, err := conn.WaitForNotification(wctx)
@@ -274,7 +284,7 @@ func (r *outboxRelay) wait(ctx context.Context, conn *pgx.Conn) error {
 // the delete leaves at most that batch to be produced again, right after
 // its first copy in the room's log (at least once). A failed delete
 // (dbErr) stops every room.
-func (r *outboxRelay) produce(ctx context.Context, conn *pgx.Conn, rows []store.OutboxEvent) (produced int, perr, dbErr error) {
+func (r *Relay) produce(ctx context.Context, conn *pgx.Conn, rows []store.OutboxEvent) (produced int, perr, dbErr error) {
 	var order []int64
 	byRoom := map[int64][]*store.OutboxEvent{}
 	for i := range rows {
@@ -323,7 +333,7 @@ func (r *outboxRelay) produce(ctx context.Context, conn *pgx.Conn, rows []store.
 
 // publish produces a room's outbox events, each under the trace of its
 // change, and returns how many of them, from the first, Kafka stored.
-func (r *outboxRelay) publish(ctx context.Context, batch []*store.OutboxEvent) (int, error) {
+func (r *Relay) publish(ctx context.Context, batch []*store.OutboxEvent) (int, error) {
 	records := make([]kafka.Record, len(batch))
 	for i, o := range batch {
 		records[i] = kafka.Record{Event: &o.Event, Trace: o.Trace}
@@ -355,8 +365,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// traceOf returns the trace context of ctx for an outbox row.
-func traceOf(ctx context.Context, prop propagation.TextMapPropagator) store.Trace {
+// TraceOf returns the trace context of ctx for an outbox row, so the
+// relayed event continues the request's trace.
+func TraceOf(ctx context.Context, prop propagation.TextMapPropagator) store.Trace {
 	carrier := propagation.MapCarrier{}
 	prop.Inject(ctx, carrier)
 	if len(carrier) == 0 {
