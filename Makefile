@@ -98,8 +98,8 @@ FUZZTIME ?= 1m
 FUZZ_TARGETS = \
 	./pkg/protocol:FuzzCheckMetadata \
 	./pkg/events:FuzzUnmarshal \
-	./services/api/httpapi:FuzzDecodeBody \
-	./services/api/httpapi:FuzzSearchCursor \
+	./services/api/internal/rest:FuzzDecodeBody \
+	./services/api/internal/messages:FuzzSearchCursor \
 	./services/gateway/internal/transport/ws:FuzzFrameReader
 .PHONY: fuzz
 fuzz: ## run every go fuzz target for FUZZTIME (default 1m) each

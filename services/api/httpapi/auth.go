@@ -14,6 +14,7 @@ import (
 	"relay/pkg/chat"
 	"relay/pkg/store"
 	"relay/pkg/web"
+	"relay/services/api/internal/rest"
 )
 
 // Account limits, documented in openapi.json.
@@ -42,10 +43,10 @@ type loginRequest struct {
 // register creates an account and signs the new user in.
 func (s *Service) register(c *fiber.Ctx) error {
 	var req registerRequest
-	if err := decodeBody(c, &req); err != nil {
+	if err := rest.DecodeBody(c, &req); err != nil {
 		return err
 	}
-	if hasNUL(req.Username, req.Email, req.Password, req.DisplayName) {
+	if rest.HasNUL(req.Username, req.Email, req.Password, req.DisplayName) {
 		return chat.Errorf(chat.CodeBadRequest, "fields must not contain NUL characters")
 	}
 	typed := strings.TrimSpace(req.Username)
@@ -88,13 +89,13 @@ func (s *Service) register(c *fiber.Ctx) error {
 // users and wrong passwords get the same answer, after the same work.
 func (s *Service) login(c *fiber.Ctx) error {
 	var req loginRequest
-	if err := decodeBody(c, &req); err != nil {
+	if err := rest.DecodeBody(c, &req); err != nil {
 		return err
 	}
 	if strings.TrimSpace(req.Login) == "" || req.Password == "" {
 		return chat.Errorf(chat.CodeBadRequest, "login and password required")
 	}
-	if hasNUL(req.Login, req.Password) {
+	if rest.HasNUL(req.Login, req.Password) {
 		return chat.Errorf(chat.CodeBadRequest, "fields must not contain NUL characters")
 	}
 	if len(req.Login) > maxLoginRequest {
@@ -149,7 +150,7 @@ type refreshRequest struct {
 // empty one) or UNAUTHORIZED (one that cannot be ours).
 func refreshTokenArg(c *fiber.Ctx) (string, error) {
 	var req refreshRequest
-	if err := decodeBody(c, &req); err != nil {
+	if err := rest.DecodeBody(c, &req); err != nil {
 		return "", err
 	}
 	if req.RefreshToken == "" {
@@ -196,22 +197,19 @@ func (s *Service) refresh(c *fiber.Ctx) error {
 // tokens already issued stay valid until they expire (minutes).
 func (s *Service) logout(c *fiber.Ctx) error {
 	var req refreshRequest
-	if err := decodeBody(c, &req); err != nil {
+	if err := rest.DecodeBody(c, &req); err != nil {
 		return err
 	}
 	if req.RefreshToken == "" {
 		return chat.Errorf(chat.CodeBadRequest, "refreshToken required")
 	}
 	if auth.ValidRefreshTokenFormat(req.RefreshToken) {
-		if _, err := store.RevokeRefreshToken(c.UserContext(), s.db, currentUser(c).ID, auth.HashRefreshToken(req.RefreshToken)); err != nil {
+		if _, err := store.RevokeRefreshToken(c.UserContext(), s.db, rest.User(c).ID, auth.HashRefreshToken(req.RefreshToken)); err != nil {
 			return err
 		}
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
-
-// userKey is the Locals key of the authenticated *store.User.
-type userKey struct{}
 
 // requireAuth admits requests with a valid bearer token whose user still
 // exists and makes that user available to the handler. The user id always
@@ -236,19 +234,13 @@ func (s *Service) requireAuth(c *fiber.Ctx) error {
 		}
 		return err
 	}
-	c.Locals(userKey{}, u)
+	rest.SetUser(c, u)
 	return c.Next()
 }
 
 func (s *Service) unauthorized(c *fiber.Ctx, err error) error {
 	c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="relay"`)
 	return err
-}
-
-// currentUser returns the user requireAuth admitted.
-func currentUser(c *fiber.Ctx) *store.User {
-	u, _ := c.Locals(userKey{}).(*store.User)
-	return u
 }
 
 // authLimiter bounds /api/auth/* to cfg.AuthRateLimit requests per minute

@@ -55,6 +55,7 @@ import (
 	"relay/pkg/chat"
 	"relay/pkg/config"
 	"relay/pkg/web"
+	"relay/services/api/internal/uploads"
 )
 
 // DefaultAddr is where the api listens unless HTTP_ADDR says otherwise.
@@ -190,8 +191,8 @@ func (c *Config) Validate() error {
 	if d.RefreshTTL < 0 {
 		return errors.New("REFRESH_TTL must not be negative")
 	}
-	if d.UploadMaxBytes < 0 || d.UploadMaxBytes > maxUploadBytes {
-		return fmt.Errorf("UPLOAD_MAX_BYTES must be from 1 to %d", int64(maxUploadBytes))
+	if d.UploadMaxBytes < 0 || d.UploadMaxBytes > uploads.MaxUploadBytes {
+		return fmt.Errorf("UPLOAD_MAX_BYTES must be from 1 to %d", int64(uploads.MaxUploadBytes))
 	}
 	if d.UploadRateLimit < 0 {
 		return errors.New("UPLOAD_RATE_LIMIT must not be negative")

@@ -11,6 +11,7 @@ import (
 	"relay/pkg/chat"
 	"relay/pkg/presence"
 	"relay/pkg/store"
+	"relay/services/api/internal/rest"
 )
 
 // PresenceReader reads the presence state the presence service keeps in
@@ -34,7 +35,7 @@ func WithPresenceReader(r PresenceReader) Option {
 // userPresence returns a user's online status and last seen to any signed-in
 // user.
 func (s *Service) userPresence(c *fiber.Ctx) error {
-	id, err := pathID(c, "user")
+	id, err := rest.PathID(c, "user")
 	if err != nil {
 		return err
 	}
@@ -52,18 +53,18 @@ func (s *Service) userPresence(c *fiber.Ctx) error {
 		t := u.LastSeen.UTC()
 		st.LastSeen = &t
 	}
-	return c.JSON(presenceJSON{UserID: idString(id), Status: st.Status, LastSeen: st.LastSeen})
+	return c.JSON(presenceJSON{UserID: rest.IDString(id), Status: st.Status, LastSeen: st.LastSeen})
 }
 
 // roomPresence returns the status of every member of a room and who is
 // typing in it, to its members.
 func (s *Service) roomPresence(c *fiber.Ctx) error {
-	id, err := pathID(c, "room")
+	id, err := rest.PathID(c, "room")
 	if err != nil {
 		return err
 	}
 	ctx := c.UserContext()
-	if _, err := store.Membership(ctx, s.db, id, currentUser(c).ID); err != nil {
+	if _, err := store.Membership(ctx, s.db, id, rest.User(c).ID); err != nil {
 		return err
 	}
 	members, err := store.ListMembers(ctx, s.db, id)
@@ -93,7 +94,7 @@ func (s *Service) roomPresence(c *fiber.Ctx) error {
 		return err
 	}
 
-	out := roomPresenceJSON{RoomID: idString(id), Online: make([]memberPresenceJSON, len(members)), Typing: []typistJSON{}}
+	out := roomPresenceJSON{RoomID: rest.IDString(id), Online: make([]memberPresenceJSON, len(members)), Typing: []typistJSON{}}
 	names := make(map[int64]string, len(members))
 	for i := range members {
 		m := &members[i]
@@ -104,13 +105,13 @@ func (s *Service) roomPresence(c *fiber.Ctx) error {
 				lastSeen = &t
 			}
 		}
-		out.Online[i] = memberPresenceJSON{UserID: idString(m.UserID), Username: m.Username, Status: sts[i].Status, LastSeen: lastSeen}
+		out.Online[i] = memberPresenceJSON{UserID: rest.IDString(m.UserID), Username: m.Username, Status: sts[i].Status, LastSeen: lastSeen}
 	}
 	// Typing state is keyed by room only: someone who left the room while
 	// typing stays there until it expires, and is not shown.
 	for _, ty := range typists {
 		if name, ok := names[ty.UserID]; ok {
-			out.Typing = append(out.Typing, typistJSON{UserID: idString(ty.UserID), Username: name})
+			out.Typing = append(out.Typing, typistJSON{UserID: rest.IDString(ty.UserID), Username: name})
 		}
 	}
 	return c.JSON(out)

@@ -56,8 +56,7 @@ func (e *apiEnv) startPresence(t testing.TB) *presence.Publisher {
 		Redis:         config.Redis{URL: e.redisURL, Prefix: e.prefix},
 		Postgres:      config.Postgres{URL: e.dbURL, MaxConns: 2},
 		HTTP:          config.HTTP{ShutdownTimeout: 5 * time.Second},
-		Timeout:       time.Minute,
-		TypingTTL:     time.Minute,
+		Presence:      config.Presence{PresenceTimeout: time.Minute, TypingTTL: time.Minute},
 		FlushInterval: 200 * time.Millisecond,
 	}
 	tel, err := telemetry.Setup(context.Background(), "presence-test", config.Telemetry{LogLevel: "warn", LogFormat: "text"})

@@ -33,12 +33,19 @@ import (
 	"relay/pkg/web"
 	"relay/services/api/diskblob"
 	"relay/services/api/internal/dbbreaker"
+	"relay/services/api/internal/messages"
 	"relay/services/api/internal/outbox"
+	"relay/services/api/internal/rest"
+	"relay/services/api/internal/rooms"
+	"relay/services/api/internal/uploads"
 )
 
 // EventPublisher produces room events in order and says how many of them,
 // from the first, Kafka stored (outbox.Publisher).
 type EventPublisher = outbox.Publisher
+
+// BlobStore keeps the bytes of uploaded files (uploads.BlobStore).
+type BlobStore = uploads.BlobStore
 
 // Option adjusts a Service at construction; tests use it to swap neighbours.
 type Option func(*Service)
@@ -78,6 +85,9 @@ type Service struct {
 	// blob store came from WithBlobStore).
 	blobs      BlobStore
 	closeBlobs func() error
+	uploads    *uploads.Handler
+	rooms      *rooms.Handler
+	messages   *messages.Handler
 	// breaker guards every database statement and request.
 	breaker  *dbbreaker.Breaker
 	validate *validator.Validate
@@ -168,6 +178,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 		}
 		s.blobs, s.closeBlobs = disk, disk.Close
 	}
+	s.uploads = &uploads.Handler{Blobs: s.blobs, DB: s.db, Log: tel.Log, MaxBytes: cfg.UploadMaxBytes, RateLimit: cfg.UploadRateLimit}
 	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, true); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
@@ -193,6 +204,8 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 	if s.outbox, err = outbox.New(cfg.Postgres.URL, s.events, tel.Log, tel.Registry); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
+	s.rooms = &rooms.Handler{DB: s.db, Propagator: tel.Propagator, MaxMembers: cfg.Limits.RoomCreateMaxMembers}
+	s.messages = &messages.Handler{DB: s.db, Reads: s.reads}
 	s.app = s.newApp()
 	return s, nil
 }
@@ -251,8 +264,8 @@ func (s *Service) newApp() *fiber.App {
 		Telemetry: s.tel,
 		BodyLimit: 64 << 10,
 		// Only uploads stream their (larger) bodies; upload bounds them.
-		StreamBody:     isUploadRequest,
-		StreamResponse: isDownloadRequest,
+		StreamBody:     uploads.IsUploadRequest,
+		StreamResponse: uploads.IsDownloadRequest,
 		Pprof:          s.cfg.HTTP.Pprof,
 		AllowedOrigins: s.origins,
 		Checks: map[string]web.Check{
@@ -276,7 +289,7 @@ func (s *Service) newApp() *fiber.App {
 // refused with 429 RATE_LIMITED and Retry-After.
 func (s *Service) limitUser(kind string, limit ratelimit.Limit) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		if err := s.limits.AllowUser(c.UserContext(), kind, currentUser(c).ID, limit); err != nil {
+		if err := s.limits.AllowUser(c.UserContext(), kind, rest.User(c).ID, limit); err != nil {
 			return err
 		}
 		return c.Next()
@@ -301,21 +314,21 @@ func (s *Service) routes(app *fiber.App) {
 	app.Get("/api/users/:id/presence", s.requireAuth, s.userPresence)
 
 	write := s.limitUser("rest_write", ratelimit.PerMinute(s.cfg.Limits.WritesPerMin))
-	app.Post("/api/rooms", s.requireAuth, write, s.limitUser("room_create", ratelimit.PerHour(s.cfg.Limits.RoomsPerHour)), s.createRoom)
-	app.Get("/api/rooms", s.requireAuth, s.listRooms)
-	app.Get("/api/rooms/:id", s.requireAuth, s.getRoom)
-	app.Patch("/api/rooms/:id", s.requireAuth, write, s.updateRoom)
-	app.Post("/api/rooms/:id/join", s.requireAuth, write, s.joinRoom)
-	app.Post("/api/rooms/:id/leave", s.requireAuth, write, s.leaveRoom)
-	app.Get("/api/rooms/:id/members", s.requireAuth, s.listMembers)
-	app.Post("/api/rooms/:id/members", s.requireAuth, write, s.addMember)
-	app.Patch("/api/rooms/:id/members/:userId", s.requireAuth, write, s.updateMember)
-	app.Delete("/api/rooms/:id/members/:userId", s.requireAuth, write, s.removeMember)
-	app.Post("/api/rooms/:id/uploads", s.requireAuth, s.uploadLimiter(), s.upload)
-	app.Get("/api/uploads/:id", s.requireAuth, s.download)
-	app.Get("/api/channels", s.requireAuth, s.listChannels)
-	app.Get("/api/rooms/:id/messages", s.requireAuth, s.history)
+	app.Post("/api/rooms", s.requireAuth, write, s.limitUser("room_create", ratelimit.PerHour(s.cfg.Limits.RoomsPerHour)), s.rooms.Create)
+	app.Get("/api/rooms", s.requireAuth, s.rooms.List)
+	app.Get("/api/rooms/:id", s.requireAuth, s.rooms.Get)
+	app.Patch("/api/rooms/:id", s.requireAuth, write, s.rooms.Update)
+	app.Post("/api/rooms/:id/join", s.requireAuth, write, s.rooms.Join)
+	app.Post("/api/rooms/:id/leave", s.requireAuth, write, s.rooms.Leave)
+	app.Get("/api/rooms/:id/members", s.requireAuth, s.rooms.Members)
+	app.Post("/api/rooms/:id/members", s.requireAuth, write, s.rooms.AddMember)
+	app.Patch("/api/rooms/:id/members/:userId", s.requireAuth, write, s.rooms.UpdateMember)
+	app.Delete("/api/rooms/:id/members/:userId", s.requireAuth, write, s.rooms.RemoveMember)
+	app.Post("/api/rooms/:id/uploads", s.requireAuth, s.uploads.Limiter(), s.uploads.Upload)
+	app.Get("/api/uploads/:id", s.requireAuth, s.uploads.Download)
+	app.Get("/api/channels", s.requireAuth, s.rooms.Channels)
+	app.Get("/api/rooms/:id/messages", s.requireAuth, s.messages.History)
 	app.Get("/api/rooms/:id/presence", s.requireAuth, s.roomPresence)
 
-	app.Get("/api/search", s.requireAuth, s.limitUser("search", ratelimit.PerMinute(s.cfg.Limits.SearchesPerMin)), s.search)
+	app.Get("/api/search", s.requireAuth, s.limitUser("search", ratelimit.PerMinute(s.cfg.Limits.SearchesPerMin)), s.messages.Search)
 }

@@ -3,23 +3,23 @@ package httpapi
 import (
 	"net/url"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
 	"relay/pkg/chat"
 	"relay/pkg/store"
+	"relay/services/api/internal/rest"
 )
 
 // me returns the caller's own account, email included.
 func (s *Service) me(c *fiber.Ctx) error {
-	return c.JSON(toPrivateUser(currentUser(c)))
+	return c.JSON(toPrivateUser(rest.User(c)))
 }
 
 // user returns a user's public profile (never the email or password hash).
 func (s *Service) user(c *fiber.Ctx) error {
-	id, err := pathID(c, "user")
+	id, err := rest.PathID(c, "user")
 	if err != nil {
 		return err
 	}
@@ -42,14 +42,14 @@ type updateMeRequest struct {
 // absolute http(s) URL, or "" for none); absent fields stay as they are.
 func (s *Service) updateMe(c *fiber.Ctx) error {
 	var req updateMeRequest
-	if err := decodeBody(c, &req); err != nil {
+	if err := rest.DecodeBody(c, &req); err != nil {
 		return err
 	}
-	me := currentUser(c)
+	me := rest.User(c)
 	var p store.ProfilePatch
 	if req.DisplayName != nil {
 		name := strings.TrimSpace(*req.DisplayName)
-		if hasNUL(name) || hasControl(name) {
+		if rest.HasNUL(name) || rest.HasControl(name) {
 			return chat.Errorf(chat.CodeBadRequest, "displayName must not contain control characters")
 		}
 		if name == "" {
@@ -64,7 +64,7 @@ func (s *Service) updateMe(c *fiber.Ctx) error {
 		raw := strings.TrimSpace(*req.AvatarURL)
 		if raw != "" {
 			u, err := url.Parse(raw)
-			if err != nil || len(raw) > maxAvatarURL || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || hasControl(raw) {
+			if err != nil || len(raw) > maxAvatarURL || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || rest.HasControl(raw) {
 				return chat.Errorf(chat.CodeBadRequest, "avatarUrl must be an absolute http(s) URL of at most %d characters, or empty", maxAvatarURL)
 			}
 		}
@@ -83,15 +83,15 @@ const maxUserSearch = 50
 // searchUsers finds users by username prefix (case-insensitive), for
 // starting a direct conversation. Only public profiles are returned.
 func (s *Service) searchUsers(c *fiber.Ctx) error {
-	q, _ := queryArg(c, "q")
+	q, _ := rest.QueryArg(c, "q")
 	q = strings.ToLower(strings.TrimSpace(q))
 	if q == "" {
 		return chat.Errorf(chat.CodeBadRequest, "q required: the start of a username")
 	}
-	if len(q) > 32 || hasNUL(q) {
+	if len(q) > 32 || rest.HasNUL(q) {
 		return chat.Errorf(chat.CodeBadRequest, "q must be at most 32 characters")
 	}
-	limit, err := queryLimit(c, 20, maxUserSearch)
+	limit, err := rest.QueryLimit(c, 20, maxUserSearch)
 	if err != nil {
 		return err
 	}
@@ -104,10 +104,4 @@ func (s *Service) searchUsers(c *fiber.Ctx) error {
 		out[i] = toPublicUser(&users[i])
 	}
 	return c.JSON(fiber.Map{"users": out})
-}
-
-// hasControl reports whether s contains a control character (line breaks
-// included), which names and URLs have no use for.
-func hasControl(s string) bool {
-	return strings.IndexFunc(s, unicode.IsControl) >= 0
 }

@@ -1,4 +1,7 @@
-package httpapi
+// Package uploads serves file uploads to a room and their downloads by the
+// room's members: the body is streamed to a blob store, the type sniffed
+// (never taken from the client) and images proved by decoding their header.
+package uploads
 
 import (
 	"bufio"
@@ -14,6 +17,7 @@ import (
 	_ "image/png"
 	"io"
 	"io/fs"
+	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -26,10 +30,26 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/limiter"
 	_ "golang.org/x/image/webp"
+	"gorm.io/gorm"
 
 	"relay/pkg/chat"
 	"relay/pkg/store"
+	"relay/services/api/internal/rest"
 )
+
+// Handler serves uploads and downloads; every field is required.
+type Handler struct {
+	// Blobs keeps the files' bytes.
+	Blobs BlobStore
+	// DB keeps their rows (store.Upload).
+	DB *gorm.DB
+	// Log gets failures the client cannot be told about.
+	Log *slog.Logger
+	// MaxBytes bounds a file (UPLOAD_MAX_BYTES).
+	MaxBytes int64
+	// RateLimit is the uploads per minute one user may make (UPLOAD_RATE_LIMIT).
+	RateLimit int
+}
 
 // BlobStore keeps the bytes of uploaded files (diskblob.Store is the
 // production implementation). Open and Delete report a missing blob as an
@@ -46,8 +66,8 @@ type BlobStore interface {
 
 // Upload limits, documented in openapi.json.
 const (
-	// maxUploadBytes is the most UPLOAD_MAX_BYTES may allow.
-	maxUploadBytes = 1 << 30
+	// MaxUploadBytes is the most UPLOAD_MAX_BYTES may allow.
+	MaxUploadBytes = 1 << 30
 	// multipartOverhead is what the multipart framing around the file (the
 	// boundaries, part headers, small extra fields) may add to a body.
 	multipartOverhead = 64 << 10
@@ -66,7 +86,7 @@ var uploadTypes = map[string]bool{
 	"image/png": true, "image/jpeg": true, "image/gif": true, "image/webp": true,
 	"application/pdf": true, "text/plain": true, "application/zip": true,
 	// Binary content nothing more specific was recognised in: served as a
-	// download only, it cannot be rendered or run by the browser.
+	// Download only, it cannot be rendered or run by the browser.
 	"application/octet-stream": true,
 }
 
@@ -88,52 +108,52 @@ func newUploadID() (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-// isUploadRequest tells pkg/web which requests stream their body to the
+// IsUploadRequest tells pkg/web which requests stream their body to the
 // upload handler instead of having it read (and bounded to 64 KiB).
-func isUploadRequest(c *fiber.Ctx) bool {
+func IsUploadRequest(c *fiber.Ctx) bool {
 	return c.Method() == fiber.MethodPost && isUploadPath(c.Path())
 }
 
-// isDownloadRequest tells pkg/web which responses are streamed files, so
+// IsDownloadRequest tells pkg/web which responses are streamed files, so
 // its tracing does not read them into memory to measure them.
-func isDownloadRequest(c *fiber.Ctx) bool {
+func IsDownloadRequest(c *fiber.Ctx) bool {
 	return c.Method() == fiber.MethodGet && strings.HasPrefix(c.Path(), "/api/uploads/")
 }
 
 func isUploadPath(path string) bool {
-	rest, ok := strings.CutPrefix(path, "/api/rooms/")
+	tail, ok := strings.CutPrefix(path, "/api/rooms/")
 	if !ok {
 		return false
 	}
-	id, tail, _ := strings.Cut(rest, "/")
-	_, err := parseUint(id)
+	id, tail, _ := strings.Cut(tail, "/")
+	_, err := rest.ParseUint(id)
 	return err == nil && tail == "uploads"
 }
 
-// uploadLimiter bounds uploads to cfg.UploadRateLimit per minute per user
+// Limiter bounds uploads to RateLimit per minute per user
 // (fixed window, in this process's memory). It runs after requireAuth.
-func (s *Service) uploadLimiter() fiber.Handler {
+func (h *Handler) Limiter() fiber.Handler {
 	return limiter.New(limiter.Config{
-		Max:          s.cfg.UploadRateLimit,
+		Max:          h.RateLimit,
 		Expiration:   time.Minute,
-		KeyGenerator: func(c *fiber.Ctx) string { return idString(currentUser(c).ID) },
+		KeyGenerator: func(c *fiber.Ctx) string { return rest.IDString(rest.User(c).ID) },
 		LimitReached: func(c *fiber.Ctx) error {
 			return chat.Errorf(chat.CodeRateLimited, "too many uploads; retry after %s seconds", c.GetRespHeader(fiber.HeaderRetryAfter))
 		},
 	})
 }
 
-// upload stores the file of a multipart/form-data body (part "file") for a
+// Upload stores the file of a multipart/form-data body (part "file") for a
 // room's members. The body is streamed: the file goes to the blob store as
 // it arrives, never held in memory, and the upload fails with TOO_LARGE as
 // soon as it passes the limit.
-func (s *Service) upload(c *fiber.Ctx) error {
-	roomID, err := pathID(c, "room")
+func (h *Handler) Upload(c *fiber.Ctx) error {
+	roomID, err := rest.PathID(c, "room")
 	if err != nil {
 		return err
 	}
-	me, ctx := currentUser(c), c.UserContext()
-	room, err := store.RoomFor(ctx, s.db, roomID, me.ID)
+	me, ctx := rest.User(c), c.UserContext()
+	room, err := store.RoomFor(ctx, h.DB, roomID, me.ID)
 	if err != nil {
 		return err
 	}
@@ -147,9 +167,9 @@ func (s *Service) upload(c *fiber.Ctx) error {
 	if err != nil || mediaType != fiber.MIMEMultipartForm || params["boundary"] == "" {
 		return chat.Errorf(chat.CodeBadRequest, "the body must be multipart/form-data with a part named file")
 	}
-	maxBody := s.cfg.UploadMaxBytes + multipartOverhead
+	maxBody := h.MaxBytes + multipartOverhead
 	if n := c.Request().Header.ContentLength(); n > int(maxBody) {
-		return s.tooLarge()
+		return h.tooLarge()
 	}
 	var body io.Reader
 	if c.Request().IsBodyStream() {
@@ -163,7 +183,7 @@ func (s *Service) upload(c *fiber.Ctx) error {
 	part, err := filePart(multipart.NewReader(bounded, params["boundary"]))
 	if err != nil {
 		if bounded.N <= 0 {
-			return s.tooLarge()
+			return h.tooLarge()
 		}
 		return err
 	}
@@ -183,12 +203,12 @@ func (s *Service) upload(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	file := &io.LimitedReader{R: head, N: s.cfg.UploadMaxBytes + 1}
+	file := &io.LimitedReader{R: head, N: h.MaxBytes + 1}
 	src := &readErr{r: file}
-	size, err := s.blobs.Put(ctx, id, src)
+	size, err := h.Blobs.Put(ctx, id, src)
 	if err != nil {
 		if bounded.N <= 0 || file.N <= 0 {
-			return s.tooLarge()
+			return h.tooLarge()
 		}
 		if src.err != nil {
 			// The client's body broke off or was malformed, not the store.
@@ -198,20 +218,20 @@ func (s *Service) upload(c *fiber.Ctx) error {
 	}
 	up := &store.Upload{ID: id, RoomID: roomID, UserID: me.ID, Name: name, Size: size, ContentType: contentType}
 	fail := func(err error) error {
-		if derr := s.blobs.Delete(context.WithoutCancel(ctx), id); derr != nil {
-			s.log.ErrorContext(ctx, "removing a refused upload", "upload", id, "err", derr)
+		if derr := h.Blobs.Delete(context.WithoutCancel(ctx), id); derr != nil {
+			h.Log.ErrorContext(ctx, "removing a refused upload", "upload", id, "err", derr)
 		}
 		return err
 	}
-	if size > s.cfg.UploadMaxBytes {
-		return fail(s.tooLarge())
+	if size > h.MaxBytes {
+		return fail(h.tooLarge())
 	}
 	if format, ok := imageFormats[baseType]; ok {
-		if up.Width, up.Height, err = s.imageSize(ctx, id, format); err != nil {
+		if up.Width, up.Height, err = h.imageSize(ctx, id, format); err != nil {
 			return fail(err)
 		}
 	}
-	if err := store.CreateUpload(ctx, s.db, up); err != nil {
+	if err := store.CreateUpload(ctx, h.DB, up); err != nil {
 		return fail(err)
 	}
 	return c.Status(fiber.StatusCreated).JSON(toUpload(up))
@@ -231,8 +251,8 @@ func (e *readErr) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *Service) tooLarge() error {
-	return chat.Errorf(chat.CodeTooLarge, "files are limited to %d bytes", s.cfg.UploadMaxBytes)
+func (h *Handler) tooLarge() error {
+	return chat.Errorf(chat.CodeTooLarge, "files are limited to %d bytes", h.MaxBytes)
 }
 
 // filePart returns the part named file, skipping (and reading through) any
@@ -257,8 +277,8 @@ func filePart(mr *multipart.Reader) (*multipart.Part, error) {
 
 // imageSize reads the stored image's header: it must decode as the sniffed
 // format, within the dimension limits.
-func (s *Service) imageSize(ctx context.Context, id, format string) (w, h *int, err error) {
-	f, _, err := s.blobs.Open(ctx, id)
+func (h *Handler) imageSize(ctx context.Context, id, format string) (width, height *int, err error) {
+	f, _, err := h.Blobs.Open(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -275,22 +295,22 @@ func (s *Service) imageSize(ctx context.Context, id, format string) (w, h *int, 
 	return &cfg.Width, &cfg.Height, nil
 }
 
-// download serves an upload's bytes to the members of its room; to anyone
+// Download serves an upload's bytes to the members of its room; to anyone
 // else it does not exist. The headers keep the browser from treating the
 // bytes as anything but the sniffed type, and from running anything in it.
-func (s *Service) download(c *fiber.Ctx) error {
+func (h *Handler) Download(c *fiber.Ctx) error {
 	id := c.Params("id")
 	if !uploadIDPattern.MatchString(id) {
 		return chat.Errorf(chat.CodeNotFound, "upload not found")
 	}
 	ctx := c.UserContext()
-	up, err := store.UploadFor(ctx, s.db, id, currentUser(c).ID)
+	up, err := store.UploadFor(ctx, h.DB, id, rest.User(c).ID)
 	if err != nil {
 		return err
 	}
-	f, size, err := s.blobs.Open(ctx, id)
+	f, size, err := h.Blobs.Open(ctx, id)
 	if errors.Is(err, fs.ErrNotExist) {
-		s.log.ErrorContext(ctx, "upload row without its blob", "upload", id)
+		h.Log.ErrorContext(ctx, "upload row without its blob", "upload", id)
 		return chat.Errorf(chat.CodeNotFound, "upload not found")
 	}
 	if err != nil {
@@ -327,7 +347,7 @@ func cleanFileName(name string) string {
 	}, name)
 	name = strings.TrimSpace(name)
 	if len(name) > maxFileName {
-		name = truncate(name, maxFileName-len("…"))
+		name = rest.Truncate(name, maxFileName-len("…"))
 	}
 	if name == "" || name == "." || name == ".." {
 		return "file"
@@ -369,7 +389,20 @@ func isAttrChar(b byte) bool {
 
 func toUpload(u *store.Upload) uploadJSON {
 	return uploadJSON{
-		ID: u.ID, RoomID: idString(u.RoomID), Name: u.Name, Size: u.Size, ContentType: u.ContentType,
+		ID: u.ID, RoomID: rest.IDString(u.RoomID), Name: u.Name, Size: u.Size, ContentType: u.ContentType,
 		URL: "/api/uploads/" + u.ID, Width: u.Width, Height: u.Height, CreatedAt: u.CreatedAt,
 	}
+}
+
+// uploadJSON is an uploaded file; URL is where members fetch it.
+type uploadJSON struct {
+	ID          string    `json:"id"`
+	RoomID      string    `json:"roomId"`
+	Name        string    `json:"name"`
+	Size        int64     `json:"size"`
+	ContentType string    `json:"contentType"`
+	URL         string    `json:"url"`
+	Width       *int      `json:"width,omitempty"`
+	Height      *int      `json:"height,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
 }
