@@ -5,6 +5,7 @@
 package rooms
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
@@ -37,6 +38,37 @@ type createRoomRequest struct {
 	Name      string   `json:"name"`
 	Type      string   `json:"type"`
 	MemberIDs []string `json:"memberIds"`
+}
+
+// roomRequest is what every endpoint of one room starts from.
+type roomRequest struct {
+	// room is the :id of the path; me the caller.
+	room int64
+	me   *store.User
+	ctx  context.Context
+}
+
+// parseRoom reads the room of the path (BAD_REQUEST when it is not an id)
+// and the caller.
+func parseRoom(c *fiber.Ctx) (roomRequest, error) {
+	id, err := rest.PathID(c, "room")
+	if err != nil {
+		return roomRequest{}, err
+	}
+	return roomRequest{room: id, me: rest.User(c), ctx: c.UserContext()}, nil
+}
+
+// parseMember is parseRoom plus the member the path names (:userId).
+func parseMember(c *fiber.Ctx) (roomRequest, int64, error) {
+	r, err := parseRoom(c)
+	if err != nil {
+		return r, 0, err
+	}
+	user, err := rest.ParseID("user id", c.Params("userId"))
+	if err != nil {
+		return r, 0, err
+	}
+	return r, user, nil
 }
 
 type addMemberRequest struct {
@@ -126,31 +158,30 @@ func (h *Handler) List(c *fiber.Ctx) error {
 
 // Get returns a room to its members, and a channel to anyone.
 func (h *Handler) Get(c *fiber.Ctx) error {
-	id, err := rest.PathID(c, "room")
+	r, err := parseRoom(c)
 	if err != nil {
 		return err
 	}
-	v, err := store.RoomFor(c.UserContext(), h.DB, id, rest.User(c).ID)
+	v, err := store.RoomFor(r.ctx, h.DB, r.room, r.me.ID)
 	if err != nil {
 		return err
 	}
 	if v.Role == "" && v.Type != string(chat.RoomChannel) {
-		return chat.Errorf(chat.CodeForbidden, "not a member of room %d", id)
+		return chat.Errorf(chat.CodeForbidden, "not a member of room %d", r.room)
 	}
 	return c.JSON(toRoom(v))
 }
 
 // Join makes the caller a member of a channel; joining again is a no-op.
 func (h *Handler) Join(c *fiber.Ctx) error {
-	id, err := rest.PathID(c, "room")
+	r, err := parseRoom(c)
 	if err != nil {
 		return err
 	}
-	me, ctx := rest.User(c), c.UserContext()
-	if _, _, err := store.JoinRoom(ctx, h.DB, id, me.ID, outbox.TraceOf(ctx, h.Propagator)); err != nil {
+	if _, _, err := store.JoinRoom(r.ctx, h.DB, r.room, r.me.ID, outbox.TraceOf(r.ctx, h.Propagator)); err != nil {
 		return err
 	}
-	v, err := store.RoomFor(ctx, h.DB, id, me.ID)
+	v, err := store.RoomFor(r.ctx, h.DB, r.room, r.me.ID)
 	if err != nil {
 		return err
 	}
@@ -160,12 +191,11 @@ func (h *Handler) Join(c *fiber.Ctx) error {
 // Leave removes the caller from a group or channel; leaving a room one
 // is not in is a no-op.
 func (h *Handler) Leave(c *fiber.Ctx) error {
-	id, err := rest.PathID(c, "room")
+	r, err := parseRoom(c)
 	if err != nil {
 		return err
 	}
-	me, ctx := rest.User(c), c.UserContext()
-	if _, err := store.LeaveRoom(ctx, h.DB, id, me.ID, outbox.TraceOf(ctx, h.Propagator)); err != nil {
+	if _, err := store.LeaveRoom(r.ctx, h.DB, r.room, r.me.ID, outbox.TraceOf(r.ctx, h.Propagator)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -173,21 +203,20 @@ func (h *Handler) Leave(c *fiber.Ctx) error {
 
 // Members returns a room's members to its members.
 func (h *Handler) Members(c *fiber.Ctx) error {
-	id, err := rest.PathID(c, "room")
+	r, err := parseRoom(c)
 	if err != nil {
 		return err
 	}
-	ctx, me := c.UserContext(), rest.User(c)
-	if _, err := store.Membership(ctx, h.DB, id, me.ID); err != nil {
+	if _, err := store.Membership(r.ctx, h.DB, r.room, r.me.ID); err != nil {
 		return err
 	}
-	members, err := store.ListMembers(ctx, h.DB, id)
+	members, err := store.ListMembers(r.ctx, h.DB, r.room)
 	if err != nil {
 		return err
 	}
 	out := toMembers(members)
 	for i := range members {
-		if members[i].UserID == me.ID {
+		if members[i].UserID == r.me.ID {
 			// Whether others muted the room is theirs to know.
 			out[i].IsMuted = &members[i].IsMuted
 		}
@@ -198,7 +227,7 @@ func (h *Handler) Members(c *fiber.Ctx) error {
 // AddMember lets a room admin add a user: 201 when added, 200 when the user
 // already was a member.
 func (h *Handler) AddMember(c *fiber.Ctx) error {
-	id, err := rest.PathID(c, "room")
+	r, err := parseRoom(c)
 	if err != nil {
 		return err
 	}
@@ -210,8 +239,7 @@ func (h *Handler) AddMember(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.UserContext()
-	m, added, err := store.AddMember(ctx, h.DB, id, rest.User(c).ID, userID, outbox.TraceOf(ctx, h.Propagator))
+	m, added, err := store.AddMember(r.ctx, h.DB, r.room, r.me.ID, userID, outbox.TraceOf(r.ctx, h.Propagator))
 	if err != nil {
 		return err
 	}
@@ -229,7 +257,7 @@ type updateRoomRequest struct {
 // Update lets a room admin rename a group or channel and archive
 // (isActive false) or restore it.
 func (h *Handler) Update(c *fiber.Ctx) error {
-	id, err := rest.PathID(c, "room")
+	r, err := parseRoom(c)
 	if err != nil {
 		return err
 	}
@@ -251,7 +279,7 @@ func (h *Handler) Update(c *fiber.Ctx) error {
 		}
 		p.Name = &name
 	}
-	v, err := store.UpdateRoom(c.UserContext(), h.DB, id, rest.User(c).ID, p)
+	v, err := store.UpdateRoom(r.ctx, h.DB, r.room, r.me.ID, p)
 	if err != nil {
 		return err
 	}
@@ -266,11 +294,7 @@ type updateMemberRequest struct {
 // UpdateMember changes a member: role (admins only, never demoting the
 // last admin) and isMuted (the member themself only).
 func (h *Handler) UpdateMember(c *fiber.Ctx) error {
-	roomID, err := rest.PathID(c, "room")
-	if err != nil {
-		return err
-	}
-	userID, err := rest.ParseID("user id", c.Params("userId"))
+	r, userID, err := parseMember(c)
 	if err != nil {
 		return err
 	}
@@ -281,8 +305,7 @@ func (h *Handler) UpdateMember(c *fiber.Ctx) error {
 	if req.Role == nil && req.IsMuted == nil {
 		return chat.Errorf(chat.CodeBadRequest, "nothing to change: give role or isMuted")
 	}
-	me, ctx := rest.User(c), c.UserContext()
-	if req.IsMuted != nil && userID != me.ID {
+	if req.IsMuted != nil && userID != r.me.ID {
 		return chat.Errorf(chat.CodeForbidden, "only members themselves can mute a room for themselves")
 	}
 	var m *store.Member
@@ -291,17 +314,17 @@ func (h *Handler) UpdateMember(c *fiber.Ctx) error {
 		if role != chat.RoleAdmin && role != chat.RoleMember {
 			return chat.Errorf(chat.CodeBadRequest, "role must be admin or member")
 		}
-		if m, err = store.SetMemberRole(ctx, h.DB, roomID, me.ID, userID, role); err != nil {
+		if m, err = store.SetMemberRole(r.ctx, h.DB, r.room, r.me.ID, userID, role); err != nil {
 			return err
 		}
 	}
 	if req.IsMuted != nil {
-		if m, err = store.SetMuted(ctx, h.DB, roomID, me.ID, *req.IsMuted); err != nil {
+		if m, err = store.SetMuted(r.ctx, h.DB, r.room, r.me.ID, *req.IsMuted); err != nil {
 			return err
 		}
 	}
 	out := toMember(m)
-	if userID == me.ID {
+	if userID == r.me.ID {
 		out.IsMuted = &m.IsMuted
 	}
 	return c.JSON(out)
@@ -311,16 +334,11 @@ func (h *Handler) UpdateMember(c *fiber.Ctx) error {
 // themself (leaving, as POST /leave, which hands the room on when the last
 // admin goes). The member_left event goes out through the outbox.
 func (h *Handler) RemoveMember(c *fiber.Ctx) error {
-	roomID, err := rest.PathID(c, "room")
+	r, userID, err := parseMember(c)
 	if err != nil {
 		return err
 	}
-	userID, err := rest.ParseID("user id", c.Params("userId"))
-	if err != nil {
-		return err
-	}
-	ctx := c.UserContext()
-	if err := store.RemoveMember(ctx, h.DB, roomID, rest.User(c).ID, userID, outbox.TraceOf(ctx, h.Propagator)); err != nil {
+	if err := store.RemoveMember(r.ctx, h.DB, r.room, r.me.ID, userID, outbox.TraceOf(r.ctx, h.Propagator)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
