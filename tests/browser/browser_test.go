@@ -21,8 +21,6 @@ package browser
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,7 +30,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,11 +37,10 @@ import (
 	"relay/tests/e2e/stack"
 )
 
-var (
-	buildOnce sync.Once
-	binaries  stack.Binaries
-	buildErr  error
-)
+// stacks builds the services into the e2e tests' directory: after `make
+// test`'s Go tests the binaries there are current and the build only
+// checks them.
+var stacks = stack.Starter{Dir: stack.BinDir, Timeout: 10 * time.Minute}
 
 func requireIT(t *testing.T) {
 	t.Helper()
@@ -63,37 +59,9 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-func binDir() (string, error) {
-	root, err := stack.WorkspaceRoot(context.Background())
-	if err != nil {
-		return "", err
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	sum := sha256.Sum256([]byte(root))
-	dir := filepath.Join(cache, "relay-browser-bin", hex.EncodeToString(sum[:6]))
-	return dir, os.MkdirAll(dir, 0o755)
-}
-
+// newStack starts a stack for t, the api's uploads in t's own directory.
 func newStack(t *testing.T, opts stack.Options) *stack.Stack {
 	t.Helper()
-	buildOnce.Do(func() {
-		// The e2e tests' directory: after `make test`'s Go tests the
-		// binaries there are current and the build only checks them.
-		var dir string
-		if dir, buildErr = stack.BinDir(); buildErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		binaries, buildErr = stack.Build(ctx, dir)
-	})
-	if buildErr != nil {
-		t.Fatalf("build services: %v", buildErr)
-	}
-	opts.Binaries = binaries
 	// The api keeps uploads under its data directory: the test's own, not
 	// the package directory it runs in.
 	if opts.ServiceEnv == nil {
@@ -103,61 +71,20 @@ func newStack(t *testing.T, opts stack.Options) *stack.Stack {
 		opts.ServiceEnv["api"] = map[string]string{}
 	}
 	opts.ServiceEnv["api"]["RELAY_DATA"] = t.TempDir()
-	start := time.Now()
-	s := stack.NewStack(t, opts)
-	t.Logf("stack of %d processes ready in %v (log %s)", len(s.Names()), time.Since(start).Round(time.Millisecond), s.LogPath)
-	return s
+	return stacks.Start(t, opts)
 }
 
 // startDevproxy runs tools/cmd/devproxy (the single origin: web app, api,
 // gateways) and returns its base URL.
 func startDevproxy(t *testing.T, s *stack.Stack, gateways int, webDir string) string {
 	t.Helper()
-	dir, err := binDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "devproxy")
-	build := exec.Command("go", "build", "-o", bin, "relay/tools/cmd/devproxy")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build devproxy: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
 	ups := make([]string, gateways)
 	for i := range gateways {
 		ups[i] = s.HTTPURL(stack.GatewayName(i))
 	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "DEVPROXY_ADDR="+addr, "API_UPSTREAM="+s.APIURL(),
-		"GATEWAY_UPSTREAMS="+strings.Join(ups, ","), "WEB_DIR="+webDir)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
+	return stack.StartDevproxy(t, map[string]string{
+		"API_UPSTREAM": s.APIURL(), "GATEWAY_UPSTREAMS": strings.Join(ups, ","), "WEB_DIR": webDir,
 	})
-	base := "http://" + addr
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		res, err := http.Get(base + "/health")
-		if err == nil {
-			_ = res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return base
-			}
-		}
-		if time.Now().After(end) {
-			t.Fatalf("devproxy not up at %s: %v", base, err)
-		}
-	}
 }
 
 // controlRequest is one order from the Node.js side, carried out on the

@@ -40,7 +40,7 @@ func TestArtillery(t *testing.T) {
 	}
 	dir := filepath.Join(filepath.Dir(cwd), "artillery")
 	node := requireNode(t, dir, "artillery")
-	s := newStack(t, stack.Options{Gateways: 1, Partitions: 4})
+	s := stacks.Start(t, stack.Options{Gateways: 1, Partitions: 4})
 
 	tmp := t.TempDir()
 	users := filepath.Join(tmp, "users.csv")

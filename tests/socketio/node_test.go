@@ -13,28 +13,23 @@ package socketio
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"relay/tests/e2e/stack"
 )
 
-var (
-	buildOnce sync.Once
-	binaries  stack.Binaries
-	buildErr  error
-)
+// stacks builds the services apart from the e2e tests' directory, so both
+// can build at once.
+var stacks = stack.Starter{
+	Dir:     func() (string, error) { return stack.CacheBinDir("relay-socketio-bin") },
+	Timeout: 5 * time.Minute,
+}
 
 // requireIT skips t unless env is "1".
 func requireIT(t *testing.T, env, target string) {
@@ -56,45 +51,6 @@ func requireNode(t *testing.T, dir, pkg string) string {
 		t.Fatalf("npm package %s is not installed in %s: run `npm ci` there (make does it): %v", pkg, dir, err)
 	}
 	return node
-}
-
-// newStack builds the service binaries once per test binary and starts a
-// stack for t.
-func newStack(t *testing.T, opts stack.Options) *stack.Stack {
-	t.Helper()
-	buildOnce.Do(func() {
-		var dir string
-		if dir, buildErr = binDir(); buildErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		binaries, buildErr = stack.Build(ctx, dir)
-	})
-	if buildErr != nil {
-		t.Fatalf("build services: %v", buildErr)
-	}
-	opts.Binaries = binaries
-	start := time.Now()
-	s := stack.NewStack(t, opts)
-	t.Logf("stack of %d processes ready in %v (log %s)", len(s.Names()), time.Since(start).Round(time.Millisecond), s.LogPath)
-	return s
-}
-
-// binDir is where this package builds the services: apart from the e2e
-// tests' directory, so both can build at once.
-func binDir() (string, error) {
-	root, err := stack.WorkspaceRoot(context.Background())
-	if err != nil {
-		return "", err
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	sum := sha256.Sum256([]byte(root))
-	dir := filepath.Join(cache, "relay-socketio-bin", hex.EncodeToString(sum[:6]))
-	return dir, os.MkdirAll(dir, 0o755)
 }
 
 // runNode runs node with args in dir and env added, streaming its output
@@ -131,55 +87,6 @@ func runNode(t *testing.T, node, dir string, env map[string]string, timeout time
 	}
 }
 
-// startDevproxy runs tools/cmd/devproxy (the local single origin, sticky
-// per client) in front of the gateways and returns its base URL.
-func startDevproxy(t *testing.T, api, gateways string) string {
-	t.Helper()
-	dir, err := binDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := stack.WorkspaceRoot(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "devproxy")
-	build := exec.Command("go", "build", "-o", bin, "relay/tools/cmd/devproxy")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build devproxy: %v\n%s", err, out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(), "DEVPROXY_ADDR="+addr, "API_UPSTREAM="+api, "GATEWAY_UPSTREAMS="+gateways)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	})
-	base := "http://" + addr
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		res, err := http.Get(base + "/health")
-		if err == nil {
-			_ = res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return base
-			}
-		}
-		if time.Now().After(end) {
-			t.Fatalf("devproxy not up at %s: %v", base, err)
-		}
-	}
-}
-
 // gatewayURLs lists the stack's gateways as http:// base URLs.
 func gatewayURLs(s *stack.Stack, n int) string {
 	urls := make([]string, n)
@@ -205,7 +112,7 @@ func TestSocketIOClients(t *testing.T) {
 		t.Fatalf("no *.test.mjs in %s (%v)", dir, err)
 	}
 	const gateways = 2
-	s := newStack(t, stack.Options{
+	s := stacks.Start(t, stack.Options{
 		Gateways:   gateways,
 		Partitions: 2,
 		ServiceEnv: map[string]map[string]string{"gateway": {
@@ -226,7 +133,7 @@ func TestSocketIOClients(t *testing.T) {
 	runNode(t, node, dir, map[string]string{
 		"RELAY_API_URL":      s.APIURL(),
 		"RELAY_GATEWAY_URLS": gatewayURLs(s, gateways),
-		"RELAY_PROXY_URL":    startDevproxy(t, s.APIURL(), gatewayURLs(s, gateways)),
+		"RELAY_PROXY_URL":    stack.StartDevproxy(t, map[string]string{"API_UPSTREAM": s.APIURL(), "GATEWAY_UPSTREAMS": gatewayURLs(s, gateways)}),
 		"RELAY_JWT_SECRET":   stack.Secret,
 	}, 4*time.Minute, args...)
 }

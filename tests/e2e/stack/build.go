@@ -16,6 +16,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"testing"
+	"time"
 )
 
 // ServiceNames are the services a stack runs, by module directory under
@@ -60,23 +63,72 @@ func Build(ctx context.Context, dir string) (Binaries, error) {
 // an executable whose build ID is current, which makes a rerun's build take
 // a fraction of a second instead of linking five binaries again.
 func BinDir() (string, error) {
-	dir := os.Getenv("E2E_BIN_DIR")
-	if dir == "" {
-		root, err := WorkspaceRoot(context.Background())
-		if err != nil {
-			return "", err
+	if dir := os.Getenv("E2E_BIN_DIR"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", fmt.Errorf("stack: %w", err)
 		}
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			cache = os.TempDir()
-		}
-		sum := sha256.Sum256([]byte(root))
-		dir = filepath.Join(cache, "relay-e2e-bin", hex.EncodeToString(sum[:6]))
+		return dir, nil
 	}
+	return CacheBinDir("relay-e2e-bin")
+}
+
+// CacheBinDir returns (creating it) the directory name/<hash of the
+// workspace root> under the user cache directory: a test package that
+// builds binaries of its own gives its own name, so packages run at once
+// do not write the same executables.
+func CacheBinDir(name string) (string, error) {
+	root, err := WorkspaceRoot(context.Background())
+	if err != nil {
+		return "", err
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	sum := sha256.Sum256([]byte(root))
+	dir := filepath.Join(cache, name, hex.EncodeToString(sum[:6]))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("stack: %w", err)
 	}
 	return dir, nil
+}
+
+// Starter builds the service binaries once per test binary (on its first
+// Start) and starts a stack on them for each test. A test package keeps
+// one in a package variable.
+type Starter struct {
+	// Dir returns the directory to build into (BinDir, or CacheBinDir of
+	// the package's own name).
+	Dir func() (string, error)
+	// Timeout bounds the build.
+	Timeout time.Duration
+
+	once sync.Once
+	bins Binaries
+	err  error
+}
+
+// Start builds the binaries the first time and starts a stack for t with
+// opts (its Binaries set to them); a failed build fails t.
+func (s *Starter) Start(t testing.TB, opts Options) *Stack {
+	t.Helper()
+	s.once.Do(func() {
+		var dir string
+		if dir, s.err = s.Dir(); s.err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
+		defer cancel()
+		s.bins, s.err = Build(ctx, dir)
+	})
+	if s.err != nil {
+		t.Fatalf("build services: %v", s.err)
+	}
+	opts.Binaries = s.bins
+	start := time.Now()
+	st := NewStack(t, opts)
+	t.Logf("stack of %d processes ready in %v (log %s)", len(st.Names()), time.Since(start).Round(time.Millisecond), st.LogPath)
+	return st
 }
 
 // WorkspaceRoot returns the directory of the go.work file in use.
