@@ -97,3 +97,31 @@ func fill(v, def reflect.Value) {
 		v.Set(def)
 	}
 }
+
+// The connection settings every service has: WithDefaults fills zero
+// fields from the same envDefault tags Load applies, so a config built in
+// code (tests, embedding programs) gets the defaults without each service
+// writing them out again.
+
+// WithDefaults fills the zero URL and MaxConns.
+func (p Postgres) WithDefaults() Postgres { return fillZero(p, defaults[Postgres]()) }
+
+// WithDefaults fills a zero URL. The prefix is kept as given: an empty
+// prefix is a namespace too.
+func (r Redis) WithDefaults() Redis {
+	if r.URL == "" {
+		r.URL = defaults[Redis]().URL
+	}
+	return r
+}
+
+// WithDefaults fills the zero brokers, topic and partition count.
+func (k Kafka) WithDefaults() Kafka { return fillZero(k, defaults[Kafka]()) }
+
+// WithDefaults fills a zero Addr with addr (each service has its own port)
+// and a zero ShutdownTimeout.
+func (h HTTP) WithDefaults(addr string) HTTP {
+	def := defaults[HTTP]()
+	def.Addr = addr
+	return fillZero(h, def)
+}

@@ -51,3 +51,18 @@ func TestSharedValidate(t *testing.T) {
 		t.Error("negative DEDUPE_TTL accepted")
 	}
 }
+
+func TestConnectionDefaults(t *testing.T) {
+	if p := (Postgres{}).WithDefaults(); p.URL == "" || p.MaxConns != 20 {
+		t.Fatalf("postgres %+v", p)
+	}
+	if r := (Redis{}).WithDefaults(); r.URL != "redis://127.0.0.1:6379/0" || r.Prefix != "" {
+		t.Fatalf("redis %+v: the URL is filled, an empty prefix kept", r)
+	}
+	if k := (Kafka{Topic: "t"}).WithDefaults(); len(k.Brokers) != 1 || k.Topic != "t" || k.Partitions != 12 {
+		t.Fatalf("kafka %+v", k)
+	}
+	if h := (HTTP{}).WithDefaults("127.0.0.1:1"); h.Addr != "127.0.0.1:1" || h.ShutdownTimeout != 15*time.Second {
+		t.Fatalf("http %+v", h)
+	}
+}

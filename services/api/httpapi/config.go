@@ -112,30 +112,10 @@ type Config struct {
 
 // WithDefaults returns c with every zero field that has a default set to it.
 func (c Config) WithDefaults() Config {
-	if c.Postgres.URL == "" {
-		c.Postgres.URL = "postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable"
-	}
-	if c.Postgres.MaxConns == 0 {
-		c.Postgres.MaxConns = 20
-	}
-	if c.Redis.URL == "" {
-		c.Redis.URL = "redis://127.0.0.1:6379/0"
-	}
-	if len(c.Kafka.Brokers) == 0 {
-		c.Kafka.Brokers = []string{"127.0.0.1:9092"}
-	}
-	if c.Kafka.Topic == "" {
-		c.Kafka.Topic = "chat.messages"
-	}
-	if c.Kafka.Partitions == 0 {
-		c.Kafka.Partitions = 12
-	}
-	if c.HTTP.Addr == "" {
-		c.HTTP.Addr = DefaultAddr
-	}
-	if c.HTTP.ShutdownTimeout == 0 {
-		c.HTTP.ShutdownTimeout = 15 * time.Second
-	}
+	c.Postgres = c.Postgres.WithDefaults()
+	c.Redis = c.Redis.WithDefaults()
+	c.Kafka = c.Kafka.WithDefaults()
+	c.HTTP = c.HTTP.WithDefaults(DefaultAddr)
 	if c.JWT.TTL == 0 {
 		c.JWT.TTL = 15 * time.Minute
 	}

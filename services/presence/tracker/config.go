@@ -26,12 +26,11 @@ import (
 
 // Defaults applied by New to zero fields.
 const (
-	DefaultAddr            = "127.0.0.1:8120"
-	DefaultSweepInterval   = time.Second
-	DefaultFlushInterval   = 2 * time.Second
-	DefaultClaimIdle       = 10 * time.Second
-	DefaultReadCount       = 200
-	defaultShutdownTimeout = 15 * time.Second
+	DefaultAddr          = "127.0.0.1:8120"
+	DefaultSweepInterval = time.Second
+	DefaultFlushInterval = 2 * time.Second
+	DefaultClaimIdle     = 10 * time.Second
+	DefaultReadCount     = 200
 )
 
 // Config configures the presence service. Zero values mean the defaults.
@@ -65,12 +64,7 @@ type Config struct {
 
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
-	if c.HTTP.Addr == "" {
-		c.HTTP.Addr = DefaultAddr
-	}
-	if c.HTTP.ShutdownTimeout == 0 {
-		c.HTTP.ShutdownTimeout = defaultShutdownTimeout
-	}
+	c.HTTP = c.HTTP.WithDefaults(DefaultAddr)
 	c.Presence = c.Presence.WithDefaults()
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval

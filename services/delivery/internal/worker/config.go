@@ -34,7 +34,6 @@ const (
 	DefaultBatch         = 64
 	DefaultRetryMin      = 50 * time.Millisecond
 	DefaultRetryMax      = 5 * time.Second
-	defaultShutdown      = 15 * time.Second
 )
 
 // Config configures the delivery worker. Zero values mean the defaults above.
@@ -67,12 +66,7 @@ type Config struct {
 
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
-	if c.HTTP.Addr == "" {
-		c.HTTP.Addr = DefaultAddr
-	}
-	if c.HTTP.ShutdownTimeout == 0 {
-		c.HTTP.ShutdownTimeout = defaultShutdown
-	}
+	c.HTTP = c.HTTP.WithDefaults(DefaultAddr)
 	c.Consumer = c.Consumer.WithDefaults(DefaultGroup, c.Kafka.Topic, DefaultRetryMin, DefaultRetryMax)
 	c.Dedupe = c.Dedupe.WithDefaults()
 	if c.HistoryCap == 0 {

@@ -205,25 +205,10 @@ func (c Config) withDefaults() Config {
 			*v = d
 		}
 	}
-	if c.HTTP.Addr == "" {
-		c.HTTP.Addr = "127.0.0.1:8090"
-	}
-	def(&c.HTTP.ShutdownTimeout, 15*time.Second)
-	if c.Postgres.URL == "" {
-		c.Postgres.URL = "postgres://relay:relay@127.0.0.1:5432/relay?sslmode=disable"
-	}
-	if c.Redis.URL == "" {
-		c.Redis.URL = "redis://127.0.0.1:6379/0"
-	}
-	if len(c.Kafka.Brokers) == 0 {
-		c.Kafka.Brokers = []string{"127.0.0.1:9092"}
-	}
-	if c.Kafka.Topic == "" {
-		c.Kafka.Topic = "chat.messages"
-	}
-	if c.Kafka.Partitions == 0 {
-		c.Kafka.Partitions = 12
-	}
+	c.HTTP = c.HTTP.WithDefaults("127.0.0.1:8090")
+	c.Postgres = c.Postgres.WithDefaults()
+	c.Redis = c.Redis.WithDefaults()
+	c.Kafka = c.Kafka.WithDefaults()
 	if c.JWT.Secret == "" {
 		c.JWT.Secret = config.DevJWTSecret
 	}

@@ -40,7 +40,6 @@ const (
 	// anyway: fetches of many records cost the broker and the persister
 	// far less CPU than one fetch per few records.
 	DefaultFetchWait = 10 * time.Millisecond
-	defaultShutdown  = 15 * time.Second
 )
 
 // Config configures the persister. Zero values mean the defaults above.
@@ -73,12 +72,7 @@ type Config struct {
 
 // withDefaults fills zero fields.
 func (c Config) withDefaults() Config {
-	if c.HTTP.Addr == "" {
-		c.HTTP.Addr = DefaultAddr
-	}
-	if c.HTTP.ShutdownTimeout == 0 {
-		c.HTTP.ShutdownTimeout = defaultShutdown
-	}
+	c.HTTP = c.HTTP.WithDefaults(DefaultAddr)
 	c.Consumer = c.Consumer.WithDefaults(DefaultGroup, c.Kafka.Topic, DefaultRetryMin, DefaultRetryMax)
 	if c.FetchWait == 0 {
 		c.FetchWait = DefaultFetchWait
