@@ -31,7 +31,8 @@ package server
 //	WS_WRITE_BUFFER        pooled socket write buffer bytes         4096
 //	MEMBERSHIP_CACHE_TTL   how long a positive membership check is cached   30s
 //	MEMBERSHIP_CACHE_SIZE  entries of that cache                    100000
-//	DEDUPE_TTL             how long a clientMsgId's ack is kept     24h
+//	DEDUPE_TTL             how long a clientMsgId's ack is kept (shared
+//	                       with delivery: config.Dedupe)            24h
 //	DEDUPE_PENDING_TTL     lifetime of the "send in progress" marker 10s
 //	AUTHOR_TTL             how long a message's author is kept in Redis 1h
 //	REPLAY_LIMIT           most events replayed on join_room with lastSeq,
