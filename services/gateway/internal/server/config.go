@@ -49,12 +49,12 @@ package server
 //	BREAKER_OPEN_TIMEOUT   how long the open breaker refuses before a trial 2s
 //	INSTANCE_ID            this instance's id towards the presence service
 //	                       (unique among live gateways, at most 100 bytes) <hostname>-<random>
-//	PRESENCE_HEARTBEAT_INTERVAL  how often the heartbeat batch of all live
-//	                       connections is sent (read by presence too) 15s
-//	PRESENCE_TIMEOUT       presence's silence timeout; only checked here
-//	                       (must exceed the heartbeat interval)    30s
-//	TYPING_TTL             presence's typing lifetime; the gateway only uses
-//	                       it to skip stops of typing that already expired 5s
+//	PRESENCE_HEARTBEAT_INTERVAL, PRESENCE_TIMEOUT, TYPING_TTL  shared with
+//	                       presence (config.Presence): how often the heartbeat
+//	                       batch of all live connections is sent (15s); the
+//	                       silence timeout, only checked here against the
+//	                       interval (30s); the typing lifetime, used here only
+//	                       to skip stops of typing that already expired (5s)
 //	PRESENCE_CACHE_TTL     how long a user's rooms and a room's members are
 //	                       cached for routing presence_update        30s
 //	PRESENCE_CACHE_SIZE    entries of each of those two caches      10000
