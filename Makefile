@@ -100,7 +100,10 @@ FUZZ_TARGETS = \
 	./pkg/events:FuzzUnmarshal \
 	./services/api/httpapi:FuzzDecodeBody \
 	./services/api/httpapi:FuzzSearchCursor \
-	./services/gateway/internal/transport/ws:FuzzFrameReader
+	./services/gateway/internal/transport/ws:FuzzFrameReader \
+	./services/gateway/internal/transport/socketio:FuzzEnginePayload \
+	./services/gateway/internal/transport/socketio/packet:FuzzDecode \
+	./services/gateway/internal/commands:FuzzDecodeEnvelope
 .PHONY: fuzz
 fuzz: ## run every go fuzz target for FUZZTIME (default 1m) each
 	@. scripts/env.sh && for t in $(FUZZ_TARGETS); do \

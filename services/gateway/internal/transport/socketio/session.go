@@ -429,12 +429,13 @@ func (s *Session) receive(data []byte, isBinary bool) bool {
 	if isBinary {
 		return s.deliver(inbound{binary: true})
 	}
-	if len(data) == 0 {
+	typ, payload, ok := decodeEngine(data)
+	if !ok {
 		return false
 	}
-	switch data[0] {
+	switch typ {
 	case engineMessage:
-		return s.deliver(inbound{data: data[1:]})
+		return s.deliver(inbound{data: payload})
 	case engineBase64:
 		return s.deliver(inbound{binary: true})
 	case enginePong:
@@ -446,9 +447,6 @@ func (s *Session) receive(data []byte, isBinary bool) bool {
 		}
 	case engineClose:
 		s.close("client close", false)
-	case engineNoop, engineUpgrade:
-	default:
-		return false
 	}
 	return true
 }
