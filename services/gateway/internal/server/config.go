@@ -11,7 +11,8 @@ package server
 //	SEND_TIMEOUT           bound on one Kafka produce               5s
 //	MAX_CONNECTIONS        WebSocket connections per instance       20000
 //	WS_MAX_FRAME_BYTES     largest client frame handled (TOO_LARGE above)   16384
-//	WS_READ_LIMIT          frames above it close the socket with 1009      1048576
+//	WS_READ_LIMIT          messages above it (fragments joined) close the
+//	                       socket with 1009, from the frame header  WS_MAX_FRAME_BYTES
 //	WS_QUEUE_SIZE          frames queued per connection before it is
 //	                       closed as a slow consumer (4000)        256
 //	WS_OUTBOUND_BUDGET_BYTES  bytes queued to one connection, replays
@@ -108,8 +109,10 @@ type Config struct {
 	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"20000"`
 	// MaxFrameBytes is the largest client frame handled; zero means 16 KiB.
 	MaxFrameBytes int `env:"WS_MAX_FRAME_BYTES" envDefault:"16384"`
-	// ReadLimit closes the socket (1009) above it; zero means 1 MiB.
-	ReadLimit int64 `env:"WS_READ_LIMIT" envDefault:"1048576"`
+	// ReadLimit closes the socket (1009) on a message above it, fragments
+	// joined, checked from each frame's header; zero means MaxFrameBytes:
+	// nothing larger could be handled, so nothing larger is buffered.
+	ReadLimit int64 `env:"WS_READ_LIMIT"`
 	// QueueSize bounds each connection's outgoing queue; zero means 256.
 	QueueSize int `env:"WS_QUEUE_SIZE" envDefault:"256"`
 	// OutboundBudget bounds the bytes queued to one connection, replays
@@ -244,7 +247,7 @@ func (c Config) withDefaults() Config {
 	defInt(&c.MaxConnections, 20000)
 	defInt(&c.MaxFrameBytes, 16<<10)
 	if c.ReadLimit == 0 {
-		c.ReadLimit = 1 << 20
+		c.ReadLimit = int64(c.MaxFrameBytes)
 	}
 	defInt(&c.QueueSize, 256)
 	defInt(&c.OutboundBudget, 8<<20)
