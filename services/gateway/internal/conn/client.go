@@ -43,6 +43,9 @@ type Client struct {
 	// token is forwarded to the api when joining a channel.
 	token   string
 	limiter *rate.Limiter
+	// replays limits the join replays of the connection; made at its
+	// first replay (most connections never replay). Reader only.
+	replays *rate.Limiter
 	pinger  *time.Timer
 	// expiry closes the connection when its token expires.
 	expiry *time.Timer
@@ -138,6 +141,28 @@ func (c *Client) PresenceName() string { return c.presName }
 
 // Allow takes one frame from the connection's rate limit.
 func (c *Client) Allow() bool { return c.limiter.Allow() }
+
+// ReplayWait is how long until the connection's replay limit
+// (Options.ReplayRate, ReplayBurst) has a join replay for it; zero when it
+// has one now. It takes nothing: TakeReplay does, once a join replayed.
+// Reader only, like both.
+func (c *Client) ReplayWait() time.Duration {
+	if c.replays == nil {
+		c.replays = rate.NewLimiter(rate.Limit(c.l.o.ReplayRate), c.l.o.ReplayBurst)
+	}
+	missing := 1 - c.replays.Tokens()
+	if missing <= 0 {
+		return 0
+	}
+	return time.Duration(missing / c.l.o.ReplayRate * float64(time.Second))
+}
+
+// TakeReplay counts one join replay against the connection's limit.
+func (c *Client) TakeReplay() {
+	if c.replays != nil {
+		c.replays.Allow()
+	}
+}
 
 // Touch records that the peer showed life (a frame or a pong).
 func (c *Client) Touch() { c.lastAlive.Store(time.Now().UnixNano()) }

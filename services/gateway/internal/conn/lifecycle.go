@@ -28,6 +28,10 @@ type Options struct {
 	// Rate and Burst limit the client frames of one connection.
 	Rate  float64
 	Burst int
+	// ReplayRate (per second) and ReplayBurst limit the join replays of
+	// one connection (ReserveReplay).
+	ReplayRate  float64
+	ReplayBurst int
 	// PingInterval is the period of server pings; PongTimeout drops a
 	// watched connection silent that long; WriteTimeout bounds one write.
 	PingInterval, PongTimeout, WriteTimeout time.Duration

@@ -25,6 +25,9 @@ package server
 //	                       presence ends); keep it <= PRESENCE_TIMEOUT 30s
 //	WS_RATE                client frames per second per connection  20
 //	WS_BURST               burst of client frames per connection    50
+//	WS_REPLAY_RATE         join replays (join_room with lastSeq that has
+//	                       events to replay) per second per connection 2
+//	WS_REPLAY_BURST        burst of those replays per connection    50
 //	WS_MAX_ROOMS           rooms joined at once per connection      500
 //	WS_READ_BUFFER         read buffer bytes of a connection read by a
 //	                       goroutine of its own (no epoll); with epoll,
@@ -130,6 +133,12 @@ type Config struct {
 	Rate float64 `env:"WS_RATE" envDefault:"20"`
 	// Burst is the client frame burst per connection; zero means 50.
 	Burst int `env:"WS_BURST" envDefault:"50"`
+	// ReplayRate is the join replays per second of one connection; zero
+	// means 2. Only joins that replay something count.
+	ReplayRate float64 `env:"WS_REPLAY_RATE" envDefault:"2"`
+	// ReplayBurst is the burst of join replays of one connection (a
+	// reconnect rejoining its busy rooms); zero means 50.
+	ReplayBurst int `env:"WS_REPLAY_BURST" envDefault:"50"`
 	// MaxRooms bounds the rooms joined on one connection; zero means 500.
 	MaxRooms int `env:"WS_MAX_ROOMS" envDefault:"500"`
 	// ReadBufferSize is the read buffer of a connection read without the
@@ -258,6 +267,10 @@ func (c Config) withDefaults() Config {
 		c.Rate = 20
 	}
 	defInt(&c.Burst, 50)
+	if c.ReplayRate == 0 {
+		c.ReplayRate = 2
+	}
+	defInt(&c.ReplayBurst, 50)
 	defInt(&c.MaxRooms, 500)
 	defInt(&c.ReadBufferSize, 512)
 	defInt(&c.WriteBufferSize, 4096)
@@ -300,6 +313,7 @@ func (c Config) Validate() error {
 	positive := map[string]float64{
 		"MAX_CONNECTIONS": float64(c.MaxConnections), "WS_MAX_FRAME_BYTES": float64(c.MaxFrameBytes),
 		"WS_QUEUE_SIZE": float64(c.QueueSize), "WS_RATE": c.Rate, "WS_BURST": float64(c.Burst),
+		"WS_REPLAY_RATE": c.ReplayRate, "WS_REPLAY_BURST": float64(c.ReplayBurst),
 		"WS_MAX_ROOMS": float64(c.MaxRooms), "MEMBERSHIP_CACHE_SIZE": float64(c.MembershipCacheSize),
 		"REPLAY_LIMIT": float64(c.ReplayLimit), "SEND_TIMEOUT": float64(c.SendTimeout),
 		"WS_WRITE_TIMEOUT": float64(c.WriteTimeout), "WS_PING_INTERVAL": float64(c.PingInterval),

@@ -161,6 +161,7 @@ func (s *Service) wire(tokens *auth.Tokens, pkeys presence.Keys) {
 	})
 	s.lc = conn.NewLifecycle(s.base, conn.Options{
 		MaxConnections: cfg.MaxConnections, QueueSize: cfg.QueueSize, OutboundBudget: cfg.OutboundBudget, Rate: cfg.Rate, Burst: cfg.Burst,
+		ReplayRate: cfg.ReplayRate, ReplayBurst: cfg.ReplayBurst,
 		PingInterval: cfg.PingInterval, PongTimeout: cfg.PongTimeout, WriteTimeout: cfg.WriteTimeout,
 		Metrics: s.metrics, Log: s.log, Hooks: connHooks{s},
 	})
