@@ -32,6 +32,9 @@ func (s *Handler) joinRoom(ctx context.Context, c *conn.Client, data json.RawMes
 			return nil, chat.RateLimited(wait, "too many replays on this connection; join again after %s", wait.Round(time.Millisecond))
 		}
 	}
+	if err := s.allow(ctx, s.o.Joins, c); err != nil {
+		return nil, err
+	}
 	if m, ok := c.Rooms[cmd.room]; ok && cmd.lastSeq != nil {
 		// A rejoin with lastSeq is a recovery request (the client saw a
 		// gap): start a fresh membership that replays from lastSeq.

@@ -72,6 +72,10 @@ type Client struct {
 
 	// protocol is "native" or "socketio", for gateway_connections.
 	protocol string
+	// addr is the client's address, for logs; releaseCaps gives back what
+	// was acquired for the connection (OpenOptions.Release).
+	addr        string
+	releaseCaps func()
 
 	mu    sync.Mutex
 	queue [][]byte
@@ -257,7 +261,7 @@ func (c *Client) written(batch [][]byte) {
 func (c *Client) CloseSlow() {
 	if c.Abort(DisconnectSlow) {
 		c.l.o.Metrics.SlowConsumers.Inc()
-		c.l.o.Log.Warn("slow consumer disconnected", "user_id", c.userID, "queue", c.l.o.QueueSize)
+		c.l.o.Log.Warn("slow consumer disconnected", "user_id", c.userID, "client_ip", c.addr, "queue", c.l.o.QueueSize)
 	}
 }
 
@@ -497,3 +501,6 @@ type BatchWriter interface {
 	// and returns how many it wrote (at least one unless it fails).
 	WriteBatch(frames [][]byte, deadline time.Time) (int, error)
 }
+
+// Addr is the client's address (OpenOptions.Addr).
+func (c *Client) Addr() string { return c.addr }

@@ -10,6 +10,22 @@ package server
 //	API_TIMEOUT            bound on one api call                   5s
 //	SEND_TIMEOUT           bound on one Kafka produce               5s
 //	MAX_CONNECTIONS        WebSocket connections per instance       20000
+//	MAX_CONNECTIONS_PER_USER  connections of one user per instance,
+//	                       both protocols (429 at the upgrade, or a
+//	                       Socket.IO CONNECT_ERROR RATE_LIMITED)    20
+//	MAX_CONNECTIONS_PER_IP connections and Socket.IO sessions of one
+//	                       client address per instance (429)        500
+//	TRUSTED_PROXIES        IPs/CIDRs whose X-Forwarded-For names the
+//	                       client (per-IP caps, logs)    127.0.0.1/8,::1/128
+//	CORS_ALLOWED_ORIGINS   browser origins besides the gateway's own
+//	                       that may open /ws and /socket.io/ (403 else) none
+//	RATE_SENDS_PER_SEC     send_message, edit_message, delete_message
+//	                       per second per user, all connections on all
+//	                       gateways together (Redis)                20
+//	RATE_SENDS_BURST       burst of those                           50
+//	RATE_JOINS_PER_SEC     join_room per second per user, likewise  20
+//	RATE_JOINS_BURST       burst of those (a reconnect rejoins every
+//	                       room of every tab)                       200
 //	WS_MAX_FRAME_BYTES     largest client frame handled (TOO_LARGE above)   16384
 //	WS_READ_LIMIT          messages above it (fragments joined) close the
 //	                       socket with 1009, from the frame header  WS_MAX_FRAME_BYTES
@@ -68,7 +84,9 @@ package server
 //	SOCKETIO_PING_INTERVAL Engine.IO heartbeat period at /socket.io/ 25s
 //	SOCKETIO_PING_TIMEOUT  a Socket.IO session whose pong is this late is closed 20s
 //	SOCKETIO_MAX_PAYLOAD   largest Socket.IO polling body / WebSocket message 1000000
-//	SOCKETIO_CONNECT_TIMEOUT  a Socket.IO session without CONNECT is closed 45s
+//	SOCKETIO_CONNECT_TIMEOUT  a Socket.IO session without CONNECT is closed 5s
+//	SOCKETIO_MAX_PENDING_PER_IP  Socket.IO sessions without CONNECT per
+//	                       client address (429 beyond)              20
 
 import (
 	"crypto/rand"
@@ -82,6 +100,7 @@ import (
 
 	"relay/pkg/config"
 	"relay/pkg/presence"
+	"relay/pkg/web"
 	"relay/services/gateway/internal/conn"
 )
 
@@ -110,6 +129,23 @@ type Config struct {
 	SendTimeout time.Duration `env:"SEND_TIMEOUT" envDefault:"5s"`
 	// MaxConnections caps WebSocket connections; zero means 20000.
 	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"20000"`
+	// MaxConnsPerUser caps one user's connections on this instance, both
+	// protocols; zero means 20.
+	MaxConnsPerUser int `env:"MAX_CONNECTIONS_PER_USER" envDefault:"20"`
+	// MaxConnsPerIP caps one client address's connections and Socket.IO
+	// sessions on this instance; zero means 500 (a NAT can hide many).
+	MaxConnsPerIP int `env:"MAX_CONNECTIONS_PER_IP" envDefault:"500"`
+	// TrustedProxies are the proxies whose X-Forwarded-For header names
+	// the client (per-IP caps, logs); the api reads the same variable.
+	TrustedProxies []string `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/8,::1/128" envSeparator:","`
+	// SendRate and SendBurst limit a user's sends, edits and deletes per
+	// second across every gateway; zero means 20 and 50.
+	SendRate  int `env:"RATE_SENDS_PER_SEC" envDefault:"20"`
+	SendBurst int `env:"RATE_SENDS_BURST" envDefault:"50"`
+	// JoinRate and JoinBurst limit a user's join_room per second across
+	// every gateway; zero means 20 and 200.
+	JoinRate  int `env:"RATE_JOINS_PER_SEC" envDefault:"20"`
+	JoinBurst int `env:"RATE_JOINS_BURST" envDefault:"200"`
 	// MaxFrameBytes is the largest client frame handled; zero means 16 KiB.
 	MaxFrameBytes int `env:"WS_MAX_FRAME_BYTES" envDefault:"16384"`
 	// ReadLimit closes the socket (1009) on a message above it, fragments
@@ -254,6 +290,17 @@ func (c Config) withDefaults() Config {
 	def(&c.APITimeout, 5*time.Second)
 	def(&c.SendTimeout, 5*time.Second)
 	defInt(&c.MaxConnections, 20000)
+	defInt(&c.MaxConnsPerUser, 20)
+	defInt(&c.MaxConnsPerIP, 500)
+	if c.TrustedProxies == nil {
+		c.TrustedProxies = []string{"127.0.0.1/8", "::1/128"}
+	}
+	defInt(&c.SendRate, 20)
+	defInt(&c.SendBurst, 50)
+	defInt(&c.JoinRate, 20)
+	defInt(&c.JoinBurst, 200)
+	defInt(&c.SocketIO.MaxPendingPerIP, 20)
+	def(&c.SocketIO.ConnectTimeout, 5*time.Second)
 	defInt(&c.MaxFrameBytes, 16<<10)
 	if c.ReadLimit == 0 {
 		c.ReadLimit = int64(c.MaxFrameBytes)
@@ -323,13 +370,24 @@ func (c Config) Validate() error {
 		"PRESENCE_MAX_ROOM_MEMBERS": float64(c.PresenceMaxRoomMembers),
 		"REPAIR_WAIT":               float64(c.RepairWait),
 		"RESYNC_RETRY_AFTER":        float64(c.ResyncRetryAfter),
+		"MAX_CONNECTIONS_PER_USER":  float64(c.MaxConnsPerUser),
+		"MAX_CONNECTIONS_PER_IP":    float64(c.MaxConnsPerIP),
+		"RATE_SENDS_PER_SEC":        float64(c.SendRate), "RATE_SENDS_BURST": float64(c.SendBurst),
+		"RATE_JOINS_PER_SEC": float64(c.JoinRate), "RATE_JOINS_BURST": float64(c.JoinBurst),
+		"SOCKETIO_MAX_PENDING_PER_IP": float64(c.SocketIO.MaxPendingPerIP),
+	}
+	if _, err := web.ParsePrefixes(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := web.ParseOrigins(c.HTTP.AllowedOrigins); err != nil {
+		errs = append(errs, err)
 	}
 	for name, v := range positive {
 		if v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
 	}
-	if c.ReadLimit < int64(c.MaxFrameBytes) {
+	if c.ReadLimit != 0 && c.ReadLimit < int64(c.MaxFrameBytes) { // zero: MaxFrameBytes
 		errs = append(errs, errors.New("WS_READ_LIMIT must be at least WS_MAX_FRAME_BYTES"))
 	}
 	if c.PongTimeout <= c.PingInterval {
@@ -358,8 +416,13 @@ type SocketIOConfig struct {
 	// MaxPayload bounds a polling request body and a WebSocket message;
 	// zero means 1,000,000 bytes.
 	MaxPayload int `env:"SOCKETIO_MAX_PAYLOAD" envDefault:"1000000"`
-	// ConnectTimeout closes a session that sent no CONNECT; zero means 45 s.
-	ConnectTimeout time.Duration `env:"SOCKETIO_CONNECT_TIMEOUT" envDefault:"45s"`
+	// ConnectTimeout closes a session that sent no CONNECT; zero means
+	// 5 s. socket.io-client sends it right after the handshake; a session
+	// without one (no token yet) holds a slot only this long.
+	ConnectTimeout time.Duration `env:"SOCKETIO_CONNECT_TIMEOUT" envDefault:"5s"`
+	// MaxPendingPerIP bounds the sessions without CONNECT of one client
+	// address; zero means 20.
+	MaxPendingPerIP int `env:"SOCKETIO_MAX_PENDING_PER_IP" envDefault:"20"`
 }
 
 // defaultInstanceID is unique per process: the host name plus random bytes.
