@@ -111,3 +111,45 @@ func TestLeasedAsksRedisOncePerLease(t *testing.T) {
 		t.Fatalf("%d users kept, want 1 (the others' leases expired)", u)
 	}
 }
+
+// The cost a per-user limit adds to a send, against the real Redis:
+//
+//	cd pkg && go test ./ratelimit -run '^$' -bench . -benchtime 5000x
+//
+// BenchmarkAskPerEvent is one Redis script per event (an occasional sender,
+// or Limiter.Allow); BenchmarkLeasedBusyUser a user sending back to back
+// (one ask per lease of 5).
+func BenchmarkAskPerEvent(b *testing.B) {
+	rdb, prefix := testenv.Redis(b)
+	l := ratelimit.New(rdb, ratelimit.Options{Prefix: prefix})
+	limit := ratelimit.Limit{Rate: 1 << 30, Period: time.Second}
+	ctx := context.Background()
+	for b.Loop() {
+		if err := l.AllowUser(ctx, "send", 1, limit); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLeasedBusyUser(b *testing.B) {
+	rdb, prefix := testenv.Redis(b)
+	l := ratelimit.New(rdb, ratelimit.Options{Prefix: prefix})
+	x := ratelimit.NewLeased(l, "send", ratelimit.Limit{Rate: 1 << 30, Period: time.Second, Burst: 50}, ratelimit.LeaseOptions{})
+	ctx := context.Background()
+	for b.Loop() {
+		if err := x.Allow(ctx, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRedisPing is the bare round trip, for scale.
+func BenchmarkRedisPing(b *testing.B) {
+	rdb, _ := testenv.Redis(b)
+	ctx := context.Background()
+	for b.Loop() {
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
