@@ -310,15 +310,15 @@ func (srv *Server) handle(c *fiber.Ctx) error {
 			// out.
 			sl.expireUnless(srv.opts.UpgradeTimeout)
 			c.Locals(localHandshake, opening{hs: srv.handshakeOf(c), slot: sl})
-			// The WebSocket keeps every local, this request's trace context
-			// included, for its whole life; it needs none.
-			c.SetUserContext(context.Background())
+			c.SetUserContext(context.Background()) // see the upgrade below
 			if err := srv.ws(c); err != nil {
 				sl.release()
 				return err
 			}
 			return nil
 		}
+		// The WebSocket keeps every local, this request's trace context
+		// included, for its whole life; it needs none.
 		c.SetUserContext(context.Background())
 		return srv.ws(c)
 	default:
