@@ -81,13 +81,17 @@ clean-data: ## stop everything and delete all local state (.data, /var/lib/relay
 # cached in .data/bench/). A stack already running with the default limit
 # makes the first run fail with a 429 message saying so. The per-user REST
 # limits and the room-creation cap are raised the same way: the bench
-# creates rooms of up to 1,000 members as one user.
+# creates rooms of up to 1,000 members as one user; so are the gateway's
+# per-address connection caps (every bench client comes from 127.0.0.1) and
+# its per-user send and join limits.
 BENCH_SCENARIO ?= chat
 BENCH_ARGS ?=
 .PHONY: bench
 bench: ## load-test the stack with chatbench (starts it if needed); BENCH_SCENARIO=chat|fanout|idle|max|artillery BENCH_ARGS="--duration 30s ..."
 	@. scripts/env.sh && AUTH_RATE_LIMIT="$${AUTH_RATE_LIMIT:-100000}" RATE_WRITES_PER_MIN="$${RATE_WRITES_PER_MIN:-100000}" \
-		RATE_ROOMS_PER_HOUR="$${RATE_ROOMS_PER_HOUR:-100000}" ROOM_CREATE_MAX_MEMBERS="$${ROOM_CREATE_MAX_MEMBERS:-1000}" scripts/run.sh --detach
+		RATE_ROOMS_PER_HOUR="$${RATE_ROOMS_PER_HOUR:-100000}" ROOM_CREATE_MAX_MEMBERS="$${ROOM_CREATE_MAX_MEMBERS:-1000}" \
+		MAX_CONNECTIONS_PER_IP="$${MAX_CONNECTIONS_PER_IP:-100000}" SOCKETIO_MAX_PENDING_PER_IP="$${SOCKETIO_MAX_PENDING_PER_IP:-100000}" \
+		RATE_SENDS_PER_SEC="$${RATE_SENDS_PER_SEC:-100000}" RATE_JOINS_PER_SEC="$${RATE_JOINS_PER_SEC:-100000}" scripts/run.sh --detach
 	@. scripts/env.sh && go run ./tools/cmd/chatbench --scenario $(BENCH_SCENARIO) $(BENCH_ARGS)
 
 # Fuzzing (docs/security.md). Each target's committed corpus
@@ -100,7 +104,10 @@ FUZZ_TARGETS = \
 	./pkg/events:FuzzUnmarshal \
 	./services/api/internal/rest:FuzzDecodeBody \
 	./services/api/internal/messages:FuzzSearchCursor \
-	./services/gateway/internal/transport/ws:FuzzFrameReader
+	./services/gateway/internal/transport/ws:FuzzFrameReader \
+	./services/gateway/internal/transport/socketio:FuzzEnginePayload \
+	./services/gateway/internal/transport/socketio/packet:FuzzDecode \
+	./services/gateway/internal/commands:FuzzDecodeEnvelope
 .PHONY: fuzz
 fuzz: ## run every go fuzz target for FUZZTIME (default 1m) each
 	@. scripts/env.sh && for t in $(FUZZ_TARGETS); do \

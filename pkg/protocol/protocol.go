@@ -53,6 +53,9 @@ const (
 type ErrorData struct {
 	Code    chat.Code `json:"code"`
 	Message string    `json:"message"`
+	// RetryAfterMs, on some RATE_LIMITED errors, is how long to wait
+	// before the same request can succeed.
+	RetryAfterMs int64 `json:"retryAfterMs,omitempty"`
 }
 
 // WebSocket close codes the gateway sends (docs/protocol.md, close codes).

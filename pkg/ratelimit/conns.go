@@ -25,20 +25,40 @@ type ConnCaps struct {
 
 // Acquire counts a connection of user (0 for one not yet authenticated)
 // from addr. It returns a release func to call exactly once when the
-// connection ends, or a RATE_LIMITED error when a cap is reached.
+// connection ends (later calls do nothing), or a RATE_LIMITED error when a
+// cap is reached.
 func (c *ConnCaps) Acquire(user int64, addr string) (release func(), err error) {
+	return c.acquire(user, addr, true)
+}
+
+// AcquireAddr counts a connection of addr whose user is not known yet (a
+// Socket.IO session before its CONNECT); AcquireUser counts its user once
+// it is.
+func (c *ConnCaps) AcquireAddr(addr string) (release func(), err error) {
+	return c.acquire(0, addr, true)
+}
+
+// AcquireUser counts a connection of user whose address was counted
+// already (AcquireAddr).
+func (c *ConnCaps) AcquireUser(user int64) (release func(), err error) {
+	return c.acquire(user, "", false)
+}
+
+func (c *ConnCaps) acquire(user int64, addr string, countAddr bool) (release func(), err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.users == nil {
 		c.users, c.addrs = map[int64]int{}, map[string]int{}
 	}
-	if c.PerAddr > 0 && c.addrs[addr] >= c.PerAddr {
+	if countAddr && c.PerAddr > 0 && c.addrs[addr] >= c.PerAddr {
 		return nil, chat.Errorf(chat.CodeRateLimited, "too many connections from this address (at most %d)", c.PerAddr)
 	}
 	if user != 0 && c.PerUser > 0 && c.users[user] >= c.PerUser {
 		return nil, chat.Errorf(chat.CodeRateLimited, "too many connections for this account (at most %d); close another one", c.PerUser)
 	}
-	c.addrs[addr]++
+	if countAddr {
+		c.addrs[addr]++
+	}
 	if user != 0 {
 		c.users[user]++
 	}
@@ -47,8 +67,10 @@ func (c *ConnCaps) Acquire(user int64, addr string) (release func(), err error) 
 		once.Do(func() {
 			c.mu.Lock()
 			defer c.mu.Unlock()
-			if c.addrs[addr]--; c.addrs[addr] <= 0 {
-				delete(c.addrs, addr)
+			if countAddr {
+				if c.addrs[addr]--; c.addrs[addr] <= 0 {
+					delete(c.addrs, addr)
+				}
 			}
 			if user != 0 {
 				if c.users[user]--; c.users[user] <= 0 {

@@ -123,3 +123,34 @@ func TestConnCaps(t *testing.T) {
 		t.Fatalf("counts leaked: %d %d", u, a)
 	}
 }
+
+// A Socket.IO session counts its address when it opens and its user when
+// it connects: each is capped, and each release gives back only its own.
+func TestConnCapsInTwoSteps(t *testing.T) {
+	c := &ratelimit.ConnCaps{PerUser: 1, PerAddr: 2}
+	relAddr, err := c.AcquireAddr("1.2.3.4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	relUser, err := c.AcquireUser(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AcquireUser(7); chat.ErrorCode(err) != chat.CodeRateLimited {
+		t.Fatalf("second connection of a user capped at 1: %v", err)
+	}
+	if _, err := c.Acquire(7, "5.6.7.8"); chat.ErrorCode(err) != chat.CodeRateLimited {
+		t.Fatalf("native connection of the same user: %v", err)
+	}
+	if u, a := c.Counts(7, "1.2.3.4"); u != 1 || a != 1 {
+		t.Fatalf("counts %d %d", u, a)
+	}
+	relUser()
+	if u, a := c.Counts(7, "1.2.3.4"); u != 0 || a != 1 {
+		t.Fatalf("after the user's release: %d %d", u, a)
+	}
+	relAddr()
+	if u, a := c.Counts(7, "1.2.3.4"); u != 0 || a != 0 {
+		t.Fatalf("after both releases: %d %d", u, a)
+	}
+}

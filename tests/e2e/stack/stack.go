@@ -151,6 +151,13 @@ func NewStack(t testing.TB, opts Options) *Stack {
 		"RATE_ROOMS_PER_HOUR":     "100000",
 		"RATE_SEARCHES_PER_MIN":   "100000",
 		"ROOM_CREATE_MAX_MEMBERS": "1000",
+		// Likewise the gateway's per-user send and join limits and its
+		// connection caps: tests open many connections from one address.
+		"RATE_SENDS_PER_SEC":          "100000",
+		"RATE_JOINS_PER_SEC":          "100000",
+		"MAX_CONNECTIONS_PER_USER":    "100000",
+		"MAX_CONNECTIONS_PER_IP":      "100000",
+		"SOCKETIO_MAX_PENDING_PER_IP": "100000",
 	}
 	if lvl := os.Getenv("E2E_LOG_LEVEL"); lvl != "" {
 		base["LOG_LEVEL"] = lvl

@@ -85,7 +85,14 @@ type Typing interface {
 	EndTyping(ctx context.Context, c *conn.Client, room int64) error
 }
 
-// Options configure New; every field is required.
+// UserLimit counts one event of a user against a limit shared by every
+// gateway (*ratelimit.Leased): nil when allowed, RATE_LIMITED with a retry
+// hint when not.
+type UserLimit interface {
+	Allow(ctx context.Context, user int64) error
+}
+
+// Options configure New; every field is required but Sends and Joins.
 type Options struct {
 	Membership Membership
 	Messages   Messages
@@ -93,6 +100,10 @@ type Options struct {
 	Channels   Channels
 	Rooms      Rooms
 	Typing     Typing
+	// Sends limits a user's send_message, edit_message and delete_message,
+	// all connections on all gateways together; Joins their join_room.
+	// Nil means no limit.
+	Sends, Joins UserLimit
 	// Frames encodes acks and errors; Metrics counts frames; Tracer
 	// traces each command; Log gets what goes wrong.
 	Frames  *frame.Encoder
@@ -249,6 +260,14 @@ func (s *Handler) handlers() map[string]handler {
 			return emptyAck, nil
 		},
 	}
+}
+
+// allow counts one event of c's user against limit (nil: none).
+func (s *Handler) allow(ctx context.Context, limit UserLimit, c *conn.Client) error {
+	if limit == nil {
+		return nil
+	}
+	return limit.Allow(ctx, c.UserID())
 }
 
 // frame encodes a server frame; data is already JSON.

@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"relay/pkg/chat"
 	"relay/pkg/protocol"
@@ -19,6 +20,19 @@ import (
 func (s *Handler) joinRoom(ctx context.Context, c *conn.Client, data json.RawMessage, ref string) (json.RawMessage, error) {
 	cmd, err := parseJoin(data)
 	if err != nil {
+		return nil, err
+	}
+	// A join with lastSeq may replay up to REPLAY_LIMIT events: repeated,
+	// it would make the gateway read and queue them over and over. The
+	// connection's replay limit is asked before anything changes (a
+	// refused rejoin keeps its membership); only a join that replayed
+	// events counts against it.
+	if cmd.lastSeq != nil {
+		if wait := c.ReplayWait(); wait > 0 {
+			return nil, chat.RateLimited(wait, "too many replays on this connection; join again after %s", wait.Round(time.Millisecond))
+		}
+	}
+	if err := s.allow(ctx, s.o.Joins, c); err != nil {
 		return nil, err
 	}
 	if m, ok := c.Rooms[cmd.room]; ok && cmd.lastSeq != nil {
@@ -79,6 +93,9 @@ func (s *Handler) joinRoom(ctx context.Context, c *conn.Client, data json.RawMes
 			rctx, cancel := context.WithTimeout(ctx, s.o.SendTimeout)
 			replay, err = s.o.Rooms.ReadLog(rctx, cmd.room, *cmd.lastSeq, last, s.o.ReplayLimit)
 			cancel()
+			if err == nil && (len(replay.Pubs) > 0 || replay.Gap != "") {
+				c.TakeReplay()
+			}
 		}
 	}
 	if err != nil {

@@ -24,6 +24,9 @@ func (s *Handler) sendMessage(ctx context.Context, c *conn.Client, data json.Raw
 	if err != nil {
 		return nil, err
 	}
+	if err := s.allow(ctx, s.o.Sends, c); err != nil {
+		return nil, err
+	}
 	if _, err := s.o.Membership.Require(ctx, cmd.room, c.UserID()); err != nil {
 		return nil, err
 	}
@@ -71,6 +74,9 @@ func (s *Handler) editMessage(ctx context.Context, c *conn.Client, data json.Raw
 	if err != nil {
 		return nil, err
 	}
+	if err := s.allow(ctx, s.o.Sends, c); err != nil {
+		return nil, err
+	}
 	if cmd.room, err = s.messageRoom(ctx, c, cmd.room, cmd.message); err != nil {
 		return nil, err
 	}
@@ -101,6 +107,9 @@ func (s *Handler) editMessage(ctx context.Context, c *conn.Client, data json.Raw
 func (s *Handler) deleteMessage(ctx context.Context, c *conn.Client, data json.RawMessage, _ string) (json.RawMessage, error) {
 	cmd, err := parseDelete(data)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, s.o.Sends, c); err != nil {
 		return nil, err
 	}
 	if cmd.room, err = s.messageRoom(ctx, c, cmd.room, cmd.message); err != nil {

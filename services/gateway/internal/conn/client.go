@@ -43,6 +43,9 @@ type Client struct {
 	// token is forwarded to the api when joining a channel.
 	token   string
 	limiter *rate.Limiter
+	// replays limits the join replays of the connection; made at its
+	// first replay (most connections never replay). Reader only.
+	replays *rate.Limiter
 	pinger  *time.Timer
 	// expiry closes the connection when its token expires.
 	expiry *time.Timer
@@ -69,6 +72,10 @@ type Client struct {
 
 	// protocol is "native" or "socketio", for gateway_connections.
 	protocol string
+	// addr is the client's address, for logs; releaseCaps gives back what
+	// was acquired for the connection (OpenOptions.Release).
+	addr        string
+	releaseCaps func()
 
 	mu    sync.Mutex
 	queue [][]byte
@@ -138,6 +145,28 @@ func (c *Client) PresenceName() string { return c.presName }
 
 // Allow takes one frame from the connection's rate limit.
 func (c *Client) Allow() bool { return c.limiter.Allow() }
+
+// ReplayWait is how long until the connection's replay limit
+// (Options.ReplayRate, ReplayBurst) has a join replay for it; zero when it
+// has one now. It takes nothing: TakeReplay does, once a join replayed.
+// Reader only, like both.
+func (c *Client) ReplayWait() time.Duration {
+	if c.replays == nil {
+		c.replays = rate.NewLimiter(rate.Limit(c.l.o.ReplayRate), c.l.o.ReplayBurst)
+	}
+	missing := 1 - c.replays.Tokens()
+	if missing <= 0 {
+		return 0
+	}
+	return time.Duration(missing / c.l.o.ReplayRate * float64(time.Second))
+}
+
+// TakeReplay counts one join replay against the connection's limit.
+func (c *Client) TakeReplay() {
+	if c.replays != nil {
+		c.replays.Allow()
+	}
+}
 
 // Touch records that the peer showed life (a frame or a pong).
 func (c *Client) Touch() { c.lastAlive.Store(time.Now().UnixNano()) }
@@ -232,7 +261,7 @@ func (c *Client) written(batch [][]byte) {
 func (c *Client) CloseSlow() {
 	if c.Abort(DisconnectSlow) {
 		c.l.o.Metrics.SlowConsumers.Inc()
-		c.l.o.Log.Warn("slow consumer disconnected", "user_id", c.userID, "queue", c.l.o.QueueSize)
+		c.l.o.Log.Warn("slow consumer disconnected", "user_id", c.userID, "client_ip", c.addr, "queue", c.l.o.QueueSize)
 	}
 }
 
@@ -472,3 +501,6 @@ type BatchWriter interface {
 	// and returns how many it wrote (at least one unless it fails).
 	WriteBatch(frames [][]byte, deadline time.Time) (int, error)
 }
+
+// Addr is the client's address (OpenOptions.Addr).
+func (c *Client) Addr() string { return c.addr }

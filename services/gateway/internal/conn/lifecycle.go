@@ -28,6 +28,10 @@ type Options struct {
 	// Rate and Burst limit the client frames of one connection.
 	Rate  float64
 	Burst int
+	// ReplayRate (per second) and ReplayBurst limit the join replays of
+	// one connection (ReserveReplay).
+	ReplayRate  float64
+	ReplayBurst int
 	// PingInterval is the period of server pings; PongTimeout drops a
 	// watched connection silent that long; WriteTimeout bounds one write.
 	PingInterval, PongTimeout, WriteTimeout time.Duration
@@ -62,6 +66,13 @@ type OpenOptions struct {
 	// Protocol labels the connection in gateway_connections: "native" or
 	// "socketio" ("" counts as native).
 	Protocol string
+	// Addr is the client's address (behind a trusted proxy, the one it
+	// forwarded), for logs.
+	Addr string
+	// Release, when set, runs once when the connection ends, or at once
+	// when Open refuses it: what the transport acquired for it (its
+	// connection caps) is given back.
+	Release func()
 }
 
 // ErrFull refuses a connection above MaxConnections; ErrDraining one that
@@ -122,10 +133,13 @@ func (l *Lifecycle) Open(t Transport, claims auth.Claims, token string, o OpenOp
 	// Admit is racy under a burst; this check is exact.
 	if l.active.Add(1) > int64(l.o.MaxConnections) {
 		l.active.Add(-1)
+		if o.Release != nil {
+			o.Release()
+		}
 		return nil, ErrFull
 	}
 	c := NewClient(l, t, claims, token, o.Watchdog)
-	c.protocol = o.Protocol
+	c.protocol, c.addr, c.releaseCaps = o.Protocol, o.Addr, o.Release
 	if c.protocol == "" {
 		c.protocol = "native"
 	}
@@ -157,6 +171,7 @@ func (l *Lifecycle) abandon(c *Client, d Disconnect) {
 	<-c.done
 	c.stopPings()
 	release(c.ws)
+	c.giveBack()
 	l.active.Add(-1)
 }
 
@@ -189,7 +204,15 @@ func (l *Lifecycle) End(c *Client) {
 	// No ping may touch the transport once it is released.
 	c.stopPings()
 	release(c.ws)
+	c.giveBack()
 	l.active.Add(-1)
+}
+
+// giveBack runs the connection's OpenOptions.Release.
+func (c *Client) giveBack() {
+	if c.releaseCaps != nil {
+		c.releaseCaps()
+	}
 }
 
 func (l *Lifecycle) release(c *Client) {

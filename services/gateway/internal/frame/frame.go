@@ -45,7 +45,12 @@ func (e *Encoder) Error(user int64, ref string, err error) []byte {
 		e.Log.Warn("frame failed", "user_id", user, "code", code, "err", err)
 	}
 	e.Metrics.Errors.WithLabelValues(string(code)).Inc()
-	data, _ := json.Marshal(protocol.ErrorData{Code: code, Message: chat.ErrorMessage(err)})
+	ed := protocol.ErrorData{Code: code, Message: chat.ErrorMessage(err)}
+	if d := chat.RetryAfter(err); d > 0 {
+		// Rounded up: retrying a millisecond early would be refused again.
+		ed.RetryAfterMs = int64((d + time.Millisecond - 1) / time.Millisecond)
+	}
+	data, _ := json.Marshal(ed)
 	return e.Frame(protocol.EventError, ref, data)
 }
 

@@ -10,8 +10,25 @@ package server
 //	API_TIMEOUT            bound on one api call                   5s
 //	SEND_TIMEOUT           bound on one Kafka produce               5s
 //	MAX_CONNECTIONS        WebSocket connections per instance       20000
+//	MAX_CONNECTIONS_PER_USER  connections of one user per instance,
+//	                       both protocols (429 at the upgrade, or a
+//	                       Socket.IO CONNECT_ERROR RATE_LIMITED)    20
+//	MAX_CONNECTIONS_PER_IP connections and Socket.IO sessions of one
+//	                       client address per instance (429)        500
+//	TRUSTED_PROXIES        IPs/CIDRs whose X-Forwarded-For names the
+//	                       client (per-IP caps, logs)    127.0.0.1/8,::1/128
+//	CORS_ALLOWED_ORIGINS   browser origins besides the gateway's own
+//	                       that may open /ws and /socket.io/ (403 else) none
+//	RATE_SENDS_PER_SEC     send_message, edit_message, delete_message
+//	                       per second per user, all connections on all
+//	                       gateways together (Redis)                20
+//	RATE_SENDS_BURST       burst of those                           50
+//	RATE_JOINS_PER_SEC     join_room per second per user, likewise  20
+//	RATE_JOINS_BURST       burst of those (a reconnect rejoins every
+//	                       room of every tab)                       200
 //	WS_MAX_FRAME_BYTES     largest client frame handled (TOO_LARGE above)   16384
-//	WS_READ_LIMIT          frames above it close the socket with 1009      1048576
+//	WS_READ_LIMIT          messages above it (fragments joined) close the
+//	                       socket with 1009, from the frame header  WS_MAX_FRAME_BYTES
 //	WS_QUEUE_SIZE          frames queued per connection before it is
 //	                       closed as a slow consumer (4000)        256
 //	WS_OUTBOUND_BUDGET_BYTES  bytes queued to one connection, replays
@@ -24,6 +41,9 @@ package server
 //	                       presence ends); keep it <= PRESENCE_TIMEOUT 30s
 //	WS_RATE                client frames per second per connection  20
 //	WS_BURST               burst of client frames per connection    50
+//	WS_REPLAY_RATE         join replays (join_room with lastSeq that has
+//	                       events to replay) per second per connection 2
+//	WS_REPLAY_BURST        burst of those replays per connection    50
 //	WS_MAX_ROOMS           rooms joined at once per connection      500
 //	WS_READ_BUFFER         read buffer bytes of a connection read by a
 //	                       goroutine of its own (no epoll); with epoll,
@@ -65,7 +85,9 @@ package server
 //	SOCKETIO_PING_INTERVAL Engine.IO heartbeat period at /socket.io/ 25s
 //	SOCKETIO_PING_TIMEOUT  a Socket.IO session whose pong is this late is closed 20s
 //	SOCKETIO_MAX_PAYLOAD   largest Socket.IO polling body / WebSocket message 1000000
-//	SOCKETIO_CONNECT_TIMEOUT  a Socket.IO session without CONNECT is closed 45s
+//	SOCKETIO_CONNECT_TIMEOUT  a Socket.IO session without CONNECT is closed 5s
+//	SOCKETIO_MAX_PENDING_PER_IP  Socket.IO sessions without CONNECT per
+//	                       client address (429 beyond)              20
 
 import (
 	"crypto/rand"
@@ -78,6 +100,7 @@ import (
 	"time"
 
 	"relay/pkg/config"
+	"relay/pkg/web"
 	"relay/services/gateway/internal/conn"
 )
 
@@ -106,10 +129,29 @@ type Config struct {
 	SendTimeout time.Duration `env:"SEND_TIMEOUT" envDefault:"5s"`
 	// MaxConnections caps WebSocket connections; zero means 20000.
 	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"20000"`
+	// MaxConnsPerUser caps one user's connections on this instance, both
+	// protocols; zero means 20.
+	MaxConnsPerUser int `env:"MAX_CONNECTIONS_PER_USER" envDefault:"20"`
+	// MaxConnsPerIP caps one client address's connections and Socket.IO
+	// sessions on this instance; zero means 500 (a NAT can hide many).
+	MaxConnsPerIP int `env:"MAX_CONNECTIONS_PER_IP" envDefault:"500"`
+	// TrustedProxies are the proxies whose X-Forwarded-For header names
+	// the client (per-IP caps, logs); the api reads the same variable.
+	TrustedProxies []string `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/8,::1/128" envSeparator:","`
+	// SendRate and SendBurst limit a user's sends, edits and deletes per
+	// second across every gateway; zero means 20 and 50.
+	SendRate  int `env:"RATE_SENDS_PER_SEC" envDefault:"20"`
+	SendBurst int `env:"RATE_SENDS_BURST" envDefault:"50"`
+	// JoinRate and JoinBurst limit a user's join_room per second across
+	// every gateway; zero means 20 and 200.
+	JoinRate  int `env:"RATE_JOINS_PER_SEC" envDefault:"20"`
+	JoinBurst int `env:"RATE_JOINS_BURST" envDefault:"200"`
 	// MaxFrameBytes is the largest client frame handled; zero means 16 KiB.
 	MaxFrameBytes int `env:"WS_MAX_FRAME_BYTES" envDefault:"16384"`
-	// ReadLimit closes the socket (1009) above it; zero means 1 MiB.
-	ReadLimit int64 `env:"WS_READ_LIMIT" envDefault:"1048576"`
+	// ReadLimit closes the socket (1009) on a message above it, fragments
+	// joined, checked from each frame's header; zero means MaxFrameBytes:
+	// nothing larger could be handled, so nothing larger is buffered.
+	ReadLimit int64 `env:"WS_READ_LIMIT"`
 	// QueueSize bounds each connection's outgoing queue; zero means 256.
 	QueueSize int `env:"WS_QUEUE_SIZE" envDefault:"256"`
 	// OutboundBudget bounds the bytes queued to one connection, replays
@@ -127,6 +169,12 @@ type Config struct {
 	Rate float64 `env:"WS_RATE" envDefault:"20"`
 	// Burst is the client frame burst per connection; zero means 50.
 	Burst int `env:"WS_BURST" envDefault:"50"`
+	// ReplayRate is the join replays per second of one connection; zero
+	// means 2. Only joins that replay something count.
+	ReplayRate float64 `env:"WS_REPLAY_RATE" envDefault:"2"`
+	// ReplayBurst is the burst of join replays of one connection (a
+	// reconnect rejoining its busy rooms); zero means 50.
+	ReplayBurst int `env:"WS_REPLAY_BURST" envDefault:"50"`
 	// MaxRooms bounds the rooms joined on one connection; zero means 500.
 	MaxRooms int `env:"WS_MAX_ROOMS" envDefault:"500"`
 	// ReadBufferSize is the read buffer of a connection read without the
@@ -223,9 +271,20 @@ func (c Config) withDefaults() Config {
 	def(&c.APITimeout, 5*time.Second)
 	def(&c.SendTimeout, 5*time.Second)
 	defInt(&c.MaxConnections, 20000)
+	defInt(&c.MaxConnsPerUser, 20)
+	defInt(&c.MaxConnsPerIP, 500)
+	if c.TrustedProxies == nil {
+		c.TrustedProxies = []string{"127.0.0.1/8", "::1/128"}
+	}
+	defInt(&c.SendRate, 20)
+	defInt(&c.SendBurst, 50)
+	defInt(&c.JoinRate, 20)
+	defInt(&c.JoinBurst, 200)
+	defInt(&c.SocketIO.MaxPendingPerIP, 20)
+	def(&c.SocketIO.ConnectTimeout, 5*time.Second)
 	defInt(&c.MaxFrameBytes, 16<<10)
 	if c.ReadLimit == 0 {
-		c.ReadLimit = 1 << 20
+		c.ReadLimit = int64(c.MaxFrameBytes)
 	}
 	defInt(&c.QueueSize, 256)
 	defInt(&c.OutboundBudget, 8<<20)
@@ -236,6 +295,10 @@ func (c Config) withDefaults() Config {
 		c.Rate = 20
 	}
 	defInt(&c.Burst, 50)
+	if c.ReplayRate == 0 {
+		c.ReplayRate = 2
+	}
+	defInt(&c.ReplayBurst, 50)
 	defInt(&c.MaxRooms, 500)
 	defInt(&c.ReadBufferSize, 512)
 	defInt(&c.WriteBufferSize, 4096)
@@ -276,6 +339,7 @@ func (c Config) Validate() error {
 	positive := map[string]float64{
 		"MAX_CONNECTIONS": float64(c.MaxConnections), "WS_MAX_FRAME_BYTES": float64(c.MaxFrameBytes),
 		"WS_QUEUE_SIZE": float64(c.QueueSize), "WS_RATE": c.Rate, "WS_BURST": float64(c.Burst),
+		"WS_REPLAY_RATE": c.ReplayRate, "WS_REPLAY_BURST": float64(c.ReplayBurst),
 		"WS_MAX_ROOMS": float64(c.MaxRooms), "MEMBERSHIP_CACHE_SIZE": float64(c.MembershipCacheSize),
 		"REPLAY_LIMIT": float64(c.ReplayLimit), "SEND_TIMEOUT": float64(c.SendTimeout),
 		"WS_WRITE_TIMEOUT": float64(c.WriteTimeout), "WS_PING_INTERVAL": float64(c.PingInterval),
@@ -284,13 +348,24 @@ func (c Config) Validate() error {
 		"PRESENCE_MAX_ROOM_MEMBERS": float64(c.PresenceMaxRoomMembers),
 		"REPAIR_WAIT":               float64(c.RepairWait),
 		"RESYNC_RETRY_AFTER":        float64(c.ResyncRetryAfter),
+		"MAX_CONNECTIONS_PER_USER":  float64(c.MaxConnsPerUser),
+		"MAX_CONNECTIONS_PER_IP":    float64(c.MaxConnsPerIP),
+		"RATE_SENDS_PER_SEC":        float64(c.SendRate), "RATE_SENDS_BURST": float64(c.SendBurst),
+		"RATE_JOINS_PER_SEC": float64(c.JoinRate), "RATE_JOINS_BURST": float64(c.JoinBurst),
+		"SOCKETIO_MAX_PENDING_PER_IP": float64(c.SocketIO.MaxPendingPerIP),
+	}
+	if _, err := web.ParsePrefixes(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := web.ParseOrigins(c.HTTP.AllowedOrigins); err != nil {
+		errs = append(errs, err)
 	}
 	for name, v := range positive {
 		if v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
 	}
-	if c.ReadLimit < int64(c.MaxFrameBytes) {
+	if c.ReadLimit != 0 && c.ReadLimit < int64(c.MaxFrameBytes) { // zero: MaxFrameBytes
 		errs = append(errs, errors.New("WS_READ_LIMIT must be at least WS_MAX_FRAME_BYTES"))
 	}
 	if c.PongTimeout <= c.PingInterval {
@@ -316,8 +391,13 @@ type SocketIOConfig struct {
 	// MaxPayload bounds a polling request body and a WebSocket message;
 	// zero means 1,000,000 bytes.
 	MaxPayload int `env:"SOCKETIO_MAX_PAYLOAD" envDefault:"1000000"`
-	// ConnectTimeout closes a session that sent no CONNECT; zero means 45 s.
-	ConnectTimeout time.Duration `env:"SOCKETIO_CONNECT_TIMEOUT" envDefault:"45s"`
+	// ConnectTimeout closes a session that sent no CONNECT; zero means
+	// 5 s. socket.io-client sends it right after the handshake; a session
+	// without one (no token yet) holds a slot only this long.
+	ConnectTimeout time.Duration `env:"SOCKETIO_CONNECT_TIMEOUT" envDefault:"5s"`
+	// MaxPendingPerIP bounds the sessions without CONNECT of one client
+	// address; zero means 20.
+	MaxPendingPerIP int `env:"SOCKETIO_MAX_PENDING_PER_IP" envDefault:"20"`
 }
 
 // defaultInstanceID is unique per process: the host name plus random bytes.

@@ -534,3 +534,38 @@ func TestBreakerStateGauge(t *testing.T) {
 		t.Fatalf("closed %v open %v after the failure", state("closed"), state("open"))
 	}
 }
+
+// Joins that replay count against the connection's replay limit: past the
+// burst a join with lastSeq is RATE_LIMITED with retryAfterMs, and the
+// membership it would have restarted stays (live events still arrive).
+// Joins with nothing to replay do not count.
+func TestReplaysAreRateLimitedPerConnection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	g := e.start(func(c *Config) { c.ReplayRate = 0.2; c.ReplayBurst = 2 })
+	alice, at := e.user("alice")
+	room := e.room(chat.RoomGroup, alice)
+	l := e.roomLog(room, alice, 100)
+	for s := int64(0); s < 5; s++ {
+		l.publish(s)
+	}
+	c := e.dial(g, at)
+	for range 5 { // up to date: nothing replayed, nothing counted
+		c.join(room, ptr(int64(4)))
+	}
+	for range 2 {
+		c.join(room, ptr(int64(1)))
+		l.expectMessages(c, seqRange(2, 4, 1))
+	}
+	ed := c.fail(protocol.EventJoinRoom, protocol.JoinRoom{RoomID: rid(room), LastSeq: ptr(int64(1))}, chat.CodeRateLimited)
+	if ed.RetryAfterMs < 4000 || ed.RetryAfterMs > 5000 {
+		t.Fatalf("retryAfterMs %d, want about 5000 (one replay per 5 s)", ed.RetryAfterMs)
+	}
+	// The refused rejoin left the membership as it was.
+	l.publish(5)
+	l.expectMessages(c, []int64{5})
+	// Another connection has a limit of its own.
+	c2 := e.dial(g, at)
+	c2.join(room, ptr(int64(1)))
+	l.expectMessages(c2, seqRange(2, 5, 1))
+}

@@ -17,7 +17,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -26,9 +28,11 @@ import (
 	"gorm.io/gorm"
 
 	"relay/pkg/auth"
+	"relay/pkg/chat"
 	"relay/pkg/dedupe"
 	"relay/pkg/kafka"
 	"relay/pkg/presence"
+	"relay/pkg/ratelimit"
 	"relay/pkg/redis"
 	"relay/pkg/store"
 	"relay/pkg/telemetry"
@@ -70,13 +74,21 @@ type Service struct {
 	ws   *ws.Server
 	// sio serves Socket.IO clients at /socket.io/.
 	sio *socketio.Server
-	app *fiber.App
+	// caps bounds the connections per user and per client address, both
+	// protocols; trusted are the proxies believed about the client's
+	// address; origins the browser origins allowed besides our own.
+	caps    *ratelimit.ConnCaps
+	trusted []netip.Prefix
+	origins []string
+	app     *fiber.App
 
 	// base is cancelled by Close; connection work derives from it.
 	base      context.Context
 	cancel    context.CancelFunc
 	closeOnce sync.Once
 	closeErr  error
+	// limiterLogged is when a limiter failure was last logged (unix ns).
+	limiterLogged atomic.Int64
 }
 
 // New applies defaults, validates cfg, and connects to PostgreSQL, Redis
@@ -160,6 +172,10 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 // wire builds the gateway's parts on the connections New opened.
 func (s *Service) wire(tokens *auth.Tokens, pkeys presence.Keys, dd *dedupe.Store) {
 	cfg := s.cfg
+	s.caps = &ratelimit.ConnCaps{PerUser: cfg.MaxConnsPerUser, PerAddr: cfg.MaxConnsPerIP}
+	s.trusted, _ = web.ParsePrefixes(cfg.TrustedProxies) // validated by New
+	s.origins, _ = web.ParseOrigins(cfg.HTTP.AllowedOrigins)
+	limiter := ratelimit.New(s.rdb, ratelimit.Options{Prefix: cfg.Redis.Prefix, OnError: s.limiterFailed})
 	frames := &frame.Encoder{Metrics: s.metrics, Log: s.log, ResyncRetryAfter: cfg.ResyncRetryAfter}
 	s.members = adapters.NewMembership(s.db, cfg.MembershipCacheSize, cfg.MembershipTTL)
 	s.messages = adapters.NewMessages(s.rdb, s.db, adapters.MessagesOptions{
@@ -167,6 +183,7 @@ func (s *Service) wire(tokens *auth.Tokens, pkeys presence.Keys, dd *dedupe.Stor
 	})
 	s.lc = conn.NewLifecycle(s.base, conn.Options{
 		MaxConnections: cfg.MaxConnections, QueueSize: cfg.QueueSize, OutboundBudget: cfg.OutboundBudget, Rate: cfg.Rate, Burst: cfg.Burst,
+		ReplayRate: cfg.ReplayRate, ReplayBurst: cfg.ReplayBurst,
 		PingInterval: cfg.PingInterval, PongTimeout: cfg.PongTimeout, WriteTimeout: cfg.WriteTimeout,
 		Metrics: s.metrics, Log: s.log, Hooks: connHooks{s},
 	})
@@ -186,12 +203,27 @@ func (s *Service) wire(tokens *auth.Tokens, pkeys presence.Keys, dd *dedupe.Stor
 		Membership: s.members, Messages: s.messages, Producer: s.prod,
 		Channels: &adapters.Channels{APIURL: cfg.APIURL, Client: &http.Client{Timeout: cfg.APITimeout}, Propagator: s.tel.Propagator},
 		Rooms:    s.fan, Typing: s.pres, Frames: frames, Metrics: s.metrics, Tracer: s.tel.Tracer, Log: s.log,
+		Sends:         ratelimit.NewLeased(limiter, "send", ratelimit.Limit{Rate: cfg.SendRate, Period: time.Second, Burst: cfg.SendBurst}, ratelimit.LeaseOptions{}),
+		Joins:         ratelimit.NewLeased(limiter, "join", ratelimit.Limit{Rate: cfg.JoinRate, Period: time.Second, Burst: cfg.JoinBurst}, ratelimit.LeaseOptions{}),
 		MaxFrameBytes: cfg.MaxFrameBytes, MaxRooms: cfg.MaxRooms, ReplayLimit: cfg.ReplayLimit, SendTimeout: cfg.SendTimeout,
 	})
 	s.ws = ws.NewServer(ws.Options{
 		Lifecycle: s.lc, Handler: s.cmds, Tokens: tokens, ReadLimit: cfg.ReadLimit,
+		Caps: s.caps, AllowedOrigins: s.origins, TrustedProxies: s.trusted,
 		ReadBufferSize: cfg.ReadBufferSize, WriteBufferSize: cfg.WriteBufferSize, Log: s.log,
 	})
+}
+
+// limiterFailed logs that Redis could not be asked for a per-user limit
+// (the event was allowed), at most once per 10 s: an outage would
+// otherwise log every send.
+func (s *Service) limiterFailed(err error) {
+	now := time.Now().UnixNano()
+	last := s.limiterLogged.Load()
+	if now-last < int64(10*time.Second) || !s.limiterLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("per-user rate limit not checked (allowed): Redis failed", "err", err)
 }
 
 // connHooks is what the gateway does around a connection's life.
@@ -213,19 +245,28 @@ func (h connHooks) Closed(ctx context.Context, c *conn.Client) {
 func (s *Service) socketIOOptions(tokens *auth.Tokens) socketio.Options {
 	c := s.cfg.SocketIO
 	return socketio.Options{
-		Handler:         &socketio.Gateway{Lifecycle: s.lc, Tokens: tokens, Frames: s.cmds},
-		PingInterval:    c.PingInterval,
-		PingTimeout:     c.PingTimeout,
-		MaxPayload:      c.MaxPayload,
-		ConnectTimeout:  c.ConnectTimeout,
-		WriteTimeout:    s.cfg.WriteTimeout,
-		PollBuffer:      s.cfg.QueueSize,
-		MaxSessions:     s.cfg.MaxConnections,
-		Admit:           func(*fiber.Ctx) error { return s.lc.Admit() },
-		ReadBufferSize:  s.cfg.ReadBufferSize,
-		WriteBufferSize: s.cfg.WriteBufferSize,
-		Log:             s.log,
-		Registerer:      s.tel.Registry,
+		Handler: &socketio.Gateway{Lifecycle: s.lc, Tokens: tokens, Frames: s.cmds, Caps: s.caps},
+		CheckOrigin: func(c *fiber.Ctx) error {
+			if origin := c.Get(fiber.HeaderOrigin); !web.OriginAllowed(origin, string(c.Request().Host()), s.origins) {
+				return chat.Errorf(chat.CodeForbidden, "origin %q may not open connections (CORS_ALLOWED_ORIGINS)", conn.TruncateUTF8(origin, 100))
+			}
+			return nil
+		},
+		ClientAddr:        func(c *fiber.Ctx) string { return web.ClientIP(c, s.trusted) },
+		AcquireAddr:       s.caps.AcquireAddr,
+		MaxPendingPerAddr: c.MaxPendingPerIP,
+		PingInterval:      c.PingInterval,
+		PingTimeout:       c.PingTimeout,
+		MaxPayload:        c.MaxPayload,
+		ConnectTimeout:    c.ConnectTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		PollBuffer:        s.cfg.QueueSize,
+		MaxSessions:       s.cfg.MaxConnections,
+		Admit:             func(*fiber.Ctx) error { return s.lc.Admit() },
+		ReadBufferSize:    s.cfg.ReadBufferSize,
+		WriteBufferSize:   s.cfg.WriteBufferSize,
+		Log:               s.log,
+		Registerer:        s.tel.Registry,
 	}
 }
 

@@ -37,7 +37,7 @@ func Lifecycle(queueSize int) (*conn.Lifecycle, *metrics.Metrics) {
 	zero := func() float64 { return 0 }
 	m := metrics.New(prometheus.NewRegistry(), zero, zero)
 	l := conn.NewLifecycle(context.Background(), conn.Options{
-		MaxConnections: 1 << 30, QueueSize: queueSize, Rate: 1000, Burst: 1000,
+		MaxConnections: 1 << 30, QueueSize: queueSize, Rate: 1000, Burst: 1000, ReplayRate: 1000, ReplayBurst: 1000,
 		PingInterval: time.Hour, PongTimeout: 2 * time.Hour, WriteTimeout: 10 * time.Second,
 		Metrics: m, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

@@ -89,6 +89,20 @@ func splitPayload(body []byte) ([][]byte, bool) {
 	return out, true
 }
 
+// decodeEngine splits a client's Engine.IO packet into its type and its
+// payload (what follows the type byte). ok is false for an empty packet or
+// a type a client may not send (open is the server's).
+func decodeEngine(data []byte) (typ byte, payload []byte, ok bool) {
+	if len(data) == 0 {
+		return 0, nil, false
+	}
+	switch data[0] {
+	case engineMessage, engineBase64, enginePing, enginePong, engineClose, engineNoop, engineUpgrade:
+		return data[0], data[1:], true
+	}
+	return 0, nil, false
+}
+
 // joinPayload appends packets to dst as one polling response body.
 func joinPayload(dst []byte, packets [][]byte) []byte {
 	for i, p := range packets {

@@ -10,6 +10,7 @@ import (
 
 	"relay/pkg/auth"
 	"relay/pkg/chat"
+	"relay/pkg/ratelimit"
 	"relay/services/gateway/internal/conn"
 	"relay/services/gateway/internal/transport/socketio/packet"
 )
@@ -32,6 +33,9 @@ type Gateway struct {
 	Tokens *auth.Tokens
 	// Frames handles the events.
 	Frames FrameHandler
+	// Caps bounds the connections per user (the session's address was
+	// counted when it opened: Options.AcquireAddr); nil means no cap.
+	Caps *ratelimit.ConnCaps
 }
 
 var _ Handler = (*Gateway)(nil)
@@ -83,7 +87,16 @@ func (g *Gateway) ServeSocket(sess *Session, auth json.RawMessage) error {
 	if err := g.Lifecycle.Admit(); err != nil {
 		return err
 	}
+	var release func()
+	if g.Caps != nil {
+		// Refused with CONNECT_ERROR (connect_error, err.data.code
+		// RATE_LIMITED), before anything is registered.
+		if release, err = g.Caps.AcquireUser(claims.UserID); err != nil {
+			return err
+		}
+	}
 	c, err := g.Lifecycle.Open(&nativeTransport{sess: sess}, claims, token, conn.OpenOptions{Protocol: "socketio",
+		Addr: sess.Handshake().RemoteIP, Release: release,
 		Accept: func(c *conn.Client) error {
 			sess.OnAlive(c.Touch)
 			// CONNECT is answered before register, so no push can precede it.
@@ -97,6 +110,16 @@ func (g *Gateway) ServeSocket(sess *Session, auth json.RawMessage) error {
 		// Closed already: the session ends with its close code.
 		return nil
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			// Our bug: the connection ends (its rooms, presence and caps are
+			// given back) and the session goroutine logs the panic and
+			// closes with 1011.
+			c.Abort(conn.DisconnectInternal)
+			g.Lifecycle.End(c)
+			panic(p)
+		}
+	}()
 	var buf []byte
 	for {
 		ev, err := sess.Next()

@@ -55,7 +55,7 @@ type Options struct {
 	// means 1,000,000.
 	MaxPayload int
 	// ConnectTimeout closes a session whose client sent no CONNECT; zero
-	// means 45 s.
+	// means 5 s (socket.io-client sends it right after the handshake).
 	ConnectTimeout time.Duration
 	// UpgradeTimeout bounds the WebSocket upgrade probe; zero means 10 s.
 	UpgradeTimeout time.Duration
@@ -71,6 +71,21 @@ type Options struct {
 	// Admit, when set, is asked before a new session is opened; its error
 	// refuses the request (the app's error handler renders it).
 	Admit func(c *fiber.Ctx) error
+	// CheckOrigin, when set, is asked on every request; its error refuses
+	// it (a page on another site must not drive a session).
+	CheckOrigin func(c *fiber.Ctx) error
+	// ClientAddr is the client's address of a request (behind a trusted
+	// proxy, the one it forwarded); nil means the peer's address.
+	ClientAddr func(c *fiber.Ctx) string
+	// AcquireAddr, when set, counts a new session against its client
+	// address's connection cap; its error refuses the session, and the
+	// release runs once the session is gone.
+	AcquireAddr func(addr string) (release func(), err error)
+	// MaxPendingPerAddr bounds the sessions of one client address that
+	// have not connected a socket yet (no CONNECT accepted); zero means no
+	// bound. With ConnectTimeout it bounds what requests without a token
+	// can hold.
+	MaxPendingPerAddr int
 	// ReadBufferSize and WriteBufferSize size the WebSocket buffers; zero
 	// means 1 KiB each (the write buffer is pooled).
 	ReadBufferSize, WriteBufferSize int
@@ -88,7 +103,7 @@ func (o Options) withDefaults() Options {
 	}
 	def(&o.PingInterval, 25*time.Second)
 	def(&o.PingTimeout, 20*time.Second)
-	def(&o.ConnectTimeout, 45*time.Second)
+	def(&o.ConnectTimeout, 5*time.Second)
 	def(&o.UpgradeTimeout, 10*time.Second)
 	def(&o.WriteTimeout, 10*time.Second)
 	if o.MaxPayload == 0 {
@@ -125,8 +140,8 @@ func (o Options) validate() error {
 	if o.MaxPayload < 1024 {
 		errs = append(errs, errors.New("MaxPayload must be at least 1024 bytes"))
 	}
-	if o.PollBuffer < 1 || o.MaxSessions < 0 {
-		errs = append(errs, errors.New("PollBuffer must be positive and MaxSessions not negative"))
+	if o.PollBuffer < 1 || o.MaxSessions < 0 || o.MaxPendingPerAddr < 0 {
+		errs = append(errs, errors.New("PollBuffer must be positive, MaxSessions and MaxPendingPerAddr not negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -140,6 +155,11 @@ type Server struct {
 	count    atomic.Int64
 	draining atomic.Bool
 	metrics  metrics
+
+	// pending counts, per client address, the sessions whose socket has
+	// not connected (Options.MaxPendingPerAddr).
+	pmu     sync.Mutex
+	pending map[string]int
 }
 
 // NewServer applies defaults to o and validates it.
@@ -152,7 +172,7 @@ func NewServer(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &Server{opts: o, log: o.Log, metrics: m}
+	srv := &Server{opts: o, log: o.Log, metrics: m, pending: map[string]int{}}
 	srv.ws = websocket.New(srv.serveWS, websocket.Config{
 		ReadBufferSize:  o.ReadBufferSize,
 		WriteBufferSize: o.WriteBufferSize,
@@ -215,6 +235,11 @@ const (
 
 // handle routes one Engine.IO request.
 func (srv *Server) handle(c *fiber.Ctx) error {
+	if srv.opts.CheckOrigin != nil {
+		if err := srv.opts.CheckOrigin(c); err != nil {
+			return err
+		}
+	}
 	if c.Query("EIO") != "4" {
 		return fail(c, errUnsupportedProtocol)
 	}
@@ -225,10 +250,11 @@ func (srv *Server) handle(c *fiber.Ctx) error {
 			if c.Method() != fiber.MethodGet {
 				return fail(c, errBadHandshakeMethod)
 			}
-			if err := srv.admit(c); err != nil {
+			sl, err := srv.admit(c)
+			if err != nil {
 				return err
 			}
-			s := srv.newSession(transportPolling, handshakeOf(c))
+			s := srv.newSession(transportPolling, srv.handshakeOf(c), sl)
 			s.start()
 			c.Set(fiber.HeaderContentType, "text/plain; charset=UTF-8")
 			return c.Send(openPacket(s.id, []string{"websocket"}, srv.opts))
@@ -274,10 +300,22 @@ func (srv *Server) handle(c *fiber.Ctx) error {
 			// values when the request ends, and a Session is one.
 			c.Locals(localSession, upgradeOf{s})
 		} else {
-			if err := srv.admit(c); err != nil {
+			sl, err := srv.admit(c)
+			if err != nil {
 				return err
 			}
-			c.Locals(localHandshake, handshakeOf(c))
+			// The slot is the WebSocket's to take; if fasthttp never runs
+			// its handler (the handshake failed, the hijack did not
+			// happen), it is given back when the upgrade would have timed
+			// out.
+			sl.expireUnless(srv.opts.UpgradeTimeout)
+			c.Locals(localHandshake, opening{hs: srv.handshakeOf(c), slot: sl})
+			c.SetUserContext(context.Background()) // see the upgrade below
+			if err := srv.ws(c); err != nil {
+				sl.release()
+				return err
+			}
+			return nil
 		}
 		// The WebSocket keeps every local, this request's trace context
 		// included, for its whole life; it needs none.
@@ -295,32 +333,106 @@ func fail(c *fiber.Ctx, code int) error {
 	return c.Status(fiber.StatusBadRequest).Send(engineError(code))
 }
 
-func (srv *Server) admit(c *fiber.Ctx) error {
+// admit decides whether a request may open a session, and takes the
+// session's slot: its place under the address's connection cap and among
+// its sessions not yet connected.
+func (srv *Server) admit(c *fiber.Ctx) (*slot, error) {
 	if srv.draining.Load() {
-		return chat.Errorf(chat.CodeUnavailable, "server is shutting down; reconnect")
+		return nil, chat.Errorf(chat.CodeUnavailable, "server is shutting down; reconnect")
 	}
 	if srv.opts.MaxSessions > 0 && srv.count.Load() >= int64(srv.opts.MaxSessions) {
-		return chat.Errorf(chat.CodeServerFull, "server is full; retry later or elsewhere")
+		return nil, chat.Errorf(chat.CodeServerFull, "server is full; retry later or elsewhere")
 	}
 	if srv.opts.Admit != nil {
-		return srv.opts.Admit(c)
+		if err := srv.opts.Admit(c); err != nil {
+			return nil, err
+		}
 	}
-	return nil
+	addr := srv.clientAddr(c)
+	srv.pmu.Lock()
+	if n := srv.opts.MaxPendingPerAddr; n > 0 && srv.pending[addr] >= n {
+		srv.pmu.Unlock()
+		return nil, chat.Errorf(chat.CodeRateLimited, "too many Socket.IO sessions without CONNECT from this address (at most %d)", n)
+	}
+	srv.pending[addr]++
+	srv.pmu.Unlock()
+	sl := &slot{srv: srv, addr: addr}
+	if srv.opts.AcquireAddr != nil {
+		rel, err := srv.opts.AcquireAddr(addr)
+		if err != nil {
+			sl.connected()
+			return nil, err
+		}
+		sl.releaseAddr = rel
+	}
+	return sl, nil
 }
+
+func (srv *Server) clientAddr(c *fiber.Ctx) string {
+	if srv.opts.ClientAddr != nil {
+		return srv.opts.ClientAddr(c)
+	}
+	return c.IP()
+}
+
+// opening is what a WebSocket that opens a session carries from its
+// request to its handler.
+type opening struct {
+	hs   Handshake
+	slot *slot
+}
+
+// slot is what one session holds against the per-address bounds.
+type slot struct {
+	srv         *Server
+	addr        string
+	releaseAddr func()
+	pendingOnce sync.Once
+	allOnce     sync.Once
+	// expiry gives the slot back if no session took it (expireUnless).
+	expiry *time.Timer
+}
+
+// connected takes the session out of its address's pending count (once).
+func (sl *slot) connected() {
+	sl.pendingOnce.Do(func() {
+		sl.srv.pmu.Lock()
+		if sl.srv.pending[sl.addr]--; sl.srv.pending[sl.addr] <= 0 {
+			delete(sl.srv.pending, sl.addr)
+		}
+		sl.srv.pmu.Unlock()
+	})
+}
+
+// release gives the whole slot back (once): the session is gone.
+func (sl *slot) release() {
+	sl.allOnce.Do(func() {
+		sl.connected()
+		if sl.releaseAddr != nil {
+			sl.releaseAddr()
+		}
+	})
+}
+
+// expireUnless releases the slot after d unless take is called first.
+func (sl *slot) expireUnless(d time.Duration) { sl.expiry = time.AfterFunc(d, sl.release) }
+
+// take claims a slot given expireUnless; false when it expired already.
+func (sl *slot) take() bool { return sl.expiry == nil || sl.expiry.Stop() }
 
 // handshakeOf copies what a session keeps of its opening request (Fiber's
 // strings are only valid during the request).
-func handshakeOf(c *fiber.Ctx) Handshake {
+func (srv *Server) handshakeOf(c *fiber.Ctx) Handshake {
 	return Handshake{
 		Token:         strings.Clone(c.Query("token")),
 		Authorization: strings.Clone(c.Get(fiber.HeaderAuthorization)),
-		RemoteIP:      strings.Clone(c.IP()),
+		RemoteIP:      strings.Clone(srv.clientAddr(c)),
 	}
 }
 
-func (srv *Server) newSession(t transportKind, hs Handshake) *Session {
+func (srv *Server) newSession(t transportKind, hs Handshake, sl *slot) *Session {
 	s := &Session{
-		srv: srv, id: newID(), sockID: newID(), hs: hs, transport: t,
+		srv: srv, id: newID(), sockID: newID(), hs: hs, transport: t, slot: sl,
 		inbox:  make(chan inbound, 16),
 		closed: make(chan struct{}),
 		wake:   make(chan struct{}, 1),
@@ -364,8 +476,12 @@ func (srv *Server) serveWS(conn *websocket.Conn) {
 		srv.upgrade(u.s, ws)
 		return
 	}
-	hs, _ := conn.Locals(localHandshake).(Handshake)
-	s := srv.newSession(transportWebSocket, hs)
+	op, ok := conn.Locals(localHandshake).(opening)
+	if !ok || !op.slot.take() {
+		// The upgrade outlived UpgradeTimeout: its slot was given back.
+		return
+	}
+	s := srv.newSession(transportWebSocket, op.hs, op.slot)
 	s.wmu.Lock()
 	s.ws = ws
 	s.wmu.Unlock()

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +51,8 @@ type Handshake struct {
 	Token string
 	// Authorization is the Authorization header ("" when absent).
 	Authorization string
-	// RemoteIP is the client's address as the server saw it.
+	// RemoteIP is the client's address (Options.ClientAddr: behind a
+	// trusted proxy, the one it forwarded).
 	RemoteIP string
 }
 
@@ -82,6 +85,9 @@ type Session struct {
 	id     string
 	sockID string
 	hs     Handshake
+	// slot is the session's place under its address's bounds, given back
+	// in part when the socket connects and in full by finalize.
+	slot *slot
 
 	// inbox carries client messages to the session goroutine in order.
 	inbox chan inbound
@@ -155,9 +161,17 @@ func (s *Session) start() {
 }
 
 // run is the session goroutine: it waits for the CONNECT packet, then
-// hands the socket to the handler.
+// hands the socket to the handler. A panic (our bug) ends this session
+// with 1011 instead of the process.
 func (s *Session) run() {
-	defer s.close("socket ended", true)
+	defer func() {
+		if p := recover(); p != nil {
+			s.srv.log.Error("panic in socket.io session", "sid", s.id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			s.closeWith("internal error", true, protocol.CloseInternalError)
+			return
+		}
+		s.close("socket ended", true)
+	}()
 	auth, ok := s.awaitConnect()
 	if !ok {
 		return
@@ -215,6 +229,7 @@ func (s *Session) Accept() error {
 	s.mu.Lock()
 	s.accepted = true
 	s.mu.Unlock()
+	s.slot.connected()
 	return s.writePacket(packet.Connected(s.sockID), time.Time{})
 }
 
@@ -383,8 +398,14 @@ func (s *Session) writeWS(p []byte, deadline time.Time) error {
 
 // heartbeat sends the Engine.IO ping every PingInterval and closes the
 // session when a pong does not follow within PingTimeout. It runs on a
-// timer.
+// timer; a panic there (our bug) closes the session, not the process.
 func (s *Session) heartbeat() {
+	defer func() {
+		if p := recover(); p != nil {
+			s.srv.log.Error("panic in socket.io heartbeat", "sid", s.id, "panic", fmt.Sprint(p))
+			s.close("internal error", false)
+		}
+	}()
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -429,12 +450,13 @@ func (s *Session) receive(data []byte, isBinary bool) bool {
 	if isBinary {
 		return s.deliver(inbound{binary: true})
 	}
-	if len(data) == 0 {
+	typ, payload, ok := decodeEngine(data)
+	if !ok {
 		return false
 	}
-	switch data[0] {
+	switch typ {
 	case engineMessage:
-		return s.deliver(inbound{data: data[1:]})
+		return s.deliver(inbound{data: payload})
 	case engineBase64:
 		return s.deliver(inbound{binary: true})
 	case enginePong:
@@ -446,9 +468,6 @@ func (s *Session) receive(data []byte, isBinary bool) bool {
 		}
 	case engineClose:
 		s.close("client close", false)
-	case engineNoop, engineUpgrade:
-	default:
-		return false
 	}
 	return true
 }
@@ -523,5 +542,6 @@ func (s *Session) closeWith(reason string, graceful bool, code int) {
 func (s *Session) finalize() {
 	s.finalOnce.Do(func() {
 		s.srv.forget(s)
+		s.slot.release()
 	})
 }

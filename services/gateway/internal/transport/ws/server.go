@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,8 @@ import (
 
 	"relay/pkg/auth"
 	"relay/pkg/chat"
+	"relay/pkg/ratelimit"
+	"relay/pkg/web"
 	"relay/services/gateway/internal/conn"
 	"relay/services/gateway/internal/transport/ws/netpoll"
 )
@@ -29,7 +32,8 @@ type Handler interface {
 	Binary(c *conn.Client)
 }
 
-// Options configure NewServer; every field is required.
+// Options configure NewServer; every field is required but Caps,
+// AllowedOrigins and TrustedProxies.
 type Options struct {
 	// Lifecycle opens and ends the connections.
 	Lifecycle *conn.Lifecycle
@@ -37,6 +41,15 @@ type Options struct {
 	Handler Handler
 	// Tokens verifies the JWT of an upgrade.
 	Tokens *auth.Tokens
+	// Caps bounds the connections per user and per client address; nil
+	// means no caps.
+	Caps *ratelimit.ConnCaps
+	// AllowedOrigins are the browser origins besides the gateway's own
+	// that may open a connection (web.OriginAllowed); nil: same origin.
+	AllowedOrigins []string
+	// TrustedProxies are the proxies whose X-Forwarded-For names the
+	// client (web.ClientAddr).
+	TrustedProxies []netip.Prefix
 	// ReadLimit closes a connection (1009) sending a larger message.
 	ReadLimit int64
 	// ReadBufferSize is the read buffer of a connection read without the
@@ -63,7 +76,7 @@ func NewServer(o Options) *Server {
 		WriteBufferSize: o.WriteBufferSize,
 		// Pooled write buffers: an idle connection holds none.
 		WriteBufferPool: &sync.Pool{},
-		// Browsers authenticate with a token, not cookies: any origin.
+		// Checked by Upgrade, before the token, with an error body.
 		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
 	}
 	p, err := netpoll.New()
@@ -87,11 +100,17 @@ func (s *Server) Close() error {
 	return s.poller.Close()
 }
 
-// Upgrade authenticates a WebSocket upgrade before it happens: a missing,
-// invalid or expired token is refused with 401 and the JSON error body.
+// Upgrade checks a WebSocket upgrade before it happens, each refusal with
+// the JSON error body: an Origin that is neither the gateway's own nor
+// allowed is 403 FORBIDDEN (a page on another site cannot use a token it
+// got hold of); a missing, invalid or expired token 401; a user or client
+// address at its connection cap 429 RATE_LIMITED.
 func (s *Server) Upgrade(c *fiber.Ctx) error {
 	if !websocket.FastHTTPIsWebSocketUpgrade(c.Context()) {
 		return chat.Errorf(chat.CodeBadRequest, "WebSocket upgrade required")
+	}
+	if origin := c.Get(fiber.HeaderOrigin); !web.OriginAllowed(origin, string(c.Request().Host()), s.o.AllowedOrigins) {
+		return chat.Errorf(chat.CodeForbidden, "origin %q may not open connections (CORS_ALLOWED_ORIGINS)", conn.TruncateUTF8(origin, 100))
 	}
 	token := c.Query("token")
 	if token == "" {
@@ -106,21 +125,31 @@ func (s *Server) Upgrade(c *fiber.Ctx) error {
 	if err := s.o.Lifecycle.Admit(); err != nil {
 		return err
 	}
+	addr := web.ClientIP(c, s.o.TrustedProxies)
+	release := func() {}
+	if s.o.Caps != nil {
+		if release, err = s.o.Caps.Acquire(claims.UserID, addr); err != nil {
+			return err
+		}
+	}
 	// fasthttp reuses the request's buffers once the hijack handler
 	// returned: keep a copy of the token.
 	token = strings.Clone(token)
 	fctx := c.Context()
 	// On a bad handshake the upgrader has written its 4xx response itself.
-	_ = s.upgrader.Upgrade(fctx, func(ws *websocket.Conn) {
+	if err := s.upgrader.Upgrade(fctx, func(ws *websocket.Conn) {
 		defer func() {
 			if r := recover(); r != nil {
 				s.o.Log.Error("panic in connection handler", "panic", fmt.Sprint(r))
 				_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, "internal error"), time.Now().Add(time.Second))
 				_ = ws.Close()
+				release()
 			}
 		}()
-		s.serve(ws, claims, token)
-	})
+		s.serve(ws, claims, token, addr, release)
+	}); err != nil {
+		release()
+	}
 	return nil
 }
 
@@ -131,7 +160,7 @@ func (s *Server) Upgrade(c *fiber.Ctx) error {
 // releases the request context (KeepHijackedConns keeps the connection
 // open): a silent connection then holds no goroutine and no fasthttp
 // state, only its client.
-func (s *Server) serve(ws *websocket.Conn, claims auth.Claims, token string) {
+func (s *Server) serve(ws *websocket.Conn, claims auth.Claims, token, addr string, release func()) {
 	hj := ws.NetConn()
 	nc := hj
 	if u, ok := hj.(interface{ UnsafeConn() net.Conn }); ok {
@@ -141,7 +170,7 @@ func (s *Server) serve(ws *websocket.Conn, claims auth.Claims, token string) {
 	// fasthttp's reader, which goes back to its pool when this returns.
 	early := drainBuffered(hj, nc)
 	wc := newConn(nc)
-	c, err := s.o.Lifecycle.Open(wc, claims, token, conn.OpenOptions{Watchdog: true})
+	c, err := s.o.Lifecycle.Open(wc, claims, token, conn.OpenOptions{Watchdog: true, Addr: addr, Release: release})
 	if errors.Is(err, conn.ErrFull) {
 		s.o.Lifecycle.Refuse(wc, conn.DisconnectFull)
 	}
