@@ -133,7 +133,7 @@ type Redis struct {
 	URL string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
 	// Cluster says URL names a Redis Cluster: the services then route each
 	// key to its shard and fan room events out with sharded pub/sub
-	// (docs/deployment.md#redis).
+	// (docs/deployment.md#scaling-out-tier-by-tier).
 	Cluster bool `env:"REDIS_CLUSTER" envDefault:"false"`
 	// Prefix is put before every key and channel name, so several
 	// deployments (or tests) can share one server.
