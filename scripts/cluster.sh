@@ -15,6 +15,10 @@
 #   scripts/cluster.sh replica-down|replica-up|start INSTANCE
 #                              stop/start the standby, restart one instance
 #                              (the cluster tests' faults)
+#   scripts/cluster.sh redis-start PORT
+#                              start a stopped Redis Cluster node again (it
+#                              rejoins, as a replica if it lost its master
+#                              role meanwhile)
 #
 # `make run` (devproxy on :3000) and the cluster (nginx on :3000) exclude
 # each other. State lives under .data/cluster (git-ignored).
@@ -26,6 +30,10 @@ set -euo pipefail
 # tools installs nginx (Debian's) without letting the package start its
 # own server on :80: invoke-rc.d asks policy-rc.d, and 101 means "no".
 tools() {
+	# redis-server (with redis-cli, from redis-tools) for the Redis
+	# Cluster; deps.sh installs it only when it manages the local Redis.
+	command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 ||
+		apt_install redis-server redis-tools
 	command -v nginx >/dev/null 2>&1 && return 0
 	[[ -x /usr/sbin/nginx ]] && return 0
 	local policy=/usr/sbin/policy-rc.d ours=""
@@ -50,6 +58,10 @@ DELIVERY_PORT=$((8100 + OFF))
 PERSISTER_PORT=$((8110 + OFF))
 PRESENCE_PORT=$((8120 + OFF))
 REPLICA_PORT="${CLUSTER_REPLICA_PORT:-5433}"
+# Redis Cluster nodes: REDIS_CLUSTER_PORT .. +5 (7001-7006); redis-cli
+# --cluster create makes the first three masters and gives each a replica.
+REDIS_BASE="${REDIS_CLUSTER_PORT:-7001}"
+REDIS_NODES=6
 CLUSTER_DIR="$RELAY_DATA/cluster"
 READY_TIMEOUT="${READY_TIMEOUT:-90}"
 # Instances in start order; stopped in reverse.
@@ -137,6 +149,91 @@ replica_down() {
 	say "replica:     stopped"
 }
 
+# ------------------------------------------------------------ Redis Cluster
+
+redis_ports() { seq "$REDIS_BASE" $((REDIS_BASE + REDIS_NODES - 1)); }
+
+# redis_url: what every service gets as REDIS_URL (with REDIS_CLUSTER=true):
+# the first node as the host and the others as seeds.
+redis_url() {
+	local url="redis://127.0.0.1:$REDIS_BASE" sep="?" p
+	for p in $(redis_ports); do
+		((p == REDIS_BASE)) && continue
+		url="$url${sep}addr=127.0.0.1:$p"
+		sep="&"
+	done
+	printf '%s
+' "$url"
+}
+
+rcli() { timeout 10 redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
+
+# redis_node_up PORT: one cluster node, AOF on (everysec, as compose), its
+# nodes.conf and data under .data/cluster/redis-PORT. A short node timeout
+# (2 s) makes a failover take seconds, not the default 15 s.
+redis_node_up() {
+	local port="$1" dir="$CLUSTER_DIR/redis-$1"
+	pidfile_alive "cluster-redis-$port" redis-server && return 0
+	port_open 127.0.0.1 "$port" && die "redis: port $port is taken (REDIS_CLUSTER_PORT picks another base)"
+	mkdir -p "$dir"
+	start_bg "cluster-redis-$port" redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" \
+		--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+		--appendonly yes --appendfsync everysec --save '' --repl-diskless-sync-delay 0 --daemonize no
+}
+
+# redis_wait_ok: every node up, the cluster's state ok (every slot served)
+# and every replica in sync with its master (only then can it take over).
+redis_wait_ok() {
+	local deadline=$((SECONDS + 60)) p pending info
+	while :; do
+		pending=""
+		for p in $(redis_ports); do
+			info="$(rcli "$p" cluster info 2>/dev/null || true)"
+			[[ "$info" == *cluster_state:ok* ]] || { pending="$pending $p"; continue; }
+			info="$(rcli "$p" info replication 2>/dev/null || true)"
+			[[ "$info" == *role:master* || "$info" == *master_link_status:up* ]] || pending="$pending $p(sync)"
+		done
+		[[ -z "$pending" ]] && return 0
+		((SECONDS < deadline)) || die "redis cluster: not ok after 60 s:$pending (logs .data/logs/cluster-redis-*.log)"
+		sleep 0.3
+	done
+}
+
+redis_cluster_up() {
+	local p addrs=()
+	for p in $(redis_ports); do
+		redis_node_up "$p"
+		addrs+=("127.0.0.1:$p")
+	done
+	for p in $(redis_ports); do
+		local deadline=$((SECONDS + 15))
+		until [[ "$(rcli "$p" ping 2>/dev/null)" == PONG ]]; do
+			pidfile_alive "cluster-redis-$p" || { log_tail "cluster-redis-$p"; die "redis: node $p exited"; }
+			((SECONDS < deadline)) || die "redis: node $p does not answer"
+			sleep 0.1
+		done
+	done
+	# A node that knows only itself has never been part of the cluster:
+	# create it (first run). Later runs find the cluster in nodes.conf.
+	if [[ "$(rcli "$REDIS_BASE" cluster info)" == *cluster_known_nodes:1$'\r'* ]]; then
+		say "redis:       creating the cluster (3 masters, a replica each) ..."
+		redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >>"$RELAY_LOGS/cluster-redis-create.log" 2>&1 ||
+			{ log_tail cluster-redis-create; die "redis: redis-cli --cluster create failed"; }
+	fi
+	redis_wait_ok
+	say "redis:       cluster ok on 127.0.0.1:$REDIS_BASE-$((REDIS_BASE + REDIS_NODES - 1))"
+}
+
+redis_cluster_down() {
+	local p pids=()
+	for p in $(redis_ports); do
+		pidfile_alive "cluster-redis-$p" redis-server && pids+=("$(pid_of_file "$RELAY_PIDS/cluster-redis-$p.pid")")
+	done
+	((${#pids[@]})) && stop_pids 20 "${pids[@]}"
+	rm -f "$RELAY_PIDS"/cluster-redis-*.pid
+	return 0
+}
+
 # edge_conf writes deploy/compose/nginx.conf with the compose host names
 # replaced by the loopback ports: the same routing (ip_hash, headers,
 # /health) as in production.
@@ -164,7 +261,7 @@ start_instance() {
 	presence) bin=presence addr="127.0.0.1:$PRESENCE_PORT" ;;
 	esac
 	port_open "${addr%:*}" "${addr#*:}" && die "$inst: $addr is taken (make run? CLUSTER_PORT_OFFSET shifts the cluster's ports)"
-	local -a envs=("HTTP_ADDR=$addr")
+	local -a envs=("HTTP_ADDR=$addr" "REDIS_URL=$(redis_url)" "REDIS_CLUSTER=true")
 	case "$inst" in
 	api) envs+=("DATABASE_REPLICA_URL=$(replica_url)" "DATABASE_REPLICA_MAX_CONNS=20") ;;
 	gateway-*) envs+=("INSTANCE_ID=$inst" "API_URL=http://127.0.0.1:$API_PORT") ;;
@@ -201,6 +298,7 @@ up() {
 		./services/persister ./services/presence ./tools/cmd/migrate) || die "build failed"
 	"$RELAY_BIN/migrate" >/dev/null || die "migrate failed"
 	replica_up
+	redis_cluster_up
 	: >"$CLUSTER_DIR/instances"
 	for inst in "${INSTANCES[@]}"; do start_instance "$inst"; done
 	conf="$(edge_conf)"
@@ -209,7 +307,7 @@ up() {
 		-g "daemon off; pid $CLUSTER_DIR/nginx.pid;"
 	wait_ready
 	say "cluster ready in $(elapsed "$t0"): http://127.0.0.1:$EDGE_PORT (nginx, ip_hash over 3 gateways);" \
-		"replica 127.0.0.1:$REPLICA_PORT; logs .data/logs/cluster-*.log"
+		"replica 127.0.0.1:$REPLICA_PORT; Redis Cluster 127.0.0.1:$REDIS_BASE-$((REDIS_BASE + REDIS_NODES - 1)); logs .data/logs/cluster-*.log"
 }
 
 down() {
@@ -219,7 +317,8 @@ down() {
 		pidfile_alive "cluster-$inst" && pids+=("$(pid_of_file "$RELAY_PIDS/cluster-$inst.pid")")
 	done
 	((${#pids[@]})) && stop_pids 20 "${pids[@]}"
-	rm -f "$RELAY_PIDS"/cluster-*.pid "$CLUSTER_DIR/instances"
+	rm -f "$RELAY_PIDS"/cluster-{api,gateway-*,delivery,persister,presence,edge}.pid "$CLUSTER_DIR/instances"
+	redis_cluster_down
 	replica_down
 	say "cluster stopped (deps left running: scripts/deps.sh down stops them)"
 }
@@ -230,6 +329,9 @@ status() {
 		if pidfile_alive "cluster-$inst"; then say "$inst: running"; else say "$inst: stopped"; fi
 	done
 	if pidfile_alive pg-replica postgres; then say "replica: running"; else say "replica: stopped"; fi
+	for p in $(redis_ports); do
+		if pidfile_alive "cluster-redis-$p" redis-server; then say "redis $p: running"; else say "redis $p: stopped"; fi
+	done
 }
 
 elapsed() {
@@ -253,8 +355,13 @@ start)
 	wait_ready
 	;;
 replica-down) replica_down ;;
+redis-start)
+	[[ "${2:-}" =~ ^[0-9]+$ ]] || die "redis-start: a node's port"
+	redis_node_up "$2"
+	redis_wait_ok
+	;;
 *)
-	printf 'usage: %s tools|up|down|status|replica-up|replica-down|start INSTANCE\n' "$0" >&2
+	printf 'usage: %s tools|up|down|status|replica-up|replica-down|start INSTANCE|redis-start PORT\n' "$0" >&2
 	exit 2
 	;;
 esac

@@ -124,8 +124,17 @@ type Replica struct {
 
 // Redis configures the Redis connection and key namespace.
 type Redis struct {
-	// URL is a redis:// URL.
+	// URL is a redis:// (or rediss://) URL: one server, or with Cluster
+	// the seed nodes of a Redis Cluster, the first as the URL's host and
+	// the others as addr parameters:
+	// redis://:password@10.0.0.1:7001?addr=10.0.0.2:7001&addr=10.0.0.3:7001
+	// (any node is enough to discover the others; more seeds survive one
+	// being down at start).
 	URL string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:6379/0"`
+	// Cluster says URL names a Redis Cluster: the services then route each
+	// key to its shard and fan room events out with sharded pub/sub
+	// (docs/deployment.md#scaling-out-tier-by-tier).
+	Cluster bool `env:"REDIS_CLUSTER" envDefault:"false"`
 	// Prefix is put before every key and channel name, so several
 	// deployments (or tests) can share one server.
 	Prefix string `env:"REDIS_PREFIX" envDefault:"relay:"`

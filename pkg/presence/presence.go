@@ -15,25 +15,28 @@
 //     "status": "online", "lastSeen": "2026-01-02T15:04:05.123Z"}}}.
 //     Every gateway subscribes and writes Frame to its connections that
 //     share a room with UserID (that filter is the gateway's).
-//   - typing on the room channel (pkg/redis Keys.RoomChannel) as a
+//   - typing on the room's shard channel (pkg/redis Keys.RoomChannel,
+//     SPUBLISH) as a
 //     pkg/protocol.Publication with Ephemeral = true, Seq 0 and SkipUserID =
 //     the typist: {"roomId": "7", "seq": 0, "ephemeral": true,
 //     "skipUserId": "42", "frame": {"event": "typing", "data": {"roomId":
 //     "7", "userId": "42", "username": "ada", "typing": true}}}.
 //
 // State (all names under the deployment's REDIS_PREFIX; only the presence
-// service writes them):
+// service writes them). Every name has the hash tag {presence}, so the
+// scripts that update several of them at once work on Redis Cluster (one
+// slot, one shard):
 //
-//	presence:cmds            stream, capped    commands from gateways (group "presence")
-//	presence:events          stream, capped    presence_update events (AddEvent, FollowEvents)
-//	presence:u:<user>        sorted set        "<gatewayId>/<connId>" → expiry (unix ms)
-//	presence:online          sorted set        user id → latest expiry of its connections
-//	presence:lastseen        hash              user id → last seen (unix ms)
-//	presence:tombs           sorted set        closed "<gatewayId>/<connId>" → forget-after (unix ms)
-//	presence:dirty           sorted set        user id → change counter, for the PostgreSQL sync
-//	{r:<room>}:typing        sorted set        user id → typing expiry (unix ms)
-//	{r:<room>}:typing:names  hash              user id → username of the typist
-//	typing:rooms             sorted set        room id → soonest typing expiry in the room
+//	{presence}:cmds                stream, capped    commands from gateways (group "presence")
+//	{presence}:events              stream, capped    presence_update events (AddEvent, FollowEvents)
+//	{presence}:u:<user>            sorted set        "<gatewayId>/<connId>" → expiry (unix ms)
+//	{presence}:online              sorted set        user id → latest expiry of its connections
+//	{presence}:lastseen            hash              user id → last seen (unix ms)
+//	{presence}:tombs               sorted set        closed "<gatewayId>/<connId>" → forget-after (unix ms)
+//	{presence}:dirty               sorted set        user id → change counter, for the PostgreSQL sync
+//	{presence}:typing:<room>       sorted set        user id → typing expiry (unix ms)
+//	{presence}:typing:names:<room> hash              user id → username of the typist
+//	{presence}:typing:rooms        sorted set        room id → soonest typing expiry in the room
 //
 // Times in scores are Redis stream time: a command's expiry is counted from
 // the millisecond of its stream entry id, so a late-applied command (after a
@@ -70,47 +73,53 @@ type Keys struct {
 // NewKeys returns the names under prefix (REDIS_PREFIX, e.g. "relay:").
 func NewKeys(prefix string) Keys { return Keys{relayredis.Keys{Prefix: prefix}} }
 
+// tag is the hash tag of every presence key: the scripts update a user's
+// or a room's key together with the global sets (online, typing rooms), so
+// on Redis Cluster all of them must be in one hash slot. Presence state is
+// small (a few hundred bytes per online user); one shard holds it.
+const tag = "{presence}"
+
 // Commands is the stream gateways append commands to.
-func (k Keys) Commands() string { return k.Prefix + "presence:cmds" }
+func (k Keys) Commands() string { return k.Prefix + tag + ":cmds" }
 
 // Events is the stream presence_update events are appended to (AddEvent,
 // FollowEvents).
-func (k Keys) Events() string { return k.Prefix + "presence:events" }
+func (k Keys) Events() string { return k.Prefix + tag + ":events" }
 
 // User is the sorted set of a user's live connections, scored by expiry.
 func (k Keys) User(userID int64) string {
-	return k.Prefix + "presence:u:" + strconv.FormatInt(userID, 10)
+	return k.Prefix + tag + ":u:" + strconv.FormatInt(userID, 10)
 }
 
 // Online is the sorted set of online users scored by their latest
 // connection expiry; the sweeper scans it from the low end.
-func (k Keys) Online() string { return k.Prefix + "presence:online" }
+func (k Keys) Online() string { return k.Prefix + tag + ":online" }
 
 // LastSeen is the hash of user id → last seen, unix ms.
-func (k Keys) LastSeen() string { return k.Prefix + "presence:lastseen" }
+func (k Keys) LastSeen() string { return k.Prefix + tag + ":lastseen" }
 
 // Tombs remembers closed connections for a while, so a connect or heartbeat
 // applied after the connection's disconnect (two presence instances can
 // apply neighbouring commands out of order) does not bring it back.
-func (k Keys) Tombs() string { return k.Prefix + "presence:tombs" }
+func (k Keys) Tombs() string { return k.Prefix + tag + ":tombs" }
 
 // Dirty holds users whose online state changed since it was last written
 // to PostgreSQL; the score counts changes so a sync only clears what it wrote.
-func (k Keys) Dirty() string { return k.Prefix + "presence:dirty" }
-
-func (k Keys) room(roomID int64) string {
-	return k.Prefix + "{r:" + strconv.FormatInt(roomID, 10) + "}"
-}
+func (k Keys) Dirty() string { return k.Prefix + tag + ":dirty" }
 
 // Typing is the sorted set of a room's typists scored by expiry.
-func (k Keys) Typing(roomID int64) string { return k.room(roomID) + ":typing" }
+func (k Keys) Typing(roomID int64) string {
+	return k.Prefix + tag + ":typing:" + strconv.FormatInt(roomID, 10)
+}
 
 // TypingNames is the hash of a room's typists' usernames.
-func (k Keys) TypingNames(roomID int64) string { return k.room(roomID) + ":typing:names" }
+func (k Keys) TypingNames(roomID int64) string {
+	return k.Prefix + tag + ":typing:names:" + strconv.FormatInt(roomID, 10)
+}
 
 // TypingRooms is the sorted set of rooms with typists, scored by their
 // soonest expiry; the sweeper scans it from the low end.
-func (k Keys) TypingRooms() string { return k.Prefix + "typing:rooms" }
+func (k Keys) TypingRooms() string { return k.Prefix + tag + ":typing:rooms" }
 
 // Member is the sorted-set member naming one connection of one gateway.
 func Member(gatewayID, connID string) string { return gatewayID + "/" + connID }

@@ -9,12 +9,12 @@ import (
 // redis_pool_connections{state} (idle, in_use) and the counters of hits,
 // misses, timeouts and stale connections.
 type PoolCollector struct {
-	c                                    *goredis.Client
+	c                                    goredis.UniversalClient
 	conns, hits, misses, timeouts, stale *prometheus.Desc
 }
 
 // NewPoolCollector returns a collector of c's pool.
-func NewPoolCollector(c *goredis.Client) *PoolCollector {
+func NewPoolCollector(c goredis.UniversalClient) *PoolCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}

@@ -10,32 +10,117 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	goredis "github.com/redis/go-redis/v9"
 
+	"relay/pkg/config"
 	"relay/pkg/protocol"
 )
 
-// Open connects to url and checks the connection. With tracing, every
-// command is a span named for the command, without its arguments (they
-// hold message text and session data).
-func Open(ctx context.Context, url string, tracing bool) (*goredis.Client, error) {
-	opt, err := goredis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
+// Open connects to the server or the Redis Cluster cfg names and checks
+// the connection: a *goredis.Client, or with cfg.Cluster a
+// *goredis.ClusterClient that routes each command to the shard of its keys.
+// With tracing, every command is a span named for the command, without its
+// arguments (they hold message text and session data).
+func Open(ctx context.Context, cfg config.Redis, tracing bool) (goredis.UniversalClient, error) {
+	var c goredis.UniversalClient
+	if cfg.Cluster {
+		opt, err := goredis.ParseClusterURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis: REDIS_URL of a cluster: %w", err)
+		}
+		// go-redis reloads the slot map on MOVED, but a dead master only
+		// refuses connections: without a short reload interval (60 s by
+		// default) commands and subscriptions of its slots would keep
+		// dialling it long after its replica was promoted. A reload is one
+		// CLUSTER SLOTS, at most once a second, and only while in use.
+		if opt.ClusterStateReloadInterval == 0 {
+			opt.ClusterStateReloadInterval = ClusterReloadInterval
+		}
+		c = goredis.NewClusterClient(opt)
+	} else {
+		opt, err := goredis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+		c = goredis.NewClient(opt)
 	}
-	c := goredis.NewClient(opt)
 	if tracing {
 		if err := redisotel.InstrumentTracing(c, redisotel.WithDBStatement(false)); err != nil {
+			_ = c.Close()
 			return nil, fmt.Errorf("redis: tracing: %w", err)
 		}
 	}
-	if err := c.Ping(ctx).Err(); err != nil {
+	if err := Ping(ctx, c); err != nil {
 		_ = c.Close()
-		return nil, fmt.Errorf("redis: ping: %w", err)
+		return nil, err
 	}
 	return c, nil
+}
+
+// ClusterReloadInterval bounds how stale a cluster client's map of slots
+// to masters gets (see Open).
+const ClusterReloadInterval = time.Second
+
+// Ping checks that c can serve commands: one server answers PING; a
+// cluster client must also see every hash slot served (cluster_state:ok),
+// since a command for a slot without a master fails. Readiness probes call
+// it.
+func Ping(ctx context.Context, c goredis.UniversalClient) error {
+	cc, ok := c.(*goredis.ClusterClient)
+	if !ok {
+		if err := c.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis: ping: %w", err)
+		}
+		return nil
+	}
+	info, err := cc.ClusterInfo(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("redis: cluster info: %w", err)
+	}
+	if !strings.Contains(info, "cluster_state:ok") {
+		return errors.New("redis: cluster_state is not ok (a hash slot has no reachable master)")
+	}
+	return nil
+}
+
+// IsCluster reports whether c talks to a Redis Cluster.
+func IsCluster(c goredis.UniversalClient) bool {
+	_, ok := c.(*goredis.ClusterClient)
+	return ok
+}
+
+// Slot is the Redis Cluster hash slot of key (CRC16 of its hash tag, or
+// of the whole key without one, modulo 16384). Keys (and shard channels)
+// of one slot live on one shard, which multi-key scripts and SSUBSCRIBE
+// require.
+func Slot(key string) int {
+	if s := strings.IndexByte(key, '{'); s >= 0 {
+		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
+			key = key[s+1 : s+1+e]
+		}
+	}
+	return int(crc16(key) % 16384)
+}
+
+// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial 0), the checksum
+// Redis Cluster hashes keys with.
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
 }
 
 // Keys builds every key and channel name under one prefix. Per-room keys
@@ -114,7 +199,7 @@ if ARGV[6] ~= '' then
     end
   end
 end
-redis.call('PUBLISH', ARGV[4], ARGV[3])
+redis.call('SPUBLISH', ARGV[4], ARGV[3])
 return {1}
 `)
 

@@ -28,7 +28,7 @@ func TestPublishScript(t *testing.T) {
 	ctx := context.Background()
 	k := redis.Keys{Prefix: prefix}
 	const room = 7
-	sub := rdb.Subscribe(ctx, k.RoomChannel(room))
+	sub := rdb.SSubscribe(ctx, k.RoomChannel(room))
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"relay/tests/accounting"
 	"relay/tests/e2e/stack"
 )
 
@@ -201,35 +202,25 @@ func TestMessagePathThroughNginx(t *testing.T) {
 }
 
 // The replica stops: history keeps answering, from the primary, with
-// everything acked; once it is back, reads return to it.
+// everything acked (the ledger of tests/accounting); once it is back,
+// reads return to it.
 func TestReplicaStoppedReadsFallBack(t *testing.T) {
 	c := newCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	a, _, room := c.pair(t, ctx)
-	conn, err := stack.Dial(ctx, c.ws(), a.Token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Join(ctx, room, nil); err != nil {
-		t.Fatal(err)
-	}
-	send := func(from, to int) {
-		for i := from; i < to; i++ {
-			if _, err := conn.Send(ctx, room, "r", fmt.Sprintf("r%d", i)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	send(0, 10)
-	eventually(t, "10 in history", 30*time.Second, func() bool { return len(c.history(t, ctx, a, room)) == 10 })
+	a, b, room := c.pair(t, ctx)
+	l := accounting.New()
+	receiver := c.follow(ctx, t, b, room, nil, l)
+	defer func() { _ = receiver.Close() }()
+	c.sendAll(ctx, t, a, room, "r", 10, l, nil)
+	c.settle(ctx, t, a, room, l, b.Username)
 
 	c.script(t, "replica-down")
 	t.Cleanup(func() { c.script(t, "replica-up") })
 	primary := c.metric(t, "api", `relay_api_db_reads_total{server="primary"}`)
-	send(10, 20)
-	eventually(t, "20 in history with the replica down", 30*time.Second, func() bool { return len(c.history(t, ctx, a, room)) == 20 })
+	c.sendAll(ctx, t, a, room, "s", 10, l, nil)
+	receiver = c.converge(ctx, t, b, room, receiver, l)
+	r := c.settle(ctx, t, a, room, l, b.Username)
 	if p := c.metric(t, "api", `relay_api_db_reads_total{server="primary"}`); p <= primary {
 		t.Fatalf("primary reads %v -> %v with the replica down", primary, p)
 	}
@@ -239,4 +230,5 @@ func TestReplicaStoppedReadsFallBack(t *testing.T) {
 	eventually(t, "reads back on the replica", 30*time.Second, func() bool {
 		return len(c.history(t, ctx, a, room)) == 20 && c.metric(t, "api", `relay_api_db_reads_total{server="replica"}`) > replica
 	})
+	t.Logf("replica stopped and started: %s", r)
 }

@@ -73,7 +73,7 @@ type Service struct {
 	// reads routes history and search between it and db.
 	replica  *gorm.DB
 	reads    *store.Reads
-	rdb      *goredis.Client
+	rdb      goredis.UniversalClient
 	kclient  sarama.Client
 	producer *kafka.Producer
 	events   EventPublisher
@@ -179,7 +179,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry, opts ...Opti
 		s.blobs, s.closeBlobs = disk, disk.Close
 	}
 	s.uploads = &uploads.Handler{Blobs: s.blobs, DB: s.db, Log: tel.Log, MaxBytes: cfg.UploadMaxBytes, RateLimit: cfg.UploadRateLimit}
-	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, true); err != nil {
+	if s.rdb, err = redis.Open(ctx, cfg.Redis, true); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {

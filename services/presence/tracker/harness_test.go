@@ -179,7 +179,7 @@ func (e *env) listen(rooms ...int64) *listener {
 	for _, r := range rooms {
 		chans = append(chans, e.keys.RoomChannel(r))
 	}
-	ps := e.rdb.Subscribe(ctx, chans...)
+	ps := e.rdb.SSubscribe(ctx, chans...)
 	for range chans {
 		if _, err := ps.Receive(ctx); err != nil {
 			e.t.Fatal(err)

@@ -44,7 +44,7 @@ type Service struct {
 	cfg      Config
 	tel      *telemetry.Telemetry
 	log      *slog.Logger
-	rdb      *goredis.Client
+	rdb      goredis.UniversalClient
 	db       *gorm.DB
 	keys     presence.Keys
 	state    *State
@@ -83,7 +83,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 		return nil, err
 	}
 	tracing := cfg.Telemetry.OTLPEndpoint != ""
-	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, tracing); err != nil {
+	if s.rdb, err = redis.Open(ctx, cfg.Redis, tracing); err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
 	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {

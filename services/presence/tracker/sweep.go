@@ -86,7 +86,7 @@ func (s *Service) publish(ctx context.Context, ts []Transition, tcs []TypingChan
 			if err != nil {
 				return err
 			}
-			p.Publish(ctx, s.keys.RoomChannel(c.RoomID), b)
+			p.SPublish(ctx, s.keys.RoomChannel(c.RoomID), b)
 		}
 		return nil
 	})

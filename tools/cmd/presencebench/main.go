@@ -352,7 +352,7 @@ func subscribeRooms(ctx context.Context, rdb *goredis.Client, keys presence.Keys
 	for i := range chans {
 		chans[i] = keys.RoomChannel(int64(i + 1))
 	}
-	ps := rdb.Subscribe(ctx, chans...)
+	ps := rdb.SSubscribe(ctx, chans...)
 	for range chans {
 		if _, err := ps.Receive(ctx); err != nil {
 			return nil, err

@@ -139,7 +139,7 @@ func (e *env) subscribe(t testing.TB, rooms ...int64) <-chan *protocol.Publicati
 	for i, r := range rooms {
 		chans[i] = e.keys.RoomChannel(r)
 	}
-	sub := e.rdb.Subscribe(context.Background(), chans...)
+	sub := e.rdb.SSubscribe(context.Background(), chans...)
 	t.Cleanup(func() { _ = sub.Close() })
 	for range chans {
 		if _, err := sub.Receive(context.Background()); err != nil {

@@ -35,10 +35,17 @@ func benchEndToEnd(b *testing.B, rate int) {
 	const rooms = 100
 	e := newEnv(b, 12)
 	ctx := context.Background()
-	sub := e.rdb.PSubscribe(ctx, e.keys.Prefix+"{r:*}:ch")
+	// Shard channels have no pattern subscription: each room's by name.
+	chans := make([]string, rooms)
+	for r := range rooms {
+		chans[r] = e.keys.RoomChannel(int64(r + 1))
+	}
+	sub := e.rdb.SSubscribe(ctx, chans...)
 	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		b.Fatal(err)
+	for range chans {
+		if _, err := sub.Receive(ctx); err != nil {
+			b.Fatal(err)
+		}
 	}
 	ch := sub.Channel()
 	start(b, e.config())

@@ -29,7 +29,7 @@ type Service struct {
 	cfg  Config
 	tel  *telemetry.Telemetry
 	log  *slog.Logger
-	rdb  *goredis.Client
+	rdb  goredis.UniversalClient
 	keys redis.Keys
 	// dedupe fills the acks of senders whose gateway could not.
 	dedupe *dedupe.Store
@@ -66,7 +66,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (*Service, e
 	if s.m, err = newMetrics(tel.Registry, s.lag); err != nil {
 		return nil, err
 	}
-	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, cfg.Telemetry.OTLPEndpoint != ""); err != nil {
+	if s.rdb, err = redis.Open(ctx, cfg.Redis, cfg.Telemetry.OTLPEndpoint != ""); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	if err := tel.Registry.Register(redis.NewPoolCollector(s.rdb)); err != nil {

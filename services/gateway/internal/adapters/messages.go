@@ -64,14 +64,14 @@ type MessagesOptions struct {
 // edit right after the ack finds its message; clientMsgId dedupe) with
 // PostgreSQL behind it for authors.
 type Messages struct {
-	rdb  *goredis.Client
+	rdb  goredis.UniversalClient
 	db   *gorm.DB
 	o    MessagesOptions
 	acks *dedupe.Recorder
 }
 
 // NewMessages makes the adapter; Run records acks until Close.
-func NewMessages(rdb *goredis.Client, db *gorm.DB, o MessagesOptions) *Messages {
+func NewMessages(rdb goredis.UniversalClient, db *gorm.DB, o MessagesOptions) *Messages {
 	return &Messages{rdb: rdb, db: db, o: o, acks: dedupe.NewRecorder(o.Dedupe, o.Log)}
 }
 

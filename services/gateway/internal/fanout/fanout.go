@@ -1,6 +1,7 @@
 // Package fanout delivers room events to this instance's connections: the
-// hub (hub/) registers local members per room, one Redis pub/sub
-// connection carries the channels of the rooms with local members, and
+// hub (hub/) registers local members per room, Redis sharded pub/sub
+// (SSUBSCRIBE) carries the channels of the rooms with local members (one
+// connection, or on Redis Cluster one per hash slot in use), and
 // the sequencer checks each room's publications for gaps and repairs them
 // from the room log (Redis history, then PostgreSQL).
 package fanout
@@ -41,7 +42,7 @@ type Typing interface {
 // Options configure New. Watcher, Roles and Typing may be nil.
 type Options struct {
 	// Redis carries the room channels and the recent history.
-	Redis *goredis.Client
+	Redis goredis.UniversalClient
 	// DB is read for the room log beyond the Redis history.
 	DB *gorm.DB
 	// Keys names the Redis keys and channels.

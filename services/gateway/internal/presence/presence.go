@@ -42,7 +42,7 @@ type Options struct {
 	// Lifecycle lists the connections for the heartbeat batch.
 	Lifecycle *conn.Lifecycle
 	// Redis and Keys locate the presence events stream.
-	Redis *goredis.Client
+	Redis goredis.UniversalClient
 	Keys  presence.Keys
 	// DB is read for the rooms and members routing uses.
 	DB *gorm.DB

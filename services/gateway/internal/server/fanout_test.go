@@ -18,11 +18,11 @@ import (
 	"relay/pkg/redis"
 )
 
-// numsub returns how many subscribers the room channel has on Redis.
+// numsub returns how many subscribers the room's shard channel has on Redis.
 func (e *env) numsub(room int64) int64 {
 	e.t.Helper()
 	ch := e.keys.RoomChannel(room)
-	m, err := e.rdb.PubSubNumSub(context.Background(), ch).Result()
+	m, err := e.rdb.PubSubShardNumSub(context.Background(), ch).Result()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -419,7 +419,8 @@ func TestRedisReconnectRecoversFromHistory(t *testing.T) {
 
 func testenvName() string { return "gw-" + strconv.FormatInt(time.Now().UnixNano(), 36) }
 
-// killPubSub kills the named client's connections that are in pub/sub mode.
+// killPubSub kills the named client's connections that hold shard channel
+// subscriptions (ssub in CLIENT LIST).
 func killPubSub(t *testing.T, e *env, name string) {
 	t.Helper()
 	list, err := e.rdb.ClientList(t.Context()).Result()
@@ -434,7 +435,7 @@ func killPubSub(t *testing.T, e *env, name string) {
 				fields[k] = v
 			}
 		}
-		if fields["name"] == name && fields["sub"] != "0" && fields["sub"] != "" {
+		if fields["name"] == name && fields["ssub"] != "0" && fields["ssub"] != "" {
 			id, _ := strconv.ParseInt(fields["id"], 10, 64)
 			if err := e.rdb.ClientKillByFilter(t.Context(), "ID", strconv.FormatInt(id, 10)).Err(); err != nil {
 				t.Fatal(err)

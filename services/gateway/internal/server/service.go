@@ -55,7 +55,7 @@ type Service struct {
 	tel     *telemetry.Telemetry
 	log     *slog.Logger
 	db      *gorm.DB
-	rdb     *goredis.Client
+	rdb     goredis.UniversalClient
 	kclient sarama.Client
 	metrics *metrics.Metrics
 
@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config, tel *telemetry.Telemetry) (s *Service,
 	if s.db, err = store.Open(ctx, cfg.Postgres.URL, store.Options{MaxConns: cfg.Postgres.MaxConns, Tracing: tracing}); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	if s.rdb, err = redis.Open(ctx, cfg.Redis.URL, tracing); err != nil {
+	if s.rdb, err = redis.Open(ctx, cfg.Redis, tracing); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	if err := store.RegisterPool(tel.Registry, s.db); err != nil {
