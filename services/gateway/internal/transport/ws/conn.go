@@ -34,6 +34,8 @@ type Conn struct {
 	rc syscall.RawConn
 
 	wmu sync.Mutex
+	// deadline is the write deadline last set on nc (under wmu).
+	deadline time.Time
 	// broken is set once a write failed: it may have ended inside a frame,
 	// after which no control frame (a close) may follow.
 	broken atomic.Bool
@@ -98,7 +100,7 @@ func (w *Conn) WriteBatch(frames [][]byte, deadline time.Time) (int, error) {
 func (w *Conn) write(frames []byte, deadline time.Time) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
-	err := w.nc.SetWriteDeadline(deadline)
+	err := w.setDeadline(deadline)
 	if err == nil {
 		_, err = w.nc.Write(frames)
 	}
@@ -106,6 +108,25 @@ func (w *Conn) write(frames []byte, deadline time.Time) error {
 		w.broken.Store(true)
 	}
 	return err
+}
+
+// setDeadline makes the write deadline at least deadline and at most an
+// eighth of the time left to it later. Setting a deadline is a runtime
+// timer update under a lock, and it was a tenth of a busy gateway's CPU when
+// every batch set its own (CPU profile, docs/performance.md); with the slack
+// a connection that keeps writing moves its deadline a few times per write
+// timeout instead, and a write still fails no sooner than it was allowed to
+// and only slightly later.
+func (w *Conn) setDeadline(deadline time.Time) error {
+	if !w.deadline.Before(deadline) && !w.deadline.After(deadline.Add(time.Until(deadline)/8)) {
+		return nil
+	}
+	at := deadline.Add(time.Until(deadline) / 8)
+	if err := w.nc.SetWriteDeadline(at); err != nil {
+		return err
+	}
+	w.deadline = at
+	return nil
 }
 
 // WriteControl writes a ping, pong or close frame unless a write failed.
@@ -133,7 +154,15 @@ func (w *Conn) WriteMessage(messageType int, data []byte) error {
 }
 
 // SetWriteDeadline implements conn.Transport.
-func (w *Conn) SetWriteDeadline(t time.Time) error { return w.nc.SetWriteDeadline(t) }
+func (w *Conn) SetWriteDeadline(t time.Time) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if err := w.nc.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	w.deadline = t
+	return nil
+}
 
 // halfCloser is a connection that can be shut down without closing its
 // descriptor (*net.TCPConn).
