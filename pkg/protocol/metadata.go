@@ -131,19 +131,28 @@ func (p *jsonbParser) object(path string, depth int) error {
 		if err := p.value(path+"."+key, depth); err != nil {
 			return err
 		}
-		p.space()
-		if p.i >= len(p.b) {
-			return p.invalid(path)
+		if done, err := p.separator('}', path); done || err != nil {
+			return err
 		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-		case '}':
-			p.i++
-			return nil
-		default:
-			return p.invalid(path)
-		}
+	}
+}
+
+// separator reads what follows a member or element: a comma (another one
+// comes; false) or the container's closing byte (true).
+func (p *jsonbParser) separator(closing byte, path string) (bool, error) {
+	p.space()
+	if p.i >= len(p.b) {
+		return false, p.invalid(path)
+	}
+	switch p.b[p.i] {
+	case ',':
+		p.i++
+		return false, nil
+	case closing:
+		p.i++
+		return true, nil
+	default:
+		return false, p.invalid(path)
 	}
 }
 
@@ -162,18 +171,8 @@ func (p *jsonbParser) array(path string, depth int) error {
 		if err := p.value(path+"["+strconv.Itoa(n)+"]", depth); err != nil {
 			return err
 		}
-		p.space()
-		if p.i >= len(p.b) {
-			return p.invalid(path)
-		}
-		switch p.b[p.i] {
-		case ',':
-			p.i++
-		case ']':
-			p.i++
-			return nil
-		default:
-			return p.invalid(path)
+		if done, err := p.separator(']', path); done || err != nil {
+			return err
 		}
 	}
 }
