@@ -2,7 +2,6 @@ package web
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"io"
 	"net/http/httptest"
@@ -16,20 +15,8 @@ import (
 	"relay/pkg/chat"
 	"relay/pkg/config"
 	"relay/pkg/telemetry"
+	"relay/pkg/testenv"
 )
-
-func gzipped(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
-	if _, err := w.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 // A compressed body is refused before any handler reads it: a 1 MiB body
 // of zeros gzipped twice is a few hundred bytes that c.Body() would inflate.
@@ -40,7 +27,7 @@ func TestCompressedBodiesAreRefused(t *testing.T) {
 		inflated = true
 		return c.SendString(string(c.Body()[:1]))
 	})
-	bomb := gzipped(t, gzipped(t, make([]byte, 1<<20)))
+	bomb := testenv.Gzip(t, testenv.Gzip(t, make([]byte, 1<<20)))
 	for _, enc := range []string{"gzip", "gzip, gzip", "deflate", "br", "GZIP", "x-unknown"} {
 		req := httptest.NewRequest("POST", "/read", bytes.NewReader(bomb))
 		req.Header.Set("Content-Encoding", enc)

@@ -6,7 +6,6 @@ package security
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"flag"
@@ -59,19 +58,6 @@ func newStack(t *testing.T, opts stack.Options) *stack.Stack {
 	}
 	opts.Binaries = binaries
 	return stack.NewStack(t, opts)
-}
-
-func gz(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
-	if _, err := w.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 func post(t *testing.T, url string, body []byte, headers ...string) (*http.Response, []byte, time.Duration) {
@@ -145,7 +131,7 @@ func TestAttacks(t *testing.T) {
 
 	// A 553-byte body that inflates to 200 MB: refused unread with 415.
 	t.Run("compressed bodies", func(t *testing.T) {
-		bomb := gz(t, gz(t, make([]byte, 200<<20)))
+		bomb := testenv.Gzip(t, testenv.Gzip(t, make([]byte, 200<<20)))
 		for _, url := range []string{
 			s.APIURL() + "/api/auth/login",
 			s.HTTPURL(stack.GatewayName(0)) + "/socket.io/?EIO=4&transport=polling&sid=x",

@@ -1,14 +1,13 @@
 package httpapi_test
 
 import (
-	"bytes"
-	"compress/gzip"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
 	"relay/pkg/chat"
+	"relay/pkg/testenv"
 	"relay/services/api/httpapi"
 )
 
@@ -57,23 +56,10 @@ func TestPerUserLimits(t *testing.T) {
 func TestCompressedBodyRefused(t *testing.T) {
 	e := newAPI(t, envOptions{})
 	inner := `{"username":"ada","password":"` + strings.Repeat("a", 1<<20) + `"}`
-	body := gz(t, gz(t, []byte(inner)))
+	body := testenv.Gzip(t, testenv.Gzip(t, []byte(inner)))
 	res := e.do("POST", "/api/auth/login", "", raw(body), "Content-Type", "application/json", "Content-Encoding", "gzip, gzip")
 	res.expectError(t, http.StatusUnsupportedMediaType, chat.CodeUnsupportedMediaType)
 	if res.header.Get("X-Content-Type-Options") != "nosniff" {
 		t.Fatal("no nosniff header")
 	}
-}
-
-func gz(t *testing.T, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
-	if _, err := w.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
