@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -66,13 +67,32 @@ func TestRunAgainstStack(t *testing.T) {
 			t.Errorf("process table misses the gateway's or chatbench's connections: %+v", res.Procs)
 		}
 
-		// A second run reuses the cached accounts.
+		if res.Rooms.Reused+res.Rooms.Created != 8 {
+			t.Errorf("rooms: %+v", res.Rooms)
+		}
+		// An old bench room of two of the users, as an earlier run with
+		// another shape would have left.
+		a := newAPIClient(p.API)
+		var n atomic.Int64
+		accs, _, err := ensureUsers(ctx, a, loadTokenCache(p.DataDir), p.UserPrefix, 2, &n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := createRoom(ctx, a, accs, benchRoomPrefix+"stray", []int{0, 1}); err != nil {
+			t.Fatal(err)
+		}
+
+		// A second run reuses the cached accounts and rooms, and its users
+		// leave the stray room.
 		res2, err := Run(ctx, p, io.Discard)
 		if err != nil {
 			t.Fatalf("second run: %v", err)
 		}
 		if res2.Users.Cached != 40 {
 			t.Errorf("second run: %d of 40 accounts from the cache", res2.Users.Cached)
+		}
+		if res2.Rooms.Reused != 8 || res2.Rooms.Created != 0 || res2.Rooms.Left != 2 {
+			t.Errorf("second run rooms: %+v, want 8 reused, 0 made, 2 memberships left", res2.Rooms)
 		}
 	})
 

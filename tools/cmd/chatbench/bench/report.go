@@ -60,10 +60,15 @@ type Machine struct {
 
 // RoomStats describes the rooms created.
 type RoomStats struct {
-	Count     int     `json:"count"`
-	SizeMin   int     `json:"sizeMin"`
-	SizeMax   int     `json:"sizeMax"`
-	Members   int     `json:"members"`
+	Count   int `json:"count"`
+	SizeMin int `json:"sizeMin"`
+	SizeMax int `json:"sizeMax"`
+	Members int `json:"members"`
+	// Reused rooms came from an earlier run; Left counts the memberships of
+	// old bench rooms outside the plan that its users left (rooms.go).
+	Reused    int     `json:"reused"`
+	Created   int     `json:"created"`
+	Left      int     `json:"left"`
 	DurationS float64 `json:"durationS"`
 }
 
@@ -267,7 +272,8 @@ func PrintTable(w io.Writer, res *Result) {
 
 	fmt.Fprintf(w, "\nsetup\n")
 	fmt.Fprintf(w, "  users     %d (%d cached, %d signed in) in %.1fs\n", p.Users, res.Users.Cached, res.Users.SignedIn, res.Users.DurationS)
-	fmt.Fprintf(w, "  rooms     %d (members %s, %d memberships) in %.1fs\n", res.Rooms.Count, sizeRange(res.Rooms), res.Rooms.Members, res.Rooms.DurationS)
+	fmt.Fprintf(w, "  rooms     %d (members %s, %d memberships; %d reused, %d made, %d old bench memberships left) in %.1fs\n",
+		res.Rooms.Count, sizeRange(res.Rooms), res.Rooms.Members, res.Rooms.Reused, res.Rooms.Created, res.Rooms.Left, res.Rooms.DurationS)
 	fmt.Fprintf(w, "  connect   %d ok, %d failed%s in %.1fs", res.Connect.OK, res.Connect.Failed, counts(res.Connect.Failures), res.Connect.DurationS)
 	if res.Scenario != ScenarioArtillery {
 		fmt.Fprintf(w, " (ramp %g/s)", p.Ramp)

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
-	"golang.org/x/sync/errgroup"
 )
 
 // Phase timeouts: every phase but sending is bounded on its own, so a run
@@ -275,26 +274,17 @@ func setupErr(err error, ctx context.Context, d time.Duration) error {
 	return err
 }
 
-// createRooms creates the plan's rooms, a few at a time.
+// createRooms makes the plan's rooms ready: reused from an earlier run of
+// the same accounts and rooms when still intact, made otherwise (rooms.go).
 func (r *runner) createRooms(ctx context.Context, res *Result) error {
 	start := time.Now()
-	r.roomIDs = make([]string, len(r.plan.RoomMembers))
 	r.joined = make([]atomic.Int32, len(r.plan.RoomMembers))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for i, members := range r.plan.RoomMembers {
-		g.Go(func() error {
-			id, err := createRoom(gctx, r.api, r.accs, fmt.Sprintf("bench %s %s #%d", r.p.Scenario, r.runID, i), members)
-			if err != nil {
-				return err
-			}
-			r.roomIDs[i] = id
-			r.roomsDone.Add(1)
-			return nil
-		})
-	}
-	err := g.Wait()
-	res.Rooms = RoomStats{Count: int(r.roomsDone.Load()), DurationS: time.Since(start).Seconds()}
+	var st roomSetup
+	ids, err := ensureRooms(ctx, r.api, loadRoomCache(r.p.DataDir), r.accs, r.plan.RoomMembers,
+		func(i int) string { return roomName(r.p.Scenario, r.runID, i) }, &r.roomsDone, &st)
+	r.roomIDs = ids
+	res.Rooms = RoomStats{Count: int(r.roomsDone.Load()), Reused: int(st.reused.Load()), Created: int(st.created.Load()),
+		Left: int(st.left.Load()), DurationS: time.Since(start).Seconds()}
 	for i, m := range r.plan.RoomMembers {
 		if i == 0 || len(m) < res.Rooms.SizeMin {
 			res.Rooms.SizeMin = len(m)
